@@ -1,0 +1,61 @@
+# darkroom: `make run` brings the whole pipeline up locally; `make test` installs what it needs and runs every check.
+PYTHON ?= python3
+VENV := .venv
+TOOLS := .venv-tools
+PY := $(VENV)/bin/python
+PIP := --quiet --disable-pip-version-check
+
+.DEFAULT_GOAL := help
+.PHONY: help install run emulator test lint unit integration e2e fault bench template clean
+
+help: ## List the targets
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
+
+install: $(VENV)/.installed ## Create .venv with darkroom, its tests and local tooling
+
+$(VENV)/.installed: requirements-dev.txt layers/darkroom/requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install $(PIP) -r requirements-dev.txt
+	$(PY) -m pip install $(PIP) --no-deps -e .
+	touch $@
+
+$(TOOLS)/.installed: requirements-tools.txt
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install $(PIP) -r requirements-tools.txt
+	touch $@
+
+run: install ## Run API, worker, moto and the provider emulator on 127.0.0.1 (DARKROOM_PORT, default 3000)
+	$(VENV)/bin/darkroom run
+
+emulator: install ## Run only the OpenAI Images API emulator (PORT, default 8080)
+	$(VENV)/bin/darkroom emulator --port $${PORT:-8080}
+
+test: lint ## Everything CI runs: lint, then unit, integration, end-to-end and fault tests with coverage
+	$(PY) -m coverage erase
+	$(PY) -m coverage run -m pytest -q
+	$(PY) -m coverage combine -q
+	$(PY) -m coverage report
+
+lint: install template ## ruff, mypy, and the SAM template through aws-sam-translator and cfn-lint
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy layers/darkroom/darkroom functions local tests
+
+template: $(TOOLS)/.installed ## Transform template.yaml and lint the result
+	$(TOOLS)/bin/python local/transform_template.py template.yaml build/template.cfn.json
+	$(TOOLS)/bin/cfn-lint build/template.cfn.json
+
+unit: install ## Unit tests only (no servers)
+	$(PY) -m pytest -q tests/unit
+
+integration: install ## Handlers against moto's server over HTTP
+	$(PY) -m pytest -q tests/integration
+
+e2e: install ## The local stack end to end, and the fault run
+	$(PY) -m pytest -q tests/e2e
+
+bench: install ## Cold-start ratios against a boto3-only baseline
+	$(PY) bench/coldstart.py
+
+clean: ## Remove environments and build output
+	rm -rf $(VENV) $(TOOLS) build .aws-sam .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.*

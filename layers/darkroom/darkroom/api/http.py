@@ -1,0 +1,135 @@
+"""A small router for API Gateway HTTP API (payload 2.0) events.
+
+darkroom's API has six routes; powertools' resolver with validation costs more import time on a cold start than
+the whole rest of the function (see docs/decisions.md), so routing is done here and validation by pydantic models.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from darkroom.errors import DarkroomError, InvalidRequest, NotFound, ServiceUnavailable
+from darkroom.observability import logger
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    headers: dict[str, str]
+    query: dict[str, str]
+    body: bytes
+    request_id: str
+    path_params: dict[str, str] = field(default_factory=dict)
+    tenant: str = ""
+
+    @classmethod
+    def from_event(cls, event: dict[str, Any]) -> Request:
+        context = event.get("requestContext") or {}
+        raw = event.get("body") or ""
+        body = base64.b64decode(raw) if event.get("isBase64Encoded") else raw.encode()
+        return cls(
+            method=(context.get("http") or {}).get("method", "GET").upper(),
+            path=event.get("rawPath") or "/",
+            headers={k.lower(): v for k, v in (event.get("headers") or {}).items()},
+            query=dict(event.get("queryStringParameters") or {}),
+            body=body,
+            request_id=str(context.get("requestId", "")),
+        )
+
+    def json(self) -> Any:
+        content_type = self.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            raise InvalidRequest("Send the body as JSON with 'Content-Type: application/json'.")
+        if not self.body.strip():
+            raise InvalidRequest("The request body is empty; send a JSON object.")
+        try:
+            return json.loads(self.body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidRequest(f"The body is not valid JSON: {exc}.") from None
+
+
+@dataclass
+class Response:
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def to_event(self) -> dict[str, Any]:
+        return {
+            "statusCode": self.status,
+            "headers": {"content-type": "application/json", **self.headers},
+            "body": json.dumps(self.body),
+            "isBase64Encoded": False,
+        }
+
+
+Handler = Callable[[Request], Response]
+
+
+@dataclass
+class Route:
+    method: str
+    template: str
+    handler: Handler
+    public: bool
+    summary: str
+    pattern: re.Pattern[str]
+
+
+class Router:
+    def __init__(self, authenticate: Callable[[Request], str]) -> None:
+        self.routes: list[Route] = []
+        self._authenticate = authenticate
+
+    def route(self, method: str, template: str, *, summary: str, public: bool = False) -> Callable[[Handler], Handler]:
+        pattern = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template) + "$")
+
+        def register(handler: Handler) -> Handler:
+            self.routes.append(Route(method, template, handler, public, summary, pattern))
+            return handler
+
+        return register
+
+    def resolve(self, event: dict[str, Any]) -> dict[str, Any]:
+        request = Request.from_event(event)
+        try:
+            return self._dispatch(request).to_event()
+        except DarkroomError as exc:
+            return Response(exc.status, exc.body()).to_event()
+        except Exception as exc:
+            if _is_aws_error(exc):
+                logger.exception("AWS call failed", extra={"path": request.path})
+                error = ServiceUnavailable("darkroom could not reach its storage; try again shortly.")
+                return Response(error.status, error.body(), {"retry-after": "1"}).to_event()
+            logger.exception("unhandled error", extra={"path": request.path})
+            body = {"error": {"code": "internal_error", "message": f"Internal error (request {request.request_id})."}}
+            return Response(500, body).to_event()
+
+    def _dispatch(self, request: Request) -> Response:
+        allowed = []
+        for route in self.routes:
+            match = route.pattern.match(request.path)
+            if not match:
+                continue
+            if route.method != request.method:
+                allowed.append(route.method)
+                continue
+            request.path_params = match.groupdict()
+            if not route.public:
+                request.tenant = self._authenticate(request)
+            return route.handler(request)
+        if allowed:
+            body = {"error": {"code": "method_not_allowed", "message": f"Use {', '.join(allowed)} on {request.path}."}}
+            return Response(405, body, {"allow": ", ".join(allowed)})
+        raise NotFound(f"No route {request.method} {request.path}.")
+
+
+def _is_aws_error(exc: Exception) -> bool:
+    module = type(exc).__module__
+    return module.startswith(("botocore", "boto3"))

@@ -1,0 +1,139 @@
+"""The OpenAPI document, generated from the router's routes and the pydantic models (built only when asked for)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from darkroom.api.http import Router
+from darkroom.models import GenerationRequest
+
+
+class Output(BaseModel):
+    key: str
+    format: Literal["png", "webp", "jpeg"]
+    width: int
+    height: int
+    bytes: int
+    url: str | None = None
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class Job(BaseModel):
+    id: str
+    object: Literal["image.job"]
+    kind: Literal["generate", "edit"]
+    status: Literal["queued", "running", "succeeded", "failed", "canceled"]
+    model: str
+    request: dict[str, Any]
+    outputs: list[Output]
+    usage: dict[str, Any] | None
+    cost_usd: float | None
+    error: JobError | None
+    attempts: int
+    webhook_url: str | None
+    metadata: dict[str, str]
+    created_at: str
+    updated_at: str
+    started_at: str | None
+    completed_at: str | None
+    next_attempt_at: str | None
+
+
+class JobList(BaseModel):
+    object: Literal["list"]
+    data: list[Job]
+    has_more: bool
+    next_cursor: str | None
+
+
+class FieldProblem(BaseModel):
+    field: str
+    rule: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    fields: list[FieldProblem] | None = None
+
+
+class Error(BaseModel):
+    error: ErrorBody
+
+
+_REQUEST_BODIES = {("POST", "/v1/images/generations"): GenerationRequest}
+_RESPONSES: dict[tuple[str, str], tuple[str, type[BaseModel] | None]] = {
+    ("POST", "/v1/images/generations"): ("202", Job),
+    ("GET", "/v1/jobs/{id}"): ("200", Job),
+    ("GET", "/v1/jobs"): ("200", JobList),
+    ("DELETE", "/v1/jobs/{id}"): ("200", Job),
+}
+_ERRORS = {
+    "400": "unreadable request",
+    "401": "missing or wrong API key",
+    "404": "no such job for this tenant",
+    "409": "the job's state forbids this",
+    "422": "a field breaks a rule",
+}
+_QUERY = {
+    ("GET", "/v1/jobs"): [
+        {"name": "status", "in": "query", "schema": {"enum": ["queued", "running", "succeeded", "failed", "canceled"]}},
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}},
+        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+    ]
+}
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def openapi_document(router: Router) -> dict[str, Any]:
+    from pydantic.json_schema import models_json_schema
+
+    models: list[type[BaseModel]] = [GenerationRequest, Job, JobList, Error]
+    _, defs = models_json_schema([(m, "validation") for m in models], ref_template="#/components/schemas/{model}")
+    paths: dict[str, dict[str, Any]] = {}
+    for route in router.routes:
+        key = (route.method, route.template)
+        operation: dict[str, Any] = {"summary": route.summary, "responses": {}}
+        params: list[dict[str, Any]] = [
+            {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+            for p in ("id",)
+            if "{" + p + "}" in route.template
+        ]
+        params += _QUERY.get(key, [])
+        if params:
+            operation["parameters"] = params
+        if key in _REQUEST_BODIES:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": _ref(_REQUEST_BODIES[key])}},
+            }
+        status, model = _RESPONSES.get(key, ("200", None))
+        content = {"application/json": {"schema": _ref(model)}} if model else {"application/json": {}}
+        operation["responses"][status] = {"description": "OK", "content": content}
+        if not route.public:
+            operation["security"] = [{"bearer": []}]
+            for code, why in _ERRORS.items():
+                operation["responses"][code] = {
+                    "description": why,
+                    "content": {"application/json": {"schema": _ref(Error)}},
+                }
+        paths.setdefault(route.template, {})[route.method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "darkroom", "version": "1.0.0", "description": "Image generation jobs, OpenAI-shaped."},
+        "paths": paths,
+        "components": {
+            "schemas": defs.get("$defs", {}),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

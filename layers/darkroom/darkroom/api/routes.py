@@ -1,0 +1,88 @@
+"""darkroom's HTTP API: OpenAI-shaped requests in, jobs out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from darkroom.api.http import Request, Response, Router
+from darkroom.errors import FieldError, NotFound, ValidationFailed
+from darkroom.jobs.intake import cancel_job, submit_generation
+from darkroom.jobs.store import STATUSES, JobStore
+from darkroom.jobs.views import job_document
+from darkroom.models import parse_generation_request
+from darkroom.observability import metrics
+from darkroom.settings import settings
+from darkroom.tenants import tenant_for_authorization
+
+MAX_PAGE = 100
+
+
+def _authenticate(request: Request) -> str:
+    return tenant_for_authorization(request.headers.get("authorization"))
+
+
+router = Router(_authenticate)
+
+
+def handle(event: dict[str, Any]) -> dict[str, Any]:
+    return router.resolve(event)
+
+
+@router.route("GET", "/health", summary="Liveness; needs no key.", public=True)
+def health(request: Request) -> Response:
+    return Response(200, {"status": "ok"})
+
+
+@router.route("GET", "/openapi.json", summary="This API's OpenAPI 3.1 document.", public=True)
+def openapi(request: Request) -> Response:
+    from darkroom.api.openapi import openapi_document
+
+    return Response(200, openapi_document(router))
+
+
+@router.route("POST", "/v1/images/generations", summary="Queue an image generation job.")
+def create_generation(request: Request) -> Response:
+    generation = parse_generation_request(request.json(), allow_http_webhooks=settings().allow_http_webhooks)
+    job = submit_generation(request.tenant, generation)
+    metrics.add_metric(name="JobsAccepted", unit="Count", value=1)
+    return Response(202, job_document(job, with_urls=False), {"location": f"/v1/jobs/{job.id}"})
+
+
+@router.route("GET", "/v1/jobs/{id}", summary="A job, with download URLs for its outputs.")
+def get_job(request: Request) -> Response:
+    job = JobStore().get_for_tenant(request.path_params["id"], request.tenant)
+    if job is None:
+        raise NotFound(f"No job {request.path_params['id']}.")
+    return Response(200, job_document(job, with_urls=True))
+
+
+@router.route("GET", "/v1/jobs", summary="The tenant's jobs, newest first.")
+def list_jobs(request: Request) -> Response:
+    status = request.query.get("status") or None
+    errors = []
+    if status is not None and status not in STATUSES:
+        errors.append(FieldError("status", "enum", f"status must be one of {', '.join(STATUSES)}."))
+    limit_text = request.query.get("limit", "20")
+    limit = int(limit_text) if limit_text.isdigit() else 0
+    if not 1 <= limit <= MAX_PAGE:
+        errors.append(FieldError("limit", "range", f"limit must be a whole number from 1 to {MAX_PAGE}."))
+    if errors:
+        raise ValidationFailed(errors)
+    jobs, next_cursor = JobStore().list_for_tenant(
+        request.tenant, status=status, limit=limit, cursor=request.query.get("cursor") or None
+    )
+    return Response(
+        200,
+        {
+            "object": "list",
+            "data": [job_document(job, with_urls=False) for job in jobs],
+            "has_more": next_cursor is not None,
+            "next_cursor": next_cursor,
+        },
+    )
+
+
+@router.route("DELETE", "/v1/jobs/{id}", summary="Cancel a queued job.")
+def delete_job(request: Request) -> Response:
+    job = cancel_job(request.tenant, request.path_params["id"])
+    return Response(200, job_document(job, with_urls=False))

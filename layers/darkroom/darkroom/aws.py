@@ -1,0 +1,36 @@
+"""boto3 clients, built on first use and shared by every invocation of a warm function.
+
+boto3's default session is not safe to build clients from in several threads at once (the local stack runs
+handlers concurrently), hence the lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import cache
+from typing import Any
+
+_lock = threading.Lock()
+
+
+@cache
+def client(service: str) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        connect_timeout=5,
+        read_timeout=20,
+        retries={"mode": "standard", "max_attempts": 4},
+        signature_version="s3v4" if service == "s3" else None,
+    )
+    with _lock:
+        return boto3.client(service, config=config)
+
+
+def reset() -> None:
+    """Forget every client and setting: the local stack and tests call this after changing the environment."""
+    from darkroom import settings
+
+    client.cache_clear()
+    settings.settings.cache_clear()

@@ -1,0 +1,105 @@
+"""What each image model accepts, and what it costs: the one table the API validates against.
+
+Facts come from OpenAI's Images API as of November 2026. A request that breaks a rule here is refused before it
+reaches a queue, so the provider never bills for a request it would have rejected.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+
+STANDARD_SIZES = ("1024x1024", "1536x1024", "1024x1536")
+BASE_QUALITIES = ("low", "medium", "high", "auto")
+EXTENDED_QUALITIES = (*BASE_QUALITIES, "xhigh", "max")
+OUTPUT_FORMATS = ("png", "jpeg", "webp")
+# Custom sizes (models with flexible_sizes): both sides multiples of 16, long side at most 3840, aspect within 3:1,
+# total pixels between 1024x640 and 3840x2160.
+SIZE_MULTIPLE = 16
+MAX_EDGE = 3840
+MAX_ASPECT = 3
+MIN_PIXELS = 655_360
+MAX_PIXELS = 3840 * 2160
+SIZE_PATTERN = re.compile(r"^(\d{1,5})x(\d{1,5})$")
+
+PER_MILLION = Decimal(1_000_000)
+
+
+@dataclass(frozen=True)
+class Prices:
+    """USD per one million tokens."""
+
+    text_input: Decimal
+    image_input: Decimal
+    image_output: Decimal
+    # Text output tokens (planning) are billed like image output: no lower published rate, so never under-charge.
+    text_output: Decimal
+
+
+GPT_IMAGE_PRICES = Prices(Decimal("5"), Decimal("8"), Decimal("30"), Decimal("30"))
+MINI_PRICES = Prices(Decimal("2"), Decimal("2.5"), Decimal("8"), Decimal("8"))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    qualities: tuple[str, ...]
+    flexible_sizes: bool
+    transparent_background: bool
+    prices: Prices
+
+
+def _family(names: tuple[str, ...], **spec: object) -> dict[str, ModelSpec]:
+    return {name: ModelSpec(name=name, **spec) for name in names}  # type: ignore[arg-type]
+
+
+MODELS: dict[str, ModelSpec] = {
+    # gpt-image-2's transparent background is still a preview that gateways answer with 400.
+    **_family(
+        ("gpt-image-2", "gpt-image-2-2026-04-21"),
+        qualities=BASE_QUALITIES,
+        flexible_sizes=True,
+        transparent_background=False,
+        prices=GPT_IMAGE_PRICES,
+    ),
+    # 2.6 is taken to keep everything 2.5 allows (see docs/decisions.md).
+    **_family(
+        ("gpt-image-2.5-sunburst", "gpt-image-2.5-flare", "gpt-image-2.6-sunburst", "gpt-image-2.6-flare"),
+        qualities=EXTENDED_QUALITIES,
+        flexible_sizes=True,
+        transparent_background=True,
+        prices=GPT_IMAGE_PRICES,
+    ),
+    **_family(
+        ("gpt-image-1.5", "chatgpt-image-latest"),
+        qualities=BASE_QUALITIES,
+        flexible_sizes=False,
+        transparent_background=True,
+        prices=GPT_IMAGE_PRICES,
+    ),
+    **_family(
+        ("gpt-image-1-mini",),
+        qualities=BASE_QUALITIES,
+        flexible_sizes=False,
+        transparent_background=True,
+        prices=MINI_PRICES,
+    ),
+}
+
+DEFAULT_MODEL = "gpt-image-2"
+
+# Retired model -> (date it stopped answering, what to use instead).
+RETIRED_MODELS: dict[str, tuple[str, str]] = {
+    "gpt-image-1": ("2026-10-23", "gpt-image-1.5"),
+    "dall-e-3": ("2026-05-12", "gpt-image-2"),
+    "dall-e-2": ("2026-05-12", "gpt-image-1-mini"),
+}
+
+RETIRED_QUALITIES = ("standard", "hd")  # DALL-E values
+
+
+def parse_size(size: str) -> tuple[int, int] | None:
+    """`WxH` as integers, or None for `auto` and anything that is not `WxH`."""
+    match = SIZE_PATTERN.match(size)
+    return (int(match.group(1)), int(match.group(2))) if match else None

@@ -1,0 +1,127 @@
+"""Every error darkroom raises on purpose, each with the HTTP status and code a client sees.
+
+The API maps these in one place (darkroom.api.routes); anything else becomes a 500 that says nothing about its cause.
+Provider outcomes live here too so the worker's retry policy reads as a list of except clauses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One broken rule: which field, which rule (a stable code), and a sentence for people."""
+
+    field: str
+    rule: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"field": self.field, "rule": self.rule, "message": self.message}
+
+
+class DarkroomError(Exception):
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def body(self) -> dict[str, object]:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+class InvalidRequest(DarkroomError):
+    """The request cannot be read at all (bad JSON, wrong content type)."""
+
+    status = 400
+    code = "invalid_request"
+
+
+class ValidationFailed(DarkroomError):
+    status = 422
+    code = "validation_failed"
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        fields = ", ".join(sorted({e.field for e in errors}))
+        super().__init__(f"The request breaks {len(errors)} rule(s) on: {fields}.")
+        self.errors = errors
+
+    def body(self) -> dict[str, object]:
+        return {"error": {"code": self.code, "message": self.message, "fields": [e.as_dict() for e in self.errors]}}
+
+
+class Unauthorized(DarkroomError):
+    status = 401
+    code = "unauthorized"
+
+
+class NotFound(DarkroomError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(DarkroomError):
+    status = 409
+    code = "conflict"
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ServiceUnavailable(DarkroomError):
+    """A dependency (DynamoDB, SQS, S3) failed; the client may retry. Its own error text stays in our logs."""
+
+    status = 503
+    code = "service_unavailable"
+
+
+# Provider outcomes. The worker decides retries from the class alone.
+
+
+class ProviderError(Exception):
+    code = "provider_error"
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class ProviderRefused(ProviderError):
+    """Content-policy refusal: final, never retried."""
+
+    code = "moderation_blocked"
+
+
+class ProviderRejected(ProviderError):
+    """The provider will never accept this request (bad key, no access, unknown model, exhausted quota): final."""
+
+    code = "provider_rejected"
+
+    def __init__(self, message: str, *, code: str, status: int | None = None) -> None:
+        super().__init__(message, status=status)
+        self.code = code
+
+
+class ProviderRateLimited(ProviderError):
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: float, status: int | None = 429) -> None:
+        super().__init__(message, status=status)
+        self.retry_after_s = retry_after_s
+
+
+class ProviderUnavailable(ProviderError):
+    """5xx, 408/409, timeouts, connection errors: worth another try, a bounded number of times."""
+
+    code = "provider_unavailable"
+
+
+class ProviderBadResponse(ProviderError):
+    """A 2xx whose body is not what the API promises. The call may have been billed, so it is not retried."""
+
+    code = "provider_bad_response"

@@ -1,0 +1,335 @@
+"""Jobs in DynamoDB, and every change of state as one conditional write.
+
+A worker owns a running job through a lease (`lease_id`, `lease_until`): each write it makes is conditional on
+still holding that lease, so a duplicate SQS delivery, a second worker or a late retry can never run a job twice,
+bill it twice or overwrite a terminal state. Within `running`, `phase` says how far the owner got:
+`claimed` (no provider call yet), `calling` (a provider call is in flight), `storing` (the provider answered).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from darkroom import aws
+from darkroom.errors import InvalidRequest
+from darkroom.ids import now_iso
+from darkroom.settings import settings
+
+TERMINAL = ("succeeded", "failed", "canceled")
+STATUSES = ("queued", "running", *TERMINAL)
+BY_TENANT = "by_tenant"
+BY_TENANT_STATUS = "by_tenant_status"
+
+
+class LeaseLost(Exception):
+    """The job moved on without us (another owner, a cancel, a terminal state): stop touching it."""
+
+
+@dataclass
+class Job:
+    id: str
+    tenant: str
+    kind: str
+    status: str
+    request: dict[str, Any]
+    created_at: str
+    updated_at: str
+    webhook_url: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    started_at: str | None = None
+    completed_at: str | None = None
+    phase: str | None = None
+    lease_id: str | None = None
+    lease_until: float = 0.0
+    provider_calls: int = 0
+    transient_failures: int = 0
+    rate_limits: int = 0
+    next_attempt_at: str | None = None
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    usage: dict[str, Any] | None = None
+    cost_usd: Decimal | None = None
+    error: dict[str, str] | None = None
+
+    @property
+    def model(self) -> str:
+        return str(self.request.get("model", ""))
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    def lease_expired(self, now: float | None = None) -> bool:
+        return self.lease_until < (time.time() if now is None else now)
+
+
+# Attributes stored as JSON strings: nested maps of arbitrary shape, read back exactly as written.
+_JSON_FIELDS = ("request", "metadata", "outputs", "usage", "error")
+_INT_FIELDS = ("provider_calls", "transient_failures", "rate_limits")
+_OPTIONAL_STR = ("webhook_url", "started_at", "completed_at", "phase", "lease_id", "next_attempt_at")
+
+
+def _to_item(job: Job) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "id": {"S": job.id},
+        "tenant": {"S": job.tenant},
+        "kind": {"S": job.kind},
+        "status": {"S": job.status},
+        "created_at": {"S": job.created_at},
+        "updated_at": {"S": job.updated_at},
+        "list_key": {"S": f"{job.created_at}#{job.id}"},
+        "tenant_status": {"S": f"{job.tenant}#{job.status}"},
+        "lease_until": {"N": str(job.lease_until)},
+    }
+    for name in _JSON_FIELDS:
+        item[name] = {"S": json.dumps(getattr(job, name))}
+    for name in _INT_FIELDS:
+        item[name] = {"N": str(getattr(job, name))}
+    for name in _OPTIONAL_STR:
+        if getattr(job, name) is not None:
+            item[name] = {"S": getattr(job, name)}
+    if job.cost_usd is not None:
+        item["cost_usd"] = {"N": str(job.cost_usd)}
+    return item
+
+
+def _from_item(item: dict[str, Any]) -> Job:
+    extra: dict[str, Any] = {name: json.loads(item[name]["S"]) for name in _JSON_FIELDS if name in item}
+    extra.update({name: int(item[name]["N"]) for name in _INT_FIELDS if name in item})
+    extra.update({name: item[name]["S"] for name in _OPTIONAL_STR if name in item})
+    return Job(
+        id=item["id"]["S"],
+        tenant=item["tenant"]["S"],
+        kind=item["kind"]["S"],
+        status=item["status"]["S"],
+        created_at=item["created_at"]["S"],
+        updated_at=item["updated_at"]["S"],
+        lease_until=float(item.get("lease_until", {"N": "0"})["N"]),
+        cost_usd=Decimal(item["cost_usd"]["N"]) if "cost_usd" in item else None,
+        **extra,
+    )
+
+
+def _is_conditional_failure(exc: Exception) -> bool:
+    response = getattr(exc, "response", None) or {}
+    return response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+class JobStore:
+    def __init__(self, table: str | None = None, client: Any = None) -> None:
+        self.table = table or settings().jobs_table
+        self.db = client or aws.client("dynamodb")
+
+    # Reads
+
+    def get(self, job_id: str) -> Job | None:
+        item = self.db.get_item(TableName=self.table, Key={"id": {"S": job_id}}, ConsistentRead=True).get("Item")
+        return _from_item(item) if item else None
+
+    def get_for_tenant(self, job_id: str, tenant: str) -> Job | None:
+        """Another tenant's job is indistinguishable from a missing one."""
+        job = self.get(job_id) if job_id.startswith("job_") and len(job_id) <= 64 else None
+        return job if job and job.tenant == tenant else None
+
+    def list_for_tenant(
+        self, tenant: str, *, status: str | None = None, limit: int = 20, cursor: str | None = None
+    ) -> tuple[list[Job], str | None]:
+        """Newest first. Asks for one row more than `limit` to know whether another page exists, which also works
+        where DynamoDB (or moto) ends a full page without a LastEvaluatedKey."""
+        if status:
+            index, key_name, key_value = BY_TENANT_STATUS, "tenant_status", f"{tenant}#{status}"
+        else:
+            index, key_name, key_value = BY_TENANT, "tenant", tenant
+        query: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": index,
+            "KeyConditionExpression": "#k = :k",
+            "ExpressionAttributeNames": {"#k": key_name},
+            "ExpressionAttributeValues": {":k": {"S": key_value}},
+            "ScanIndexForward": False,
+            "Limit": limit + 1,
+        }
+        if cursor:
+            list_key = decode_cursor(cursor)
+            query["ExclusiveStartKey"] = {
+                "id": {"S": list_key.rpartition("#")[2]},
+                key_name: {"S": key_value},
+                "list_key": {"S": list_key},
+            }
+        jobs: list[Job] = []
+        while len(jobs) <= limit:
+            page = self.db.query(**query)
+            jobs += [_from_item(item) for item in page.get("Items", [])]
+            if "LastEvaluatedKey" not in page:
+                break
+            query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        if len(jobs) > limit:
+            last = jobs[limit - 1]
+            return jobs[:limit], encode_cursor(f"{last.created_at}#{last.id}")
+        return jobs, None
+
+    # Writes
+
+    def create(self, job: Job) -> None:
+        self.db.put_item(TableName=self.table, Item=_to_item(job), ConditionExpression="attribute_not_exists(id)")
+
+    def delete_unstarted(self, job_id: str) -> None:
+        """Undo `create` when the job could not be enqueued, so no job sits queued without a message."""
+        try:
+            self.db.delete_item(
+                TableName=self.table,
+                Key={"id": {"S": job_id}},
+                ConditionExpression="#s = :queued",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":queued": {"S": "queued"}},
+            )
+        except Exception as exc:
+            if not _is_conditional_failure(exc):
+                raise
+
+    def claim(self, job: Job, lease_s: float) -> Job:
+        """queued -> running, taking a fresh lease. LeaseLost if the job was not queued any more."""
+        return self._update(
+            job,
+            status="running",
+            condition="#s = :queued",
+            values={":queued": {"S": "queued"}},
+            sets={
+                "phase": "claimed",
+                "lease_id": uuid.uuid4().hex,
+                "lease_until": time.time() + lease_s,
+                "started_at": job.started_at or now_iso(),
+            },
+            removes=("next_attempt_at",),
+        )
+
+    def take_over(self, job: Job, lease_s: float) -> Job:
+        """Take a running job whose owner's lease ran out (the owner crashed or timed out)."""
+        return self._update(
+            job,
+            status="running",
+            condition="#s = :running AND lease_id = :lease AND lease_until < :now",
+            values={
+                ":running": {"S": "running"},
+                ":lease": {"S": job.lease_id or ""},
+                ":now": {"N": str(time.time())},
+            },
+            sets={"phase": "claimed", "lease_id": uuid.uuid4().hex, "lease_until": time.time() + lease_s},
+        )
+
+    def advance(self, job: Job, **sets: Any) -> Job:
+        """Change fields of a running job we hold the lease of."""
+        return self._update(job, status="running", **self._lease_condition(job), sets=sets)
+
+    def requeue(self, job: Job, *, next_attempt_at: str, **counters: int) -> Job:
+        """running -> queued for another attempt later; the lease ends here."""
+        return self._update(
+            job,
+            status="queued",
+            **self._lease_condition(job),
+            sets={"next_attempt_at": next_attempt_at, "lease_until": 0.0, **counters},
+            removes=("phase", "lease_id"),
+        )
+
+    def finish(self, job: Job, status: str, *, error: dict[str, str] | None = None, **sets: Any) -> Job:
+        """running -> a terminal state, for the lease holder."""
+        return self._update(
+            job,
+            status=status,
+            **self._lease_condition(job),
+            sets={"completed_at": now_iso(), "error": error, "lease_until": 0.0, **sets},
+            removes=("phase", "lease_id"),
+        )
+
+    def fail_abandoned(self, job: Job, *, code: str, message: str) -> Job:
+        """Fail a job whose owner is gone: queued, or running with an expired lease."""
+        return self._update(
+            job,
+            status="failed",
+            condition="#s = :queued OR (#s = :running AND lease_until < :now)",
+            values={":queued": {"S": "queued"}, ":running": {"S": "running"}, ":now": {"N": str(time.time())}},
+            sets={"completed_at": now_iso(), "error": {"code": code, "message": message}, "lease_until": 0.0},
+            removes=("phase", "lease_id"),
+        )
+
+    def cancel(self, job: Job) -> Job:
+        """queued -> canceled. LeaseLost when the job is no longer queued."""
+        return self._update(
+            job,
+            status="canceled",
+            condition="#s = :queued",
+            values={":queued": {"S": "queued"}},
+            sets={
+                "completed_at": now_iso(),
+                "error": {"code": "canceled", "message": "Canceled at the tenant's request."},
+            },
+            removes=("next_attempt_at",),
+        )
+
+    @staticmethod
+    def _lease_condition(job: Job) -> dict[str, Any]:
+        return {
+            "condition": "#s = :running AND lease_id = :lease",
+            "values": {":running": {"S": "running"}, ":lease": {"S": job.lease_id or ""}},
+        }
+
+    def _update(
+        self,
+        job: Job,
+        *,
+        status: str,
+        condition: str,
+        values: dict[str, Any],
+        sets: dict[str, Any],
+        removes: tuple[str, ...] = (),
+    ) -> Job:
+        changed = Job(**{**job.__dict__, **sets, "status": status, "updated_at": now_iso()})
+        for name in removes:
+            setattr(changed, name, None)
+        item = _to_item(changed)
+        names = {"#s": "status"}
+        values = dict(values)
+        set_parts, remove_parts = [], []
+        for i, name in enumerate(dict.fromkeys(("status", "updated_at", "tenant_status", *sets, *removes))):
+            names[f"#f{i}"] = name
+            if name in item:  # a field set to None is absent from the item: remove it
+                values[f":v{i}"] = item[name]
+                set_parts.append(f"#f{i} = :v{i}")
+            else:
+                remove_parts.append(f"#f{i}")
+        expression = "SET " + ", ".join(set_parts)
+        if remove_parts:
+            expression += " REMOVE " + ", ".join(remove_parts)
+        try:
+            self.db.update_item(
+                TableName=self.table,
+                Key={"id": {"S": job.id}},
+                UpdateExpression=expression,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except Exception as exc:
+            if _is_conditional_failure(exc):
+                raise LeaseLost(f"job {job.id} is no longer in the state this change expects") from None
+            raise
+        return changed
+
+
+def encode_cursor(list_key: str) -> str:
+    return base64.urlsafe_b64encode(list_key.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        list_key = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except ValueError:
+        list_key = ""
+    if "#job_" not in list_key:
+        raise InvalidRequest("The cursor is not one this API returned; pass next_cursor unchanged.")
+    return list_key

@@ -1,0 +1,45 @@
+"""The job as clients see it: in API answers (with fresh download URLs) and in result manifests (without)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from darkroom import storage
+from darkroom.jobs.store import Job
+
+# Request fields that are the job's own, shown at the top level rather than inside `request`.
+_JOB_FIELDS = ("webhook_url", "metadata")
+
+
+def job_document(job: Job, *, with_urls: bool) -> dict[str, Any]:
+    outputs = []
+    for output in job.outputs:
+        entry = {k: output[k] for k in ("format", "width", "height", "bytes")}
+        entry["key"] = output["key"]
+        if with_urls:
+            entry["url"] = storage.presign(output["key"])
+        outputs.append(entry)
+    return {
+        "id": job.id,
+        "object": "image.job",
+        "kind": job.kind,
+        "status": job.status,
+        "model": job.model,
+        "request": {k: v for k, v in job.request.items() if k not in _JOB_FIELDS},
+        "outputs": outputs,
+        "usage": job.usage,
+        "cost_usd": float(job.cost_usd) if job.cost_usd is not None else None,
+        "error": job.error,
+        "attempts": job.provider_calls,
+        "webhook_url": job.webhook_url,
+        "metadata": job.metadata,
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+        "started_at": job.started_at,
+        "completed_at": job.completed_at,
+        "next_attempt_at": job.next_attempt_at,
+    }
+
+
+def manifest_document(job: Job) -> dict[str, Any]:
+    return {**job_document(job, with_urls=False), "tenant": job.tenant}

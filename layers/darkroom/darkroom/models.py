@@ -1,0 +1,217 @@
+"""Request models and the rules that depend on the model table.
+
+Validation runs in two passes that report together: pydantic checks each field's type and range, then
+`generation_rule_errors` checks what depends on the chosen model (sizes, qualities, backgrounds). A client sees
+every broken rule at once, each naming its field.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from darkroom import catalog
+from darkroom.errors import FieldError, ValidationFailed
+
+MAX_PROMPT_CHARS = 32_000
+MAX_METADATA_PAIRS = 16
+
+MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+MetadataValue = Annotated[str, StringConstraints(max_length=512)]
+
+
+class GenerationRequest(BaseModel):
+    """OpenAI's `POST /v1/images/generations` body for GPT image models, plus darkroom's job fields."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    prompt: Annotated[str, StringConstraints(min_length=1, max_length=MAX_PROMPT_CHARS)]
+    model: str = catalog.DEFAULT_MODEL
+    n: Annotated[int, Field(ge=1, le=10)] = 1
+    size: str = "auto"
+    quality: str = "auto"
+    background: Literal["transparent", "opaque", "auto"] = "auto"
+    output_format: str = "png"
+    output_compression: Annotated[int, Field(ge=0, le=100)] | None = None
+    moderation: Literal["low", "auto"] = "auto"
+    complexity: Literal["low", "medium", "high"] | None = None
+    safety_identifier: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    user: Annotated[str, StringConstraints(max_length=64)] | None = Field(
+        default=None, description="Deprecated by OpenAI; sent on as safety_identifier."
+    )
+    # Accepted only so that they can be refused with a useful message.
+    stream: bool | None = None
+    partial_images: int | None = None
+    response_format: str | None = None
+    style: str | None = None
+    # darkroom's own fields, kept with the job.
+    webhook_url: Annotated[str, StringConstraints(max_length=2048)] | None = None
+    metadata: Annotated[dict[MetadataKey, MetadataValue], Field(max_length=MAX_METADATA_PAIRS)] | None = None
+
+    def provider_params(self) -> dict[str, Any]:
+        """The body to send to an OpenAI-compatible provider: only what it understands, defaults left out."""
+        params = self.model_dump(
+            exclude_none=True,
+            exclude={"webhook_url", "metadata", "user", "stream", "partial_images", "response_format", "style"},
+        )
+        if self.user and not self.safety_identifier:
+            params["safety_identifier"] = self.user
+        return params
+
+
+def parse_generation_request(body: Any, *, allow_http_webhooks: bool = False) -> GenerationRequest:
+    """Validate a decoded JSON body; raises ValidationFailed listing every broken rule."""
+    try:
+        request = GenerationRequest.model_validate(body)
+    except ValidationError as exc:
+        raise ValidationFailed(field_errors_from_pydantic(exc)) from None
+    errors = generation_rule_errors(request, allow_http_webhooks=allow_http_webhooks)
+    if errors:
+        raise ValidationFailed(errors)
+    return request
+
+
+def field_errors_from_pydantic(exc: ValidationError) -> list[FieldError]:
+    errors = []
+    for error in exc.errors(include_url=False, include_input=False):
+        field = ".".join(str(part) for part in error["loc"]) or "body"
+        errors.append(FieldError(field=field, rule=error["type"], message=error["msg"]))
+    return errors
+
+
+def generation_rule_errors(request: GenerationRequest, *, allow_http_webhooks: bool) -> list[FieldError]:
+    errors: list[FieldError] = []
+    errors += _legacy_parameter_errors(request)
+    errors += _webhook_errors(request.webhook_url, allow_http=allow_http_webhooks)
+    spec = catalog.MODELS.get(request.model)
+    if spec is None:
+        errors.append(_model_error(request.model))
+        return errors
+    errors += _size_errors(request.size, spec)
+    errors += _quality_errors(request.quality, spec)
+    errors += _format_errors(request, spec)
+    return errors
+
+
+def _model_error(model: str) -> FieldError:
+    if model in catalog.RETIRED_MODELS:
+        retired_on, replacement = catalog.RETIRED_MODELS[model]
+        return FieldError(
+            "model", "model_retired", f"'{model}' was retired on {retired_on}; use '{replacement}' instead."
+        )
+    return FieldError(
+        "model", "model_unknown", f"Unknown model '{model}'. Supported: {', '.join(sorted(catalog.MODELS))}."
+    )
+
+
+def _size_errors(size: str, spec: catalog.ModelSpec) -> list[FieldError]:
+    if size == "auto" or size in catalog.STANDARD_SIZES:
+        return []
+    standard = ", ".join(("auto", *catalog.STANDARD_SIZES))
+    dims = catalog.parse_size(size)
+    if dims is None:
+        return [
+            FieldError("size", "size_format", f"Size must be 'auto' or WIDTHxHEIGHT such as 1536x1024 ({standard}).")
+        ]
+    if not spec.flexible_sizes:
+        return [FieldError("size", "size_not_supported", f"{spec.name} supports only these sizes: {standard}.")]
+    width, height = dims
+    errors = []
+    if width % catalog.SIZE_MULTIPLE or height % catalog.SIZE_MULTIPLE:
+        errors.append(
+            FieldError("size", "size_multiple_of_16", f"Both sides must be multiples of 16; got {width}x{height}.")
+        )
+    if max(width, height) > catalog.MAX_EDGE:
+        errors.append(
+            FieldError("size", "size_max_edge", f"The longer side must be at most {catalog.MAX_EDGE} pixels.")
+        )
+    if width and height and max(width, height) > catalog.MAX_ASPECT * min(width, height):
+        errors.append(FieldError("size", "size_aspect_ratio", "The aspect ratio must be between 1:3 and 3:1."))
+    pixels = width * height
+    if pixels > catalog.MAX_PIXELS:
+        errors.append(FieldError("size", "size_max_pixels", "The image may have at most 3840x2160 pixels in total."))
+    elif pixels < catalog.MIN_PIXELS:
+        errors.append(
+            FieldError("size", "size_min_pixels", f"The image needs at least {catalog.MIN_PIXELS} pixels in total.")
+        )
+    return errors
+
+
+def _quality_errors(quality: str, spec: catalog.ModelSpec) -> list[FieldError]:
+    if quality in spec.qualities:
+        return []
+    allowed = ", ".join(spec.qualities)
+    if quality in catalog.RETIRED_QUALITIES:
+        return [
+            FieldError("quality", "quality_retired", f"'{quality}' was a DALL-E quality; {spec.name} takes {allowed}.")
+        ]
+    return [FieldError("quality", "quality_not_supported", f"{spec.name} takes quality {allowed}.")]
+
+
+def _format_errors(request: GenerationRequest, spec: catalog.ModelSpec) -> list[FieldError]:
+    fmt = request.output_format
+    if fmt not in catalog.OUTPUT_FORMATS:
+        return [
+            FieldError(
+                "output_format",
+                "output_format_not_supported",
+                f"output_format must be one of {', '.join(catalog.OUTPUT_FORMATS)}.",
+            )
+        ]
+    errors = []
+    if request.background == "transparent":
+        if fmt == "jpeg":
+            errors.append(
+                FieldError("background", "transparent_needs_png_or_webp", "A transparent background needs png or webp.")
+            )
+        if not spec.transparent_background:
+            errors.append(
+                FieldError(
+                    "background",
+                    "transparent_not_supported",
+                    f"{spec.name} does not offer transparent backgrounds yet.",
+                )
+            )
+    if request.output_compression is not None and fmt == "png":
+        errors.append(
+            FieldError(
+                "output_compression",
+                "compression_needs_jpeg_or_webp",
+                "output_compression applies only to jpeg and webp output.",
+            )
+        )
+    return errors
+
+
+def _legacy_parameter_errors(request: GenerationRequest) -> list[FieldError]:
+    errors = []
+    for name in ("response_format", "style"):
+        if getattr(request, name) is not None:
+            errors.append(
+                FieldError(
+                    name, "legacy_parameter", f"{name} belongs to DALL-E; GPT image models always return base64."
+                )
+            )
+    if request.stream:
+        errors.append(
+            FieldError(
+                "stream", "stream_not_supported", "darkroom runs jobs asynchronously; poll the job or use a webhook."
+            )
+        )
+    if request.partial_images is not None:
+        errors.append(FieldError("partial_images", "stream_not_supported", "Partial images need streaming."))
+    return errors
+
+
+def _webhook_errors(url: str | None, *, allow_http: bool) -> list[FieldError]:
+    if url is None:
+        return []
+    parts = urlsplit(url)
+    schemes = ("https", "http") if allow_http else ("https",)
+    if parts.scheme not in schemes or not parts.hostname:
+        return [FieldError("webhook_url", "webhook_url_https", "webhook_url must be an absolute https:// URL.")]
+    if parts.username or parts.password:
+        return [FieldError("webhook_url", "webhook_url_credentials", "webhook_url must not carry credentials.")]
+    return []

@@ -1,0 +1,53 @@
+"""Configuration from the environment the template gives each function, read once on first use."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cache
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    jobs_table: str
+    api_keys_table: str
+    jobs_queue_url: str
+    jobs_dlq_arn: str
+    outputs_bucket: str
+    provider_secret_arn: str
+    provider_base_url: str
+    # Seconds one provider call may take; the worker also keeps it below the time its invocation has left.
+    provider_timeout_s: float
+    provider_max_attempts: int
+    retry_base_delay_s: int
+    rate_limit_max_requeues: int
+    presign_ttl_s: int
+    allow_http_webhooks: bool
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ) if env is None else env
+        return cls(
+            jobs_table=env.get("JOBS_TABLE", ""),
+            api_keys_table=env.get("API_KEYS_TABLE", ""),
+            jobs_queue_url=env.get("JOBS_QUEUE_URL", ""),
+            jobs_dlq_arn=env.get("JOBS_DLQ_ARN", ""),
+            outputs_bucket=env.get("OUTPUTS_BUCKET", ""),
+            provider_secret_arn=env.get("PROVIDER_SECRET_ARN", ""),
+            provider_base_url=env.get("PROVIDER_BASE_URL", "https://api.openai.com/v1").rstrip("/"),
+            provider_timeout_s=float(env.get("PROVIDER_TIMEOUT_S", "480")),
+            provider_max_attempts=int(env.get("PROVIDER_MAX_ATTEMPTS", "3")),
+            retry_base_delay_s=int(env.get("RETRY_BASE_DELAY_S", "5")),
+            rate_limit_max_requeues=int(env.get("RATE_LIMIT_MAX_REQUEUES", "20")),
+            presign_ttl_s=int(env.get("PRESIGN_TTL_S", "900")),
+            allow_http_webhooks=_flag(env.get("ALLOW_HTTP_WEBHOOKS")),
+        )
+
+
+@cache
+def settings() -> Settings:
+    return Settings.from_env()

@@ -1,0 +1,98 @@
+"""Lambda's SQS event source mapping, locally: receive batches, invoke the handler, delete only what succeeded.
+
+moto's own SQS-to-Lambda mapping ignores ReportBatchItemFailures, so darkroom drives SQS itself. Messages that fail
+stay on the queue: moto's visibility timeout brings them back and its redrive policy moves them to the dead-letter
+queue, as in AWS. Concurrency is the event's ScalingConfig.MaximumConcurrency.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from typing import Any
+
+import boto3
+
+from darkroom_local.lambdas import LocalFunction
+
+log = logging.getLogger("darkroom.local")
+
+
+def sqs_record(message: dict[str, Any], queue_arn: str) -> dict[str, Any]:
+    return {
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": message["Body"],
+        "attributes": message.get("Attributes", {}),
+        "messageAttributes": message.get("MessageAttributes", {}),
+        "md5OfBody": message.get("MD5OfBody") or hashlib.md5(message["Body"].encode()).hexdigest(),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn,
+        "awsRegion": queue_arn.split(":")[3],
+    }
+
+
+class QueuePoller:
+    def __init__(self, function: LocalFunction, event: dict[str, Any], queue_url: str, *, wait_s: int = 1) -> None:
+        self.function = function
+        self.queue_arn = event["Queue"]
+        self.queue_url = queue_url
+        self.batch_size = int(event.get("BatchSize", 10))
+        self.concurrency = int(event.get("ScalingConfig", {}).get("MaximumConcurrency", 2))
+        self.wait_s = wait_s
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.invocations = 0
+        self.errors = 0
+
+    def start(self) -> None:
+        sqs = boto3.client("sqs")
+        for i in range(self.concurrency):
+            thread = threading.Thread(
+                target=self._loop, args=(sqs,), daemon=True, name=f"poller-{self.queue_arn.rsplit(':', 1)[-1]}-{i}"
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=self.wait_s + 30)
+
+    def _loop(self, sqs: Any) -> None:
+        while not self._stop.is_set():
+            try:
+                messages = sqs.receive_message(
+                    QueueUrl=self.queue_url,
+                    MaxNumberOfMessages=self.batch_size,
+                    WaitTimeSeconds=self.wait_s,
+                    AttributeNames=["All"],
+                    MessageAttributeNames=["All"],
+                ).get("Messages", [])
+            except Exception:
+                if self._stop.is_set():
+                    return
+                log.exception("receive failed on %s", self.queue_arn)
+                self._stop.wait(1)
+                continue
+            if messages:
+                self._deliver(sqs, messages)
+
+    def _deliver(self, sqs: Any, messages: list[dict[str, Any]]) -> None:
+        event = {"Records": [sqs_record(m, self.queue_arn) for m in messages]}
+        self.invocations += 1
+        try:
+            result = self.function.invoke(event) or {}
+        except Exception:
+            # A crashed invocation: like Lambda, delete nothing and let visibility bring the batch back.
+            self.errors += 1
+            log.exception("%s failed on a batch of %d", self.function.spec.logical_id, len(messages))
+            return
+        failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
+        done = [m for m in messages if m["MessageId"] not in failed]
+        if done:
+            sqs.delete_message_batch(
+                QueueUrl=self.queue_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
+            )

@@ -1,0 +1,113 @@
+"""Create template.yaml's AWS resources in moto, and record each one's Ref and attributes for the template."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import boto3
+
+from darkroom_local.template import LocalTemplate
+
+PREFIX = "darkroom-local"
+# Types the local stack knows how to stand up; the rest are named here so a new type in the template fails loudly.
+_NOT_NEEDED_LOCALLY = {
+    "AWS::Serverless::Function",  # run in-process by the stack
+    "AWS::Serverless::LayerVersion",  # the darkroom package is importable as it is
+    "AWS::S3::BucketPolicy",  # moto does not enforce bucket policies
+}
+
+
+def create_resources(template: LocalTemplate, *, provider_key: str) -> None:
+    region = template.pseudo["AWS::Region"]
+    account = template.pseudo["AWS::AccountId"]
+    resources = template.resources
+    unknown = {r["Type"] for r in resources.values()} - _NOT_NEEDED_LOCALLY - set(_CREATORS)
+    if unknown:
+        raise NotImplementedError(f"the local stack cannot create {sorted(unknown)} yet")
+    # Queues first without redrive (a queue may name its dead-letter queue), then everything else.
+    ordered = sorted(resources.items(), key=lambda item: item[1]["Type"] != "AWS::SQS::Queue")
+    for logical_id, resource in ordered:
+        creator = _CREATORS.get(resource["Type"])
+        if creator:
+            creator(template, logical_id, resource.get("Properties", {}), region, account, provider_key)
+    for logical_id, resource in template.of_type("AWS::SQS::Queue").items():
+        redrive = resource.get("Properties", {}).get("RedrivePolicy")
+        if redrive:
+            boto3.client("sqs").set_queue_attributes(
+                QueueUrl=template.attributes[logical_id]["Ref"],
+                Attributes={"RedrivePolicy": json.dumps(template.resolve(redrive))},
+            )
+
+
+def _name(logical_id: str) -> str:
+    return f"{PREFIX}-{logical_id}"
+
+
+def _table(template: LocalTemplate, logical_id: str, props: dict[str, Any], region: str, account: str, _: str) -> None:
+    name = _name(logical_id)
+    args: dict[str, Any] = {
+        "TableName": name,
+        "AttributeDefinitions": props["AttributeDefinitions"],
+        "KeySchema": props["KeySchema"],
+        "BillingMode": props.get("BillingMode", "PAY_PER_REQUEST"),
+    }
+    if props.get("GlobalSecondaryIndexes"):
+        args["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
+    boto3.client("dynamodb").create_table(**args)
+    template.attributes[logical_id] = {"Ref": name, "Arn": f"arn:aws:dynamodb:{region}:{account}:table/{name}"}
+
+
+def _queue(template: LocalTemplate, logical_id: str, props: dict[str, Any], region: str, account: str, _: str) -> None:
+    name = _name(logical_id)
+    attributes = {
+        key: str(template.resolve(props[key]))
+        for key in ("VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds", "ReceiveMessageWaitTimeSeconds")
+        if key in props
+    }
+    url = boto3.client("sqs").create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+    template.attributes[logical_id] = {
+        "Ref": url,
+        "QueueUrl": url,
+        "QueueName": name,
+        "Arn": f"arn:aws:sqs:{region}:{account}:{name}",
+    }
+
+
+def _bucket(template: LocalTemplate, logical_id: str, props: dict[str, Any], region: str, account: str, _: str) -> None:
+    name = _name(logical_id).lower()
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=name)
+    if "BucketEncryption" in props:
+        rules = [
+            {"ApplyServerSideEncryptionByDefault": rule["ServerSideEncryptionByDefault"]}  # CFN and S3 name it apart
+            for rule in template.resolve(props["BucketEncryption"]["ServerSideEncryptionConfiguration"])
+        ]
+        s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={"Rules": rules})
+    if "PublicAccessBlockConfiguration" in props:
+        s3.put_public_access_block(
+            Bucket=name, PublicAccessBlockConfiguration=template.resolve(props["PublicAccessBlockConfiguration"])
+        )
+    template.attributes[logical_id] = {"Ref": name, "Arn": f"arn:aws:s3:::{name}"}
+
+
+def _secret(
+    template: LocalTemplate, logical_id: str, props: dict[str, Any], region: str, account: str, provider_key: str
+) -> None:
+    arn = boto3.client("secretsmanager").create_secret(Name=_name(logical_id), SecretString=provider_key)["ARN"]
+    template.attributes[logical_id] = {"Ref": arn, "Id": arn}
+
+
+def _http_api(
+    template: LocalTemplate, logical_id: str, props: dict[str, Any], region: str, account: str, _: str
+) -> None:
+    template.attributes[logical_id] = {"Ref": "local", "ApiEndpoint": "http://127.0.0.1"}
+
+
+_CREATORS = {
+    "AWS::DynamoDB::Table": _table,
+    "AWS::SQS::Queue": _queue,
+    "AWS::S3::Bucket": _bucket,
+    "AWS::SecretsManager::Secret": _secret,
+    "AWS::Serverless::HttpApi": _http_api,
+}

@@ -1,0 +1,204 @@
+"""The whole darkroom pipeline on one machine: moto for AWS, the emulator for the image API, handlers in-process.
+
+Everything is wired from template.yaml (resources, routes, queue triggers, environment), so what runs here is what
+deploys. The handlers share this process's environment, which the stack sets from the template.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+from darkroom_local.emulator import Emulator, EmulatorConfig
+from darkroom_local.front import ApiFront
+from darkroom_local.lambdas import LocalFunction
+from darkroom_local.pollers import QueuePoller
+from darkroom_local.resources import create_resources
+from darkroom_local.template import LocalTemplate
+
+log = logging.getLogger("darkroom.local")
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+EMULATOR_KEY = "sk-emulator-local"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class StackConfig:
+    port: int = 3000
+    # "emulator" (default) or "openai" (needs OPENAI_API_KEY; real calls, real bills).
+    provider: str = "emulator"
+    api_key: str | None = None
+    parameters: dict[str, str] = field(default_factory=dict)
+    emulator: EmulatorConfig | None = None
+    # Extra environment for the functions (e.g. POWERTOOLS_LOG_LEVEL for quiet tests).
+    environment: dict[str, str] = field(default_factory=dict)
+    poll_wait_s: int = 1
+    # False: only AWS resources, functions and the emulator, for tests that invoke handlers themselves.
+    serve: bool = True
+
+    @classmethod
+    def from_env(cls) -> StackConfig:
+        return cls(
+            port=int(os.environ.get("DARKROOM_PORT", "3000")),
+            provider=os.environ.get("DARKROOM_PROVIDER", "emulator"),
+            api_key=os.environ.get("DARKROOM_API_KEY") or None,
+        )
+
+
+class LocalStack:
+    def __init__(self, config: StackConfig | None = None) -> None:
+        self.config = config or StackConfig()
+        self.template = LocalTemplate(self.config.parameters)
+        self.emulator: Emulator | None = None
+        self.front: ApiFront | None = None
+        self.pollers: list[QueuePoller] = []
+        self.functions: dict[str, LocalFunction] = {}
+        self.api_keys: dict[str, str] = {}
+        self._moto: Any = None
+        self.moto_url = ""
+        self._saved_env: dict[str, str | None] = {}
+
+    @property
+    def api_url(self) -> str:
+        assert self.front is not None
+        return self.front.url
+
+    def start(self) -> LocalStack:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        provider_base_url, provider_key = self._provider()
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request otherwise
+        moto_port = free_port()
+        self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=moto_port, verbose=False)
+        self._moto.start()
+        self.moto_url = f"http://127.0.0.1:{moto_port}"
+        # moto keeps its state per process, not per server: start from nothing, whatever ran here before.
+        urllib.request.urlopen(urllib.request.Request(f"{self.moto_url}/moto-api/reset", method="POST"), timeout=10)
+        self._set_env(
+            {
+                "AWS_ENDPOINT_URL": self.moto_url,
+                "AWS_ACCESS_KEY_ID": "local",
+                "AWS_SECRET_ACCESS_KEY": "local",
+                "AWS_DEFAULT_REGION": self.template.pseudo["AWS::Region"],
+                "AWS_REGION": self.template.pseudo["AWS::Region"],
+                "MOTO_PORT": str(moto_port),
+            }
+        )
+        create_resources(self.template, provider_key=provider_key)
+        specs = self.template.functions()
+        self._set_env(self._function_environment(specs, provider_base_url))
+        self._reset_darkroom()
+        self.functions = {spec.logical_id: LocalFunction(spec) for spec in specs}
+        self._seed_api_keys()
+        if not self.config.serve:
+            return
+        api_functions = [f for f in self.functions.values() if f.spec.http_routes]
+        cors = self.template.resolve(
+            self.template.of_type("AWS::Serverless::HttpApi").get("HttpApi", {}).get("Properties", {})
+        ).get("CorsConfiguration")
+        self.front = ApiFront(api_functions, cors)
+        self.front.start("127.0.0.1", self.config.port)
+        for function in self.functions.values():
+            for event in function.spec.sqs_events:
+                queue_url = self._queue_url(event["Queue"])
+                poller = QueuePoller(function, event, queue_url, wait_s=self.config.poll_wait_s)
+                poller.start()
+                self.pollers.append(poller)
+
+    def stop(self) -> None:
+        for poller in self.pollers:
+            poller._stop.set()
+        for poller in self.pollers:
+            poller.stop()
+        self.pollers = []
+        if self.front:
+            self.front.stop()
+        if self.emulator:
+            self.emulator.stop()
+        if self._moto:
+            self._moto.stop()
+            self._moto = None
+        for name, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._saved_env = {}
+        self._reset_darkroom()
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # Wiring
+
+    def _provider(self) -> tuple[str, str]:
+        if self.config.provider == "openai":
+            key = os.environ.get("OPENAI_API_KEY", "")
+            if not key:
+                raise SystemExit("DARKROOM_PROVIDER=openai needs OPENAI_API_KEY")
+            return OPENAI_BASE_URL, key
+        if self.config.provider != "emulator":
+            raise SystemExit(f"DARKROOM_PROVIDER must be 'emulator' or 'openai', not {self.config.provider!r}")
+        self.emulator = Emulator(self.config.emulator)
+        self.emulator.start("127.0.0.1", 0)
+        return f"{self.emulator.url}/v1", EMULATOR_KEY
+
+    def _function_environment(self, specs: list[Any], provider_base_url: str) -> dict[str, str]:
+        """One process runs every function, so their environments must agree where they overlap."""
+        merged: dict[str, str] = {}
+        for spec in specs:
+            for name, value in spec.environment.items():
+                if name in merged and merged[name] != value:
+                    raise ValueError(f"functions disagree on {name}; the local stack runs them in one process")
+                merged[name] = value
+        merged["PROVIDER_BASE_URL"] = provider_base_url
+        merged["ALLOW_HTTP_WEBHOOKS"] = "true"  # local subscribers listen on plain http
+        merged["POWERTOOLS_METRICS_DISABLED"] = "true"  # EMF lines would drown the logs
+        merged.update(self.config.environment)
+        return merged
+
+    def _queue_url(self, queue_arn: str) -> str:
+        for attributes in self.template.attributes.values():
+            if attributes.get("Arn") == queue_arn and "QueueUrl" in attributes:
+                return attributes["QueueUrl"]
+        raise KeyError(queue_arn)
+
+    def _seed_api_keys(self) -> None:
+        from darkroom.tenants import create_api_key
+
+        self.api_keys["dev"] = create_api_key("dev", api_key=self.config.api_key, name="local dev key")
+        # A second tenant, so isolation can be tried by hand: its jobs are 404 to the first.
+        self.api_keys["dev-2"] = create_api_key("dev-2", name="local second tenant")
+
+    def _set_env(self, values: dict[str, str]) -> None:
+        for name, value in values.items():
+            self._saved_env.setdefault(name, os.environ.get(name))
+            os.environ[name] = value
+
+    @staticmethod
+    def _reset_darkroom() -> None:
+        from darkroom import aws
+        from darkroom.providers import registry
+
+        aws.reset()
+        registry.reset()

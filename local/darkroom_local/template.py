@@ -1,0 +1,144 @@
+"""Reading template.yaml for the local stack: resources, functions, their events and environments.
+
+Only the intrinsic functions darkroom's template uses are resolved (Ref, GetAtt, Sub, Join, If/Equals on
+parameters); anything else fails loudly rather than wiring the local stack differently from AWS.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+TEMPLATE = REPO / "template.yaml"
+
+
+class _CfnLoader(yaml.SafeLoader):
+    pass
+
+
+def _tag(name: str):
+    def construct(loader: yaml.SafeLoader, node: yaml.Node) -> dict[str, Any]:
+        if isinstance(node, yaml.ScalarNode):
+            value: Any = loader.construct_scalar(node)
+            if name == "GetAtt":
+                value = value.split(".", 1)
+        elif isinstance(node, yaml.SequenceNode):
+            value = loader.construct_sequence(node, deep=True)
+        else:
+            value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+        return {"Ref": value} if name == "Ref" else {f"Fn::{name}": value}
+
+    return construct
+
+
+for _name in ("Ref", "GetAtt", "Sub", "Join", "If", "Equals", "Not", "Select", "Split", "FindInMap", "ImportValue"):
+    _CfnLoader.add_constructor(f"!{_name}", _tag(_name))
+
+
+def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
+    return yaml.load(path.read_text(), Loader=_CfnLoader)
+
+
+@dataclass
+class FunctionSpec:
+    logical_id: str
+    code_dir: Path
+    handler: str
+    timeout_s: int
+    environment: dict[str, str]
+    http_routes: list[tuple[str, str]] = field(default_factory=list)  # (method, path)
+    sqs_events: list[dict[str, Any]] = field(default_factory=list)  # resolved SQS event properties
+
+
+class LocalTemplate:
+    """template.yaml with parameters applied; `attributes` maps logical ids to their physical values once created."""
+
+    def __init__(self, parameters: dict[str, str] | None = None, path: Path = TEMPLATE) -> None:
+        self.doc = load_template(path)
+        self.parameters = {name: str(spec.get("Default", "")) for name, spec in self.doc.get("Parameters", {}).items()}
+        unknown = set(parameters or {}) - set(self.parameters)
+        if unknown:
+            raise ValueError(f"template.yaml has no parameter(s) {sorted(unknown)}")
+        self.parameters.update({k: str(v) for k, v in (parameters or {}).items()})
+        self.pseudo = {
+            "AWS::Region": "us-east-1",
+            "AWS::AccountId": "123456789012",
+            "AWS::URLSuffix": "amazonaws.com",
+            "AWS::Partition": "aws",
+            "AWS::StackName": "darkroom-local",
+        }
+        # logical id -> {"Ref": ..., "Arn": ..., ...}, filled in by the stack as it creates resources.
+        self.attributes: dict[str, dict[str, str]] = {}
+
+    @property
+    def resources(self) -> dict[str, dict[str, Any]]:
+        return dict(self.doc["Resources"])
+
+    def of_type(self, resource_type: str) -> dict[str, dict[str, Any]]:
+        return {k: v for k, v in self.resources.items() if v["Type"] == resource_type}
+
+    def resolve(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return [self.resolve(v) for v in value]
+        if not isinstance(value, dict):
+            return value
+        if len(value) != 1:
+            return {k: self.resolve(v) for k, v in value.items()}
+        ((key, arg),) = value.items()
+        if key == "Ref":
+            return self._ref(arg)
+        if key == "Fn::GetAtt":
+            logical, attribute = arg
+            return self.attributes[logical][attribute]
+        if key == "Fn::Sub":
+            return re.sub(r"\$\{([^}]+)\}", lambda m: str(self._sub_var(m.group(1))), arg)
+        if key == "Fn::Join":
+            return arg[0].join(str(self.resolve(v)) for v in arg[1])
+        if key.startswith("Fn::"):
+            raise NotImplementedError(f"the local stack does not resolve {key}")
+        return {key: self.resolve(arg)}
+
+    def _ref(self, name: str) -> str:
+        if name in self.parameters:
+            return self.parameters[name]
+        if name in self.pseudo:
+            return self.pseudo[name]
+        return self.attributes[name]["Ref"]
+
+    def _sub_var(self, name: str) -> str:
+        if "." in name:
+            logical, attribute = name.split(".", 1)
+            return self.attributes[logical][attribute]
+        return self._ref(name)
+
+    def functions(self) -> list[FunctionSpec]:
+        globals_ = self.doc.get("Globals", {}).get("Function", {})
+        specs = []
+        for logical_id, resource in self.of_type("AWS::Serverless::Function").items():
+            props = resource["Properties"]
+            env = {
+                **self.resolve(globals_.get("Environment", {}).get("Variables", {})),
+                **self.resolve(props.get("Environment", {}).get("Variables", {})),
+            }
+            spec = FunctionSpec(
+                logical_id=logical_id,
+                code_dir=REPO / props["CodeUri"],
+                handler=props["Handler"],
+                timeout_s=int(self.resolve(props.get("Timeout", globals_.get("Timeout", 3)))),
+                environment={k: str(v) for k, v in env.items()},
+            )
+            for event in props.get("Events", {}).values():
+                event_props = self.resolve(event["Properties"])
+                if event["Type"] == "HttpApi":
+                    spec.http_routes.append((event_props["Method"].upper(), event_props["Path"]))
+                elif event["Type"] == "SQS":
+                    spec.sqs_events.append(event_props)
+                else:
+                    raise NotImplementedError(f"the local stack does not run {event['Type']} events yet")
+            specs.append(spec)
+        return specs

@@ -1,0 +1,44 @@
+"""Transform template.yaml with aws-sam-translator into plain CloudFormation, for cfn-lint to check.
+
+Runs in the template tooling environment (.venv-tools), apart from darkroom's own: aws-sam-translator pins its own
+pydantic. Usage: python local/transform_template.py template.yaml build/template.cfn.json
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from samtranslator.translator.transform import transform
+from samtranslator.yaml_helper import yaml_parse
+
+
+class NoManagedPolicies:
+    """darkroom names no AWS managed policies by name, so the translator never needs IAM to look them up."""
+
+    def load(self) -> dict[str, str]:
+        return {}
+
+
+def as_packaged(template: dict) -> dict:
+    """Point local code paths at S3, as `sam package` would, since the translator accepts only S3 URIs."""
+    for resource in template.get("Resources", {}).values():
+        props = resource.get("Properties", {})
+        for key in ("CodeUri", "ContentUri"):
+            if isinstance(props.get(key), str) and not props[key].startswith("s3://"):
+                props[key] = f"s3://darkroom-artifacts/{props[key].strip('/')}.zip"
+    return template
+
+
+def main(source: str, target: str) -> None:
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")  # the translator needs a region to name ARNs
+    template = as_packaged(yaml_parse(Path(source).read_text()))
+    params = {"AWS::Region": "us-east-1", "AWS::AccountId": "123456789012", "AWS::Partition": "aws"}
+    transformed = transform(template, params, NoManagedPolicies())
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    Path(target).write_text(json.dumps(transformed, indent=2))
+    print(f"{source}: transformed into {target} ({len(transformed['Resources'])} resources)")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])

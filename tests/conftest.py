@@ -1,0 +1,27 @@
+"""Fixtures: a darkroom stack on moto's server (integration), or the whole local stack serving HTTP (e2e)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from darkroom_local.emulator import EmulatorConfig
+from darkroom_local.stack import LocalStack, StackConfig
+
+QUIET = {"POWERTOOLS_LOG_LEVEL": "WARNING"}
+# Short waits so retries and redeliveries happen within a test's patience.
+FAST = {
+    "RetryBaseDelaySeconds": "1",
+    "JobsQueueVisibilitySeconds": "5",
+    "WorkerTimeoutSeconds": "60",
+    "ProviderTimeoutSeconds": "5",
+}
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[LocalStack]:
+    """AWS resources from template.yaml on moto's server, the functions loaded, the emulator up; nothing polling."""
+    config = StackConfig(serve=False, parameters=dict(FAST), environment=dict(QUIET), emulator=EmulatorConfig())
+    with LocalStack(config) as running:
+        yield running

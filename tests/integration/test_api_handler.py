@@ -1,0 +1,181 @@
+"""The api function against moto's server: every route, every mapped error, by status and body."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import boto3
+import pytest
+
+from darkroom.jobs.store import JobStore
+from darkroom_local.stack import LocalStack
+from tests.support import drain, http_event, load_event, response_json
+
+
+def call(stack: LocalStack, event: dict[str, Any]) -> tuple[int, Any]:
+    response = stack.functions["ApiFunction"].invoke(event)
+    return response["statusCode"], response_json(response)
+
+
+def submit(stack: LocalStack, body: dict[str, Any], tenant: str = "dev") -> tuple[int, Any]:
+    return call(stack, http_event("POST", "/v1/images/generations", api_key=stack.api_keys[tenant], body=body))
+
+
+def queued_messages(stack: LocalStack) -> list[dict[str, Any]]:
+    url = stack.template.attributes["JobsQueue"]["QueueUrl"]
+    messages = boto3.client("sqs").receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+    return [json.loads(m["Body"]) for m in messages.get("Messages", [])]
+
+
+@pytest.fixture(autouse=True)
+def empty_queue(stack: LocalStack) -> None:
+    drain(stack.template.attributes["JobsQueue"]["QueueUrl"])
+
+
+def test_sample_event_creates_a_queued_job_and_one_message(stack: LocalStack) -> None:
+    # Given the sample event with the dev tenant's key
+    event = load_event("api_create_generation")
+    event["headers"]["authorization"] = f"Bearer {stack.api_keys['dev']}"
+    # When the api function handles it
+    status, job = call(stack, event)
+    # Then the job is accepted, stored, and on the queue
+    assert status == 202
+    assert job["status"] == "queued" and job["id"].startswith("job_")
+    assert job["request"]["size"] == "1536x1024" and job["metadata"] == {"order": "42"}
+    stored = JobStore().get(job["id"])
+    assert stored is not None and stored.tenant == "dev"
+    assert queued_messages(stack) == [{"job_id": job["id"], "tenant": "dev"}]
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "rule"),
+    [
+        ({"prompt": "a cat", "size": "1000x1000"}, "size", "size_multiple_of_16"),
+        ({"prompt": "a cat", "n": 11}, "n", "less_than_equal"),
+        ({"prompt": "x" * 32_001}, "prompt", "string_too_long"),
+        ({"prompt": "a cat", "model": "dall-e-3"}, "model", "model_retired"),
+        (
+            {"prompt": "a cat", "output_format": "png", "output_compression": 80},
+            "output_compression",
+            "compression_needs_jpeg_or_webp",
+        ),
+    ],
+)
+def test_invalid_requests_get_422_naming_field_and_rule_and_enqueue_nothing(
+    stack: LocalStack, body: dict[str, Any], field: str, rule: str
+) -> None:
+    status, answer = submit(stack, body)
+    assert status == 422
+    assert answer["error"]["code"] == "validation_failed"
+    assert {"field": field, "rule": rule} == {k: answer["error"]["fields"][0][k] for k in ("field", "rule")}
+    assert queued_messages(stack) == []
+
+
+def test_unreadable_body_is_400(stack: LocalStack) -> None:
+    event = http_event("POST", "/v1/images/generations", api_key=stack.api_keys["dev"], raw_body="{not json")
+    status, answer = call(stack, event)
+    assert status == 400 and answer["error"]["code"] == "invalid_request"
+    assert queued_messages(stack) == []
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer dr_not_a_real_key", "Basic abc", "Bearer "])
+def test_missing_or_wrong_key_is_401(stack: LocalStack, authorization: str | None) -> None:
+    headers = {"authorization": authorization} if authorization else {}
+    status, answer = call(stack, http_event("GET", "/v1/jobs", headers=headers))
+    assert status == 401 and answer["error"]["code"] == "unauthorized"
+
+
+def test_health_and_openapi_need_no_key(stack: LocalStack) -> None:
+    assert call(stack, http_event("GET", "/health")) == (200, {"status": "ok"})
+    status, document = call(stack, http_event("GET", "/openapi.json"))
+    assert status == 200 and document["openapi"].startswith("3.")
+    assert set(document["paths"]) == {"/health", "/openapi.json", "/v1/images/generations", "/v1/jobs", "/v1/jobs/{id}"}
+    assert "GenerationRequest" in document["components"]["schemas"]
+
+
+def test_another_tenants_job_is_404(stack: LocalStack) -> None:
+    _, job = submit(stack, {"prompt": "mine"}, tenant="dev")
+    other = stack.api_keys["dev-2"]
+    for method in ("GET", "DELETE"):
+        status, answer = call(stack, http_event(method, f"/v1/jobs/{job['id']}", api_key=other))
+        assert status == 404 and answer["error"]["code"] == "not_found"
+    status, _ = call(stack, http_event("GET", f"/v1/jobs/{job['id']}", api_key=stack.api_keys["dev"]))
+    assert status == 200
+    status, _ = call(stack, http_event("GET", "/v1/jobs/job_doesnotexist", api_key=stack.api_keys["dev"]))
+    assert status == 404
+
+
+def test_list_is_newest_first_paginated_and_filtered(stack: LocalStack) -> None:
+    key = stack.api_keys["dev-2"]
+    ids = [submit(stack, {"prompt": f"p{i}"}, tenant="dev-2")[1]["id"] for i in range(5)]
+    pages, cursor = [], None
+    while True:
+        query = {"limit": "2", **({"cursor": cursor} if cursor else {})}
+        status, page = call(stack, http_event("GET", "/v1/jobs", api_key=key, query=query))
+        assert status == 200
+        pages.append([job["id"] for job in page["data"]])
+        cursor = page["next_cursor"]
+        if not page["has_more"]:
+            break
+    seen = [job_id for page in pages for job_id in page]
+    assert seen[:5] == list(reversed(ids)) and len(seen) == len(set(seen))
+    assert [len(p) for p in pages][:2] == [2, 2]
+    # Filter: cancel one, then list canceled only
+    call(stack, http_event("DELETE", f"/v1/jobs/{ids[0]}", api_key=key))
+    _, canceled = call(stack, http_event("GET", "/v1/jobs", api_key=key, query={"status": "canceled"}))
+    assert [job["id"] for job in canceled["data"]] == [ids[0]]
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [({"status": "done"}, "status"), ({"limit": "0"}, "limit"), ({"limit": "101"}, "limit"), ({"limit": "x"}, "limit")],
+)
+def test_bad_list_queries_are_422(stack: LocalStack, query: dict[str, str], field: str) -> None:
+    status, answer = call(stack, http_event("GET", "/v1/jobs", api_key=stack.api_keys["dev"], query=query))
+    assert status == 422 and answer["error"]["fields"][0]["field"] == field
+
+
+def test_forged_cursor_is_400(stack: LocalStack) -> None:
+    event = http_event("GET", "/v1/jobs", api_key=stack.api_keys["dev"], query={"cursor": "bm90LWEtY3Vyc29y"})
+    status, answer = call(stack, event)
+    assert status == 400 and "cursor" in answer["error"]["message"]
+
+
+def test_cancel_queued_job_writes_its_manifest(stack: LocalStack) -> None:
+    key = stack.api_keys["dev"]
+    _, job = submit(stack, {"prompt": "to cancel"})
+    status, canceled = call(stack, http_event("DELETE", f"/v1/jobs/{job['id']}", api_key=key))
+    assert status == 200 and canceled["status"] == "canceled"
+    assert canceled["error"]["code"] == "canceled"
+    bucket = stack.template.attributes["OutputsBucket"]["Ref"]
+    manifest = boto3.client("s3").get_object(Bucket=bucket, Key=f"outputs/dev/{job['id']}/result.json")
+    assert json.loads(manifest["Body"].read())["status"] == "canceled"
+    # Canceling again is harmless
+    assert call(stack, http_event("DELETE", f"/v1/jobs/{job['id']}", api_key=key))[0] == 200
+
+
+def test_cancel_running_job_is_409(stack: LocalStack) -> None:
+    _, created = submit(stack, {"prompt": "busy"})
+    store = JobStore()
+    job = store.get(created["id"])
+    assert job is not None
+    store.claim(job, lease_s=60)
+    status, answer = call(stack, http_event("DELETE", f"/v1/jobs/{job.id}", api_key=stack.api_keys["dev"]))
+    assert status == 409 and answer["error"]["code"] == "job_running"
+
+
+def test_queue_failure_leaves_no_job_behind(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> None:
+    from darkroom import queue
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("SQS is down")
+
+    monkeypatch.setattr(queue, "send_job", refuse)
+    key = stack.api_keys["dev-2"]
+    _, before = call(stack, http_event("GET", "/v1/jobs", api_key=key, query={"limit": "100"}))
+    status, answer = submit(stack, {"prompt": "unlucky"}, tenant="dev-2")
+    assert status == 503 and answer["error"]["code"] == "service_unavailable"
+    assert "SQS" not in json.dumps(answer)
+    _, after = call(stack, http_event("GET", "/v1/jobs", api_key=key, query={"limit": "100"}))
+    assert len(after["data"]) == len(before["data"])

@@ -1,0 +1,251 @@
+"""The worker function against moto's server and the emulator: each provider outcome, duplicates and crashes."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from PIL import Image
+
+from darkroom.jobs.store import Job, JobStore
+from darkroom_local.pollers import sqs_record
+from darkroom_local.stack import LocalStack
+from tests.support import drain, http_event, load_event, response_json
+
+
+@pytest.fixture(autouse=True)
+def clean(stack: LocalStack) -> Iterator[None]:
+    assert stack.emulator is not None
+    stack.emulator.config.fault_rate = 0.0
+    stack.emulator.config.latency_ms = 0
+    stack.emulator.stats.generations.clear()
+    drain(queue_url(stack))
+    yield
+
+
+def queue_url(stack: LocalStack, name: str = "JobsQueue") -> str:
+    return stack.template.attributes[name]["QueueUrl"]
+
+
+def submit(stack: LocalStack, **body: Any) -> str:
+    event = http_event(
+        "POST", "/v1/images/generations", api_key=stack.api_keys["dev"], body={"prompt": "a cat", **body}
+    )
+    response = stack.functions["ApiFunction"].invoke(event)
+    assert response["statusCode"] == 202, response["body"]
+    return str(response_json(response)["id"])
+
+
+def receive(stack: LocalStack, name: str = "JobsQueue", wait_s: int = 0) -> list[dict[str, Any]]:
+    messages = boto3.client("sqs").receive_message(
+        QueueUrl=queue_url(stack, name), MaxNumberOfMessages=10, WaitTimeSeconds=wait_s, AttributeNames=["All"]
+    )
+    return list(messages.get("Messages", []))
+
+
+def deliver(stack: LocalStack, messages: list[dict[str, Any]], name: str = "JobsQueue") -> dict[str, Any]:
+    """Invoke the worker as Lambda's event source mapping would, deleting the records that succeeded."""
+    arn = stack.template.attributes[name]["Arn"]
+    result = dict(stack.functions["WorkerFunction"].invoke({"Records": [sqs_record(m, arn) for m in messages]}))
+    failed = {f["itemIdentifier"] for f in result["batchItemFailures"]}
+    for message in messages:
+        if message["MessageId"] not in failed:
+            boto3.client("sqs").delete_message(QueueUrl=queue_url(stack, name), ReceiptHandle=message["ReceiptHandle"])
+    return result
+
+
+def job(job_id: str) -> Job:
+    found = JobStore().get(job_id)
+    assert found is not None
+    return found
+
+
+def generations(stack: LocalStack, job_id: str) -> int:
+    assert stack.emulator is not None
+    return int(stack.emulator.stats.generations.get(job_id, 0))
+
+
+def manifest(stack: LocalStack, found: Job) -> dict[str, Any]:
+    bucket = stack.template.attributes["OutputsBucket"]["Ref"]
+    body = boto3.client("s3").get_object(Bucket=bucket, Key=f"outputs/{found.tenant}/{found.id}/result.json")["Body"]
+    return dict(json.loads(body.read()))
+
+
+def faults(stack: LocalStack, *kinds: str) -> None:
+    assert stack.emulator is not None
+    stack.emulator.config.fault_rate = 1.0
+    stack.emulator.config.fault_kinds = kinds
+
+
+def test_job_succeeds_with_real_images_usage_cost_and_manifest(stack: LocalStack) -> None:
+    # Given a queued two-image webp job
+    job_id = submit(stack, size="1536x1024", output_format="webp", n=2)
+    # When the worker handles its message
+    result = deliver(stack, receive(stack))
+    # Then it succeeded once, with both images stored as real 1536x1024 WebPs
+    assert result == {"batchItemFailures": []}
+    done = job(job_id)
+    assert done.status == "succeeded" and generations(stack, job_id) == 1
+    assert done.usage and done.usage["output_tokens"] > 0 and done.cost_usd and done.cost_usd > 0
+    bucket = stack.template.attributes["OutputsBucket"]["Ref"]
+    for index, output in enumerate(done.outputs):
+        assert output["key"] == f"outputs/dev/{job_id}/{index}.webp"
+        stored = boto3.client("s3").get_object(Bucket=bucket, Key=output["key"])
+        assert stored["ContentType"] == "image/webp"
+        image = Image.open(io.BytesIO(stored["Body"].read()))
+        assert (image.format, image.size) == ("WEBP", (1536, 1024))
+    assert manifest(stack, done)["status"] == "succeeded"
+
+
+def test_sample_worker_event_shape_is_accepted(stack: LocalStack) -> None:
+    job_id = submit(stack)
+    drain(queue_url(stack))
+    event = load_event("worker_jobs_queue")
+    event["Records"][0]["body"] = json.dumps({"job_id": job_id, "tenant": "dev"})
+    event["Records"][0]["eventSourceARN"] = stack.template.attributes["JobsQueue"]["Arn"]
+    assert stack.functions["WorkerFunction"].invoke(event) == {"batchItemFailures": []}
+    assert job(job_id).status == "succeeded"
+
+
+def test_duplicate_delivery_after_success_does_nothing(stack: LocalStack) -> None:
+    job_id = submit(stack)
+    messages = receive(stack)
+    deliver(stack, messages)
+    # The same message again (SQS delivers at least once)
+    assert deliver(stack, messages) == {"batchItemFailures": []}
+    assert generations(stack, job_id) == 1 and job(job_id).status == "succeeded"
+
+
+def test_delivery_while_another_worker_holds_the_lease_is_left_for_later(stack: LocalStack) -> None:
+    job_id = submit(stack)
+    messages = receive(stack)
+    JobStore().claim(job(job_id), lease_s=60)
+    result = deliver(stack, messages)
+    assert result == {"batchItemFailures": [{"itemIdentifier": messages[0]["MessageId"]}]}
+    assert generations(stack, job_id) == 0
+    boto3.client("sqs").delete_message(QueueUrl=queue_url(stack), ReceiptHandle=messages[0]["ReceiptHandle"])
+
+
+def test_refusal_fails_at_once_with_its_code(stack: LocalStack) -> None:
+    job_id = submit(stack, prompt="[refuse] something")
+    deliver(stack, receive(stack))
+    failed = job(job_id)
+    assert failed.status == "failed" and failed.error and failed.error["code"] == "moderation_blocked"
+    assert failed.provider_calls == 1 and receive(stack) == []
+    assert manifest(stack, failed)["error"]["code"] == "moderation_blocked"
+
+
+def test_rate_limit_requeues_with_the_retry_after_delay(stack: LocalStack) -> None:
+    faults(stack, "rate_limit")
+    job_id = submit(stack)
+    deliver(stack, receive(stack))
+    waiting = job(job_id)
+    assert waiting.status == "queued" and waiting.rate_limits == 1 and waiting.next_attempt_at
+    assert receive(stack) == []  # delayed by retry-after (1 s in the emulator), not visible yet
+    stack.emulator.config.fault_rate = 0.0  # type: ignore[union-attr]
+    deliver(stack, receive(stack, wait_s=5))
+    assert job(job_id).status == "succeeded" and generations(stack, job_id) == 1
+
+
+def test_server_errors_retry_a_bounded_number_of_times_then_fail(stack: LocalStack) -> None:
+    faults(stack, "server_error")
+    job_id = submit(stack)
+    for _ in range(3):  # ProviderMaxAttempts
+        messages = receive(stack, wait_s=10)
+        assert len(messages) == 1
+        deliver(stack, messages)
+    failed = job(job_id)
+    assert failed.status == "failed" and failed.error and failed.error["code"] == "provider_unavailable"
+    assert failed.provider_calls == 3 and generations(stack, job_id) == 0
+    assert receive(stack, wait_s=2) == []
+
+
+def test_crash_before_the_provider_call_is_taken_over_and_run(stack: LocalStack) -> None:
+    job_id = submit(stack)
+    messages = receive(stack)
+    # A worker claimed the job and died before calling the provider; its lease has run out
+    JobStore().claim(job(job_id), lease_s=-1)
+    deliver(stack, messages)
+    assert job(job_id).status == "succeeded" and generations(stack, job_id) == 1
+
+
+def test_crash_during_the_provider_call_fails_without_calling_again(stack: LocalStack) -> None:
+    job_id = submit(stack)
+    messages = receive(stack)
+    store = JobStore()
+    claimed = store.claim(job(job_id), lease_s=-1)
+    store.advance(claimed, phase="calling", provider_calls=1)
+    deliver(stack, messages)
+    failed = job(job_id)
+    assert failed.status == "failed" and failed.error and failed.error["code"] == "interrupted"
+    assert generations(stack, job_id) == 0
+    assert manifest(stack, failed)["status"] == "failed"
+
+
+def test_crash_after_all_outputs_were_stored_finishes_from_s3(stack: LocalStack) -> None:
+    # Given a job whose worker stored its outputs, then died before marking it succeeded
+    job_id = submit(stack, n=2)
+    messages = receive(stack)
+    deliver(stack, messages)
+    done = job(job_id)
+    store = JobStore()
+    bucket = stack.template.attributes["OutputsBucket"]["Ref"]
+    boto3.client("s3").delete_object(Bucket=bucket, Key=f"outputs/dev/{job_id}/result.json")
+    # Rewind the record to "storing" under an expired lease
+    db = boto3.client("dynamodb")
+    db.update_item(
+        TableName=store.table,
+        Key={"id": {"S": job_id}},
+        UpdateExpression="SET #s = :r, phase = :p, lease_id = :l, lease_until = :t, tenant_status = :ts REMOVE outputs",
+        ExpressionAttributeNames={"#s": "status"},
+        ExpressionAttributeValues={
+            ":r": {"S": "running"},
+            ":p": {"S": "storing"},
+            ":l": {"S": "gone"},
+            ":t": {"N": str(time.time() - 1)},
+            ":ts": {"S": "dev#running"},
+        },
+    )
+    # When the message comes back
+    deliver(stack, messages)
+    # Then it is finished from what S3 holds, without another provider call
+    recovered = job(job_id)
+    assert recovered.status == "succeeded" and generations(stack, job_id) == 1
+    assert [o["key"] for o in recovered.outputs] == [o["key"] for o in done.outputs]
+    assert recovered.outputs[0]["width"] == 1024
+    assert manifest(stack, recovered)["status"] == "succeeded"
+
+
+def test_dead_lettered_job_fails_and_gets_its_manifest(stack: LocalStack) -> None:
+    job_id = submit(stack)
+    # Given its message as the dead-letter queue would hand it over
+    message = receive(stack)[0]
+    boto3.client("sqs").delete_message(QueueUrl=queue_url(stack), ReceiptHandle=message["ReceiptHandle"])
+    arn = stack.template.attributes["JobsDeadLetterQueue"]["Arn"]
+    result = stack.functions["WorkerFunction"].invoke({"Records": [sqs_record(message, arn)]})
+    assert result == {"batchItemFailures": []}
+    failed = job(job_id)
+    assert failed.status == "failed" and failed.error and failed.error["code"] == "worker_failed"
+    assert manifest(stack, failed)["status"] == "failed"
+
+
+def test_canceled_job_message_is_dropped(stack: LocalStack) -> None:
+    job_id = submit(stack)
+    messages = receive(stack)
+    stack.functions["ApiFunction"].invoke(http_event("DELETE", f"/v1/jobs/{job_id}", api_key=stack.api_keys["dev"]))
+    assert deliver(stack, messages) == {"batchItemFailures": []}
+    assert job(job_id).status == "canceled" and generations(stack, job_id) == 0
+
+
+def test_one_bad_record_fails_alone(stack: LocalStack) -> None:
+    job_id = submit(stack)
+    good = receive(stack)[0]
+    bad = {**good, "MessageId": "bad-1", "Body": "not json"}
+    result = deliver(stack, [good, bad])
+    assert result == {"batchItemFailures": [{"itemIdentifier": "bad-1"}]}
+    assert job(job_id).status == "succeeded"

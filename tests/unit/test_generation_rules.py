@@ -1,0 +1,153 @@
+"""The validation table: what each model accepts, and how every refusal names its field and rule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from darkroom import catalog
+from darkroom.errors import ValidationFailed
+from darkroom.models import GenerationRequest, parse_generation_request
+
+
+def rules_broken(body: dict[str, Any], **kwargs: Any) -> set[tuple[str, str]]:
+    try:
+        parse_generation_request(body, **kwargs)
+    except ValidationFailed as exc:
+        return {(e.field, e.rule) for e in exc.errors}
+    return set()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"prompt": "a cat"},
+        {"prompt": "a cat", "model": "gpt-image-2", "size": "1536x1024", "output_format": "webp"},
+        {"prompt": "a cat", "model": "gpt-image-2", "size": "3840x2160", "quality": "high"},
+        {"prompt": "a cat", "model": "gpt-image-2", "size": "2160x3840"},
+        {"prompt": "a cat", "model": "gpt-image-2", "size": "2400x800"},  # exactly 3:1
+        {"prompt": "a cat", "model": "gpt-image-2-2026-04-21", "size": "1024x1024"},
+        {"prompt": "a cat", "model": "gpt-image-2.5-flare", "quality": "max", "size": "2048x1152"},
+        {"prompt": "a cat", "model": "gpt-image-2.6-sunburst", "quality": "xhigh"},
+        {"prompt": "a cat", "model": "gpt-image-1.5", "background": "transparent", "output_format": "png"},
+        {"prompt": "a cat", "model": "gpt-image-1-mini", "background": "transparent", "output_format": "webp"},
+        {"prompt": "a cat", "model": "chatgpt-image-latest", "size": "1024x1536"},
+        {"prompt": "a cat", "output_format": "jpeg", "output_compression": 0},
+        {"prompt": "a cat", "output_format": "webp", "output_compression": 100},
+        {"prompt": "a cat", "n": 10, "moderation": "low", "complexity": "high", "safety_identifier": "u-1"},
+        {"prompt": "x" * 32_000},
+        {"prompt": "a cat", "webhook_url": "https://hooks.example.com/darkroom", "metadata": {"k": "v"}},
+    ],
+)
+def test_valid_requests_pass(body: dict[str, Any]) -> None:
+    # Given a request every rule allows / When it is parsed / Then nothing is refused
+    assert rules_broken(body) == set()
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"prompt": "a cat", "size": "1000x1000"}, {("size", "size_multiple_of_16")}),
+        ({"prompt": "a cat", "size": "4096x1024"}, {("size", "size_max_edge"), ("size", "size_aspect_ratio")}),
+        ({"prompt": "a cat", "size": "3200x800"}, {("size", "size_aspect_ratio")}),
+        ({"prompt": "a cat", "size": "3840x2400"}, {("size", "size_max_pixels")}),
+        ({"prompt": "a cat", "size": "512x512"}, {("size", "size_min_pixels")}),
+        ({"prompt": "a cat", "size": "big"}, {("size", "size_format")}),
+        ({"prompt": "a cat", "model": "gpt-image-1.5", "size": "2048x1152"}, {("size", "size_not_supported")}),
+        ({"prompt": "a cat", "n": 11}, {("n", "less_than_equal")}),
+        ({"prompt": "a cat", "n": 0}, {("n", "greater_than_equal")}),
+        ({"prompt": "a cat", "n": "2"}, {("n", "int_type")}),
+        ({"prompt": "x" * 32_001}, {("prompt", "string_too_long")}),
+        ({"prompt": ""}, {("prompt", "string_too_short")}),
+        ({}, {("prompt", "missing")}),
+        ({"prompt": "a cat", "model": "dall-e-3"}, {("model", "model_retired")}),
+        ({"prompt": "a cat", "model": "gpt-image-1"}, {("model", "model_retired")}),
+        ({"prompt": "a cat", "model": "dall-e-2"}, {("model", "model_retired")}),
+        ({"prompt": "a cat", "model": "imagen-9"}, {("model", "model_unknown")}),
+        ({"prompt": "a cat", "quality": "hd"}, {("quality", "quality_retired")}),
+        ({"prompt": "a cat", "quality": "max"}, {("quality", "quality_not_supported")}),
+        ({"prompt": "a cat", "output_format": "gif"}, {("output_format", "output_format_not_supported")}),
+        (
+            {"prompt": "a cat", "model": "gpt-image-1.5", "background": "transparent", "output_format": "jpeg"},
+            {("background", "transparent_needs_png_or_webp")},
+        ),
+        ({"prompt": "a cat", "background": "transparent"}, {("background", "transparent_not_supported")}),
+        ({"prompt": "a cat", "output_compression": 50}, {("output_compression", "compression_needs_jpeg_or_webp")}),
+        (
+            {"prompt": "a cat", "output_format": "jpeg", "output_compression": 101},
+            {("output_compression", "less_than_equal")},
+        ),
+        ({"prompt": "a cat", "background": "clear"}, {("background", "literal_error")}),
+        ({"prompt": "a cat", "response_format": "url"}, {("response_format", "legacy_parameter")}),
+        ({"prompt": "a cat", "style": "vivid"}, {("style", "legacy_parameter")}),
+        ({"prompt": "a cat", "stream": True}, {("stream", "stream_not_supported")}),
+        ({"prompt": "a cat", "seed": 4}, {("seed", "extra_forbidden")}),
+        ({"prompt": "a cat", "webhook_url": "http://hooks.example.com/x"}, {("webhook_url", "webhook_url_https")}),
+        (
+            {"prompt": "a cat", "webhook_url": "https://u:p@hooks.example.com"},
+            {("webhook_url", "webhook_url_credentials")},
+        ),
+        ({"prompt": "a cat", "metadata": {f"k{i}": "v" for i in range(17)}}, {("metadata", "too_long")}),
+        ({"prompt": "a cat", "metadata": {"k": "v" * 513}}, {("metadata.k", "string_too_long")}),
+    ],
+)
+def test_each_broken_rule_is_named(body: dict[str, Any], expected: set[tuple[str, str]]) -> None:
+    # Given a request that breaks a rule / When it is parsed / Then exactly that field and rule are reported
+    assert rules_broken(body) == expected
+
+
+def test_several_broken_rules_are_reported_together() -> None:
+    # Given a request with three problems in different fields
+    body = {"prompt": "a cat", "size": "1000x1000", "n": 11, "model": "gpt-image-2"}
+    # When it is parsed / Then the pydantic pass reports first, and the request never reaches the model rules
+    assert rules_broken(body) == {("n", "less_than_equal")}
+    # And a request whose fields are well-typed reports every model rule at once
+    body = {"prompt": "a cat", "size": "1000x1000", "output_format": "png", "output_compression": 5}
+    assert rules_broken(body) == {
+        ("size", "size_multiple_of_16"),
+        ("output_compression", "compression_needs_jpeg_or_webp"),
+    }
+
+
+def test_retired_model_message_names_its_replacement() -> None:
+    with pytest.raises(ValidationFailed) as caught:
+        parse_generation_request({"prompt": "a cat", "model": "dall-e-3"})
+    assert "gpt-image-2" in caught.value.errors[0].message
+    assert caught.value.errors[0].as_dict() == {
+        "field": "model",
+        "rule": "model_retired",
+        "message": "'dall-e-3' was retired on 2026-05-12; use 'gpt-image-2' instead.",
+    }
+
+
+def test_http_webhooks_are_allowed_only_when_configured() -> None:
+    body = {"prompt": "a cat", "webhook_url": "http://127.0.0.1:9000/hook"}
+    assert rules_broken(body, allow_http_webhooks=True) == set()
+    assert rules_broken(body) == {("webhook_url", "webhook_url_https")}
+
+
+def test_provider_params_carry_only_what_the_provider_understands() -> None:
+    request = GenerationRequest.model_validate(
+        {"prompt": "a cat", "user": "u-9", "webhook_url": "https://h.example.com", "metadata": {"a": "b"}}
+    )
+    assert request.provider_params() == {
+        "prompt": "a cat",
+        "model": "gpt-image-2",
+        "n": 1,
+        "size": "auto",
+        "quality": "auto",
+        "background": "auto",
+        "output_format": "png",
+        "moderation": "auto",
+        "safety_identifier": "u-9",
+    }
+
+
+def test_every_model_has_prices_and_qualities() -> None:
+    for spec in catalog.MODELS.values():
+        assert "auto" in spec.qualities
+        assert spec.prices.image_output > 0
+    assert not set(catalog.RETIRED_MODELS) & set(catalog.MODELS)
+    for _, replacement in catalog.RETIRED_MODELS.values():
+        assert replacement in catalog.MODELS

@@ -1,0 +1,35 @@
+"""Cold starts: importing a handler builds no clients and pulls in nothing it does not need."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+HEAVY_FOR_API = {"httpx", "PIL", "openai", "aws_xray_sdk", "aws_lambda_powertools.event_handler", "moto"}
+HEAVY_FOR_WORKER = {"openai", "aws_xray_sdk", "aws_lambda_powertools.event_handler", "moto"}
+
+
+def modules_after_import(function: str) -> set[str]:
+    code = f"""
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("app", {str(REPO / "functions" / function / "app.py")!r})
+module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)
+import boto3
+print(json.dumps({{"modules": sorted(sys.modules), "sessions": boto3.DEFAULT_SESSION is not None}}))
+"""
+    env = {"PYTHONPATH": str(REPO / "layers" / "darkroom"), "AWS_DEFAULT_REGION": "us-east-1", "PATH": ""}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    data = json.loads(result.stdout.strip().splitlines()[-1])
+    assert data["sessions"] is False, "a boto3 client was built at import time"
+    return set(data["modules"])
+
+
+@pytest.mark.parametrize(("function", "heavy"), [("api", HEAVY_FOR_API), ("worker", HEAVY_FOR_WORKER)])
+def test_handler_import_stays_light(function: str, heavy: set[str]) -> None:
+    loaded = modules_after_import(function)
+    assert not {name for name in loaded if name in heavy}

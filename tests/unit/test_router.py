@@ -1,0 +1,83 @@
+"""The API router: routing, authentication order, and one mapping from errors to HTTP answers."""
+
+from __future__ import annotations
+
+from darkroom.api.http import Request, Response, Router
+from darkroom.errors import Conflict, Unauthorized
+from tests.support import http_event, response_json
+
+
+def make_router() -> Router:
+    def authenticate(request: Request) -> str:
+        if request.headers.get("authorization") != "Bearer good":
+            raise Unauthorized("no")
+        return "acme"
+
+    router = Router(authenticate)
+
+    @router.route("GET", "/open", summary="", public=True)
+    def open_route(request: Request) -> Response:
+        return Response(200, {"tenant": request.tenant})
+
+    @router.route("GET", "/things/{id}", summary="")
+    def thing(request: Request) -> Response:
+        return Response(200, {"id": request.path_params["id"], "tenant": request.tenant})
+
+    @router.route("POST", "/things/{id}", summary="")
+    def conflict(request: Request) -> Response:
+        raise Conflict("busy", code="thing_busy")
+
+    @router.route("GET", "/boom", summary="", public=True)
+    def boom(request: Request) -> Response:
+        raise RuntimeError("secret internals")
+
+    return router
+
+
+def test_public_route_needs_no_key() -> None:
+    response = make_router().resolve(http_event("GET", "/open"))
+    assert response["statusCode"] == 200 and response_json(response) == {"tenant": ""}
+
+
+def test_private_route_gets_path_params_and_tenant() -> None:
+    response = make_router().resolve(http_event("GET", "/things/42", api_key="good"))
+    assert response_json(response) == {"id": "42", "tenant": "acme"}
+
+
+def test_private_route_without_key_is_401() -> None:
+    response = make_router().resolve(http_event("GET", "/things/42"))
+    assert response["statusCode"] == 401
+    assert response_json(response)["error"]["code"] == "unauthorized"
+
+
+def test_domain_error_maps_to_its_status_and_code() -> None:
+    response = make_router().resolve(http_event("POST", "/things/42", api_key="good", body={}))
+    assert response["statusCode"] == 409
+    assert response_json(response) == {"error": {"code": "thing_busy", "message": "busy"}}
+
+
+def test_unknown_route_is_404_and_wrong_method_405() -> None:
+    assert make_router().resolve(http_event("GET", "/nowhere"))["statusCode"] == 404
+    response = make_router().resolve(http_event("DELETE", "/things/1", api_key="good"))
+    assert response["statusCode"] == 405 and response["headers"]["allow"] == "GET, POST"
+
+
+def test_unexpected_error_is_500_without_details() -> None:
+    response = make_router().resolve(http_event("GET", "/boom"))
+    assert response["statusCode"] == 500
+    assert "secret" not in response["body"]
+    assert response_json(response)["error"]["code"] == "internal_error"
+
+
+def test_json_body_rules() -> None:
+    def request(body: bytes, content_type: str = "application/json") -> Request:
+        return Request("POST", "/", {"content-type": content_type}, {}, body, "r")
+
+    assert request(b'{"a": 1}').json() == {"a": 1}
+    for bad in (request(b"{nope"), request(b""), request(b"{}", "text/plain")):
+        try:
+            bad.json()
+        except Exception as exc:
+            assert type(exc).__name__ == "InvalidRequest"
+        else:
+            raise AssertionError("expected InvalidRequest")
