@@ -1,0 +1,141 @@
+"""The whole local stack over HTTP, as a curl user or a frontend sees it."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+
+from darkroom_local.emulator import EmulatorConfig
+from darkroom_local.stack import LocalStack, StackConfig
+from tests.conftest import FAST, QUIET
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def running() -> Iterator[LocalStack]:
+    config = StackConfig(port=0, parameters=dict(FAST), environment=dict(QUIET), emulator=EmulatorConfig())
+    with LocalStack(config) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def client(running: LocalStack) -> Iterator[httpx.Client]:
+    headers = {"Authorization": f"Bearer {running.api_keys['dev']}"}
+    with httpx.Client(base_url=running.api_url, headers=headers, timeout=30) as http:
+        yield http
+
+
+def wait_for_end(client: httpx.Client, job_id: str, timeout_s: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in ("succeeded", "failed", "canceled"):
+            return dict(job)
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} did not end within {timeout_s} s")
+
+
+def test_generate_a_webp_and_download_it(client: httpx.Client) -> None:
+    # Given a frontend asking for a 1536x1024 WebP
+    answer = client.post(
+        "/v1/images/generations",
+        json={"prompt": "a lighthouse at dusk", "size": "1536x1024", "output_format": "webp", "quality": "low"},
+    )
+    assert answer.status_code == 202
+    assert answer.headers["location"] == f"/v1/jobs/{answer.json()['id']}"
+    # When it polls until the job ends
+    job = wait_for_end(client, answer.json()["id"])
+    # Then the job succeeded with usage and cost, and its URL downloads a real 1536x1024 WebP
+    assert job["status"] == "succeeded", job["error"]
+    assert job["usage"]["output_tokens"] > 0 and job["cost_usd"] > 0
+    (output,) = job["outputs"]
+    assert (output["format"], output["width"], output["height"]) == ("webp", 1536, 1024)
+    download = httpx.get(output["url"], timeout=30)
+    assert download.status_code == 200 and download.headers["content-type"] == "image/webp"
+    assert len(download.content) == output["bytes"]
+    image = Image.open(io.BytesIO(download.content))
+    assert (image.format, image.size) == ("WEBP", (1536, 1024))
+
+
+def test_transparent_png_keeps_its_alpha(client: httpx.Client) -> None:
+    body = {"prompt": "a sticker", "model": "gpt-image-1.5", "background": "transparent", "size": "1024x1024"}
+    job = wait_for_end(client, client.post("/v1/images/generations", json=body).json()["id"])
+    image = Image.open(io.BytesIO(httpx.get(job["outputs"][0]["url"]).content))
+    corner = image.getpixel((0, 0))
+    assert image.format == "PNG" and image.mode == "RGBA" and isinstance(corner, tuple) and corner[3] == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field", "rule"),
+    [
+        ({"prompt": "a cat", "size": "1000x1000"}, 422, "size", "size_multiple_of_16"),
+        ({"prompt": "a cat", "n": 11}, 422, "n", "less_than_equal"),
+        ({"prompt": "x" * 32_001}, 422, "prompt", "string_too_long"),
+        ({"prompt": "a cat", "model": "dall-e-3"}, 422, "model", "model_retired"),
+    ],
+)
+def test_bad_requests_name_field_and_rule(
+    client: httpx.Client, body: dict[str, Any], status: int, field: str, rule: str
+) -> None:
+    answer = client.post("/v1/images/generations", json=body)
+    assert answer.status_code == status
+    problem = answer.json()["error"]["fields"][0]
+    assert (problem["field"], problem["rule"]) == (field, rule)
+
+
+def test_missing_key_is_401_and_another_tenants_job_is_404(running: LocalStack, client: httpx.Client) -> None:
+    job_id = client.post("/v1/images/generations", json={"prompt": "private"}).json()["id"]
+    anonymous = httpx.get(f"{running.api_url}/v1/jobs/{job_id}")
+    assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "unauthorized"
+    other = httpx.get(
+        f"{running.api_url}/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {running.api_keys['dev-2']}"}
+    )
+    assert other.status_code == 404 and other.json()["error"]["code"] == "not_found"
+
+
+def test_refused_prompt_fails_with_the_providers_code(client: httpx.Client) -> None:
+    job = wait_for_end(client, client.post("/v1/images/generations", json={"prompt": "[refuse] this"}).json()["id"])
+    assert job["status"] == "failed" and job["error"]["code"] == "moderation_blocked" and job["outputs"] == []
+
+
+def test_listing_finds_the_tenants_jobs_newest_first(client: httpx.Client) -> None:
+    ids = [client.post("/v1/images/generations", json={"prompt": f"list {i}"}).json()["id"] for i in range(3)]
+    listed = client.get("/v1/jobs", params={"limit": 3}).json()
+    assert [job["id"] for job in listed["data"]] == list(reversed(ids))
+
+
+def test_cancel_of_a_running_job_is_409(running: LocalStack, client: httpx.Client) -> None:
+    assert running.emulator is not None
+    running.emulator.config.latency_ms = 1500
+    try:
+        job_id = client.post("/v1/images/generations", json={"prompt": "slow"}).json()["id"]
+        deadline = time.monotonic() + 10
+        while client.get(f"/v1/jobs/{job_id}").json()["status"] != "running" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        answer = client.delete(f"/v1/jobs/{job_id}")
+        assert answer.status_code == 409 and answer.json()["error"]["code"] == "job_running"
+    finally:
+        running.emulator.config.latency_ms = 0
+    assert wait_for_end(client, job_id)["status"] == "succeeded"
+
+
+def test_unknown_route_is_404_like_api_gateway(running: LocalStack) -> None:
+    answer = httpx.get(f"{running.api_url}/v2/nothing")
+    assert answer.status_code == 404 and answer.json() == {"message": "Not Found"}
+
+
+def test_cors_preflight_is_answered_from_the_template(running: LocalStack) -> None:
+    answer = httpx.options(
+        f"{running.api_url}/v1/images/generations",
+        headers={"Origin": "https://app.example.com", "Access-Control-Request-Method": "POST"},
+    )
+    assert answer.status_code == 204
+    assert answer.headers["access-control-allow-origin"] == "*"
+    assert "authorization" in answer.headers["access-control-allow-headers"]
