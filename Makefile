@@ -39,7 +39,7 @@ test: lint ## Everything CI runs: lint, then unit, integration, end-to-end and f
 lint: install template ## ruff, mypy, and the SAM template through aws-sam-translator and cfn-lint
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy layers/darkroom/darkroom functions local tests
+	$(VENV)/bin/mypy layers/darkroom/darkroom functions local tests bench
 
 template: $(TOOLS)/.installed ## Transform template.yaml and lint the result
 	$(TOOLS)/bin/python local/transform_template.py template.yaml build/template.cfn.json

@@ -20,7 +20,7 @@ def submit_generation(tenant: str, request: GenerationRequest) -> Job:
         tenant=tenant,
         kind="generate",
         status="queued",
-        request=request.model_dump(exclude_none=True, exclude={"webhook_url", "metadata"}),
+        request=request.provider_params(),  # exactly what the worker will send
         webhook_url=request.webhook_url,
         metadata=request.metadata or {},
         created_at=now,

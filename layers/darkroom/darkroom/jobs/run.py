@@ -4,9 +4,8 @@ The rules that keep every job to one terminal state and at most one billed provi
 - a message only ever moves a job forward through a conditional write (darkroom.jobs.store);
 - a retry is a new, delayed message sent after the job is back to `queued`; the current message is then done;
 - a job found `running` under a live lease belongs to someone else: the message fails and comes back later;
-- a job found `running` under an expired lease is recovered: run again if no provider call had started, finished
-  from S3 if the provider had answered and every output was stored, failed as `interrupted` otherwise (its call may
-  have been billed, so it is never repeated);
+- a job found `running` under an expired lease is recovered: finished from S3 if the provider had answered and every
+  output was stored, failed as `interrupted` otherwise (its call may have been billed, so it is never repeated);
 - a terminal job only gets its manifest rewritten if it is missing.
 """
 
@@ -29,7 +28,7 @@ from darkroom.errors import (
 )
 from darkroom.jobs.store import Job, JobStore, LeaseLost
 from darkroom.jobs.views import manifest_document
-from darkroom.observability import logger
+from darkroom.observability import logger, metrics
 from darkroom.providers.registry import provider_for
 from darkroom.settings import settings
 
@@ -63,18 +62,13 @@ def handle_job_message(body: dict[str, Any], remaining_ms: RemainingMs) -> None:
     if job.terminal:
         ensure_manifest(job)
         return
-    lease_s = remaining_ms() / 1000 + LEASE_MARGIN_S
     try:
         if job.status == "queued":
-            job = store.claim(job, lease_s)
+            _run(store, job, remaining_ms)
         elif not job.lease_expired():
             raise JobBusy(f"job {job.id} is running elsewhere until its lease ends")
-        elif job.phase == "claimed":
-            job = store.take_over(job, lease_s)
         else:
             _recover_after_provider_call(store, job)
-            return
-        _run(store, job, remaining_ms)
     except LeaseLost:
         # Someone else changed the job between our read and our write; their message carries it from here.
         logger.info("job moved on under us", extra={"job_id": job.id})
@@ -97,15 +91,15 @@ def handle_dead_letter(body: dict[str, Any]) -> None:
 
 
 def _run(store: JobStore, job: Job, remaining_ms: RemainingMs) -> None:
-    s = settings()
     provider = provider_for(job.model)
-    timeout_s = min(s.provider_timeout_s, remaining_ms() / 1000 - min(STORE_RESERVE_S, remaining_ms() / 4000))
-    job = store.advance(job, phase="calling", provider_calls=job.provider_calls + 1)
+    provider.prepare()  # key and connection pool first: nothing slow may sit between the claim and the call
+    job = store.claim(job, lease_s=remaining_ms() / 1000 + LEASE_MARGIN_S)
+    timeout_s = min(settings().provider_timeout_s, remaining_ms() / 1000 - min(STORE_RESERVE_S, remaining_ms() / 4000))
     log = {"job_id": job.id, "tenant": job.tenant, "model": job.model, "attempt": job.provider_calls}
     started = time.monotonic()
     try:
         result = provider.generate(
-            _provider_params(job), timeout_s=max(1.0, timeout_s), client_request_id=f"{job.id}:{job.provider_calls}"
+            job.request, timeout_s=max(1.0, timeout_s), client_request_id=f"{job.id}:{job.provider_calls}"
         )
     except ProviderRateLimited as exc:
         _retry_rate_limited(store, job, exc)
@@ -129,6 +123,9 @@ def _run(store: JobStore, job: Job, remaining_ms: RemainingMs) -> None:
         outputs.append(storage.put_output(job, index, data, info))
     job = store.finish(job, "succeeded", outputs=outputs)
     storage.write_manifest(job, manifest_document(job))
+    metrics.add_metric(name="JobsSucceeded", unit="Count", value=1)
+    metrics.add_metric(name="ProviderLatency", unit="Milliseconds", value=latency_ms)
+    metrics.add_metric(name="ImagesGenerated", unit="Count", value=len(outputs))
     logger.info("job succeeded", extra={**log, "latency_ms": latency_ms, "cost_usd": str(cost), "images": len(outputs)})
 
 
@@ -180,21 +177,17 @@ def _requeue(store: JobStore, job: Job, delay_s: float, **counters: int) -> None
     at = (datetime.now(UTC) + timedelta(seconds=delay)).isoformat(timespec="seconds").replace("+00:00", "Z")
     job = store.requeue(job, next_attempt_at=at, **counters)
     queue.send_job(job.id, job.tenant, delay_s=delay)
+    metrics.add_metric(name="JobsRetried", unit="Count", value=1)
     logger.info("job requeued", extra={"job_id": job.id, "tenant": job.tenant, "delay_s": delay, **counters})
 
 
 def _fail(store: JobStore, job: Job, code: str, message: str) -> None:
     job = store.finish(job, "failed", error={"code": code, "message": message})
     storage.write_manifest(job, manifest_document(job))
+    metrics.add_metric(name="JobsFailed", unit="Count", value=1)
     logger.info("job failed", extra={"job_id": job.id, "tenant": job.tenant, "error_code": code})
 
 
 def ensure_manifest(job: Job) -> None:
     if not storage.manifest_exists(job):
         storage.write_manifest(job, manifest_document(job))
-
-
-def _provider_params(job: Job) -> dict[str, Any]:
-    from darkroom.models import GenerationRequest
-
-    return GenerationRequest.model_validate(job.request).provider_params()

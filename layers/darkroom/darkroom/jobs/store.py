@@ -2,8 +2,8 @@
 
 A worker owns a running job through a lease (`lease_id`, `lease_until`): each write it makes is conditional on
 still holding that lease, so a duplicate SQS delivery, a second worker or a late retry can never run a job twice,
-bill it twice or overwrite a terminal state. Within `running`, `phase` says how far the owner got:
-`claimed` (no provider call yet), `calling` (a provider call is in flight), `storing` (the provider answered).
+bill it twice or overwrite a terminal state. Within `running`, `phase` says how far the owner got: `calling` (the
+claim is taken right before the provider call, which may be in flight), then `storing` (the provider answered).
 """
 
 from __future__ import annotations
@@ -193,14 +193,15 @@ class JobStore:
                 raise
 
     def claim(self, job: Job, lease_s: float) -> Job:
-        """queued -> running, taking a fresh lease. LeaseLost if the job was not queued any more."""
+        """queued -> running for one provider call, under a fresh lease. LeaseLost if the job was not queued."""
         return self._update(
             job,
             status="running",
             condition="#s = :queued",
             values={":queued": {"S": "queued"}},
             sets={
-                "phase": "claimed",
+                "phase": "calling",
+                "provider_calls": job.provider_calls + 1,
                 "lease_id": uuid.uuid4().hex,
                 "lease_until": time.time() + lease_s,
                 "started_at": job.started_at or now_iso(),
@@ -209,7 +210,7 @@ class JobStore:
         )
 
     def take_over(self, job: Job, lease_s: float) -> Job:
-        """Take a running job whose owner's lease ran out (the owner crashed or timed out)."""
+        """Take a running job whose owner's lease ran out (the owner crashed or timed out), to finish it."""
         return self._update(
             job,
             status="running",
@@ -219,7 +220,7 @@ class JobStore:
                 ":lease": {"S": job.lease_id or ""},
                 ":now": {"N": str(time.time())},
             },
-            sets={"phase": "claimed", "lease_id": uuid.uuid4().hex, "lease_until": time.time() + lease_s},
+            sets={"lease_id": uuid.uuid4().hex, "lease_until": time.time() + lease_s},
         )
 
     def advance(self, job: Job, **sets: Any) -> Job:

@@ -7,9 +7,6 @@ from typing import Any
 from darkroom import storage
 from darkroom.jobs.store import Job
 
-# Request fields that are the job's own, shown at the top level rather than inside `request`.
-_JOB_FIELDS = ("webhook_url", "metadata")
-
 
 def job_document(job: Job, *, with_urls: bool) -> dict[str, Any]:
     outputs = []
@@ -25,7 +22,7 @@ def job_document(job: Job, *, with_urls: bool) -> dict[str, Any]:
         "kind": job.kind,
         "status": job.status,
         "model": job.model,
-        "request": {k: v for k, v in job.request.items() if k not in _JOB_FIELDS},
+        "request": job.request,
         "outputs": outputs,
         "usage": job.usage,
         "cost_usd": float(job.cost_usd) if job.cost_usd is not None else None,

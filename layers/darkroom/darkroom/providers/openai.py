@@ -60,6 +60,11 @@ class OpenAICompatibleProvider:
                 self._client = httpx.Client(transport=self._transport, follow_redirects=False)
             return self._client
 
+    def prepare(self) -> None:
+        """Fetch the key and build the HTTP client now, so the call itself starts at once."""
+        self._api_key()
+        self._http()
+
     def generate(self, params: dict[str, Any], *, timeout_s: float, client_request_id: str) -> GenerationResult:
         headers = {
             "Authorization": f"Bearer {self._api_key()}",
