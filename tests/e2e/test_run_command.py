@@ -1,0 +1,57 @@
+"""`darkroom run` as a newcomer starts it: it serves, prints the URL and key, and stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from darkroom_local.stack import free_port
+
+pytestmark = pytest.mark.e2e
+
+
+def test_run_serves_and_stops_cleanly_on_sigterm() -> None:
+    port = free_port()
+    script = Path(sys.executable).parent / "darkroom"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "darkroom_local.cli"]
+    env = {**os.environ, "DARKROOM_PORT": str(port), "DARKROOM_API_KEY": "dr_e2e_fixed_key",
+           "POWERTOOLS_LOG_LEVEL": "WARNING"}
+    process = subprocess.Popen([*command, "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert process.stdout is not None
+        output = ""
+        deadline = time.monotonic() + 60
+        while "Ctrl-C stops it." not in output and time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            output += line
+        assert f"API        http://127.0.0.1:{port}" in output, output
+        assert "export DARKROOM_API_KEY=dr_e2e_fixed_key" in output
+        assert re.search(r"second tenant.*dr_", output)
+
+        headers = {"Authorization": "Bearer dr_e2e_fixed_key"}
+        assert httpx.get(f"http://127.0.0.1:{port}/health").json() == {"status": "ok"}
+        job = httpx.post(f"http://127.0.0.1:{port}/v1/images/generations", headers=headers,
+                         json={"prompt": "a quick one", "size": "1024x1024"}).json()
+        for _ in range(100):
+            status = httpx.get(f"http://127.0.0.1:{port}/v1/jobs/{job['id']}", headers=headers).json()["status"]
+            if status == "succeeded":
+                break
+            time.sleep(0.1)
+        assert status == "succeeded"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        rest, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, rest
+    assert "stopping darkroom" in rest
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
