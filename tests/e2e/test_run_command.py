@@ -22,8 +22,12 @@ def test_run_serves_and_stops_cleanly_on_sigterm() -> None:
     port = free_port()
     script = Path(sys.executable).parent / "darkroom"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "darkroom_local.cli"]
-    env = {**os.environ, "DARKROOM_PORT": str(port), "DARKROOM_API_KEY": "dr_e2e_fixed_key",
-           "POWERTOOLS_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "DARKROOM_PORT": str(port),
+        "DARKROOM_API_KEY": "dr_e2e_fixed_key",
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+    }
     process = subprocess.Popen([*command, "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert process.stdout is not None
@@ -40,8 +44,11 @@ def test_run_serves_and_stops_cleanly_on_sigterm() -> None:
 
         headers = {"Authorization": "Bearer dr_e2e_fixed_key"}
         assert httpx.get(f"http://127.0.0.1:{port}/health").json() == {"status": "ok"}
-        job = httpx.post(f"http://127.0.0.1:{port}/v1/images/generations", headers=headers,
-                         json={"prompt": "a quick one", "size": "1024x1024"}).json()
+        job = httpx.post(
+            f"http://127.0.0.1:{port}/v1/images/generations",
+            headers=headers,
+            json={"prompt": "a quick one", "size": "1024x1024"},
+        ).json()
         for _ in range(100):
             status = httpx.get(f"http://127.0.0.1:{port}/v1/jobs/{job['id']}", headers=headers).json()["status"]
             if status == "succeeded":
