@@ -27,10 +27,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import HTTP
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from PIL import Image, ImageDraw
+
+from darkroom_local.http_server import BackgroundHTTPServer
 
 STANDARD_SIZE = (1024, 1024)
 # Output image tokens for a 1024x1024 image by quality; other sizes scale with their area.
@@ -155,42 +157,20 @@ def parse_size(size: str | None, default: tuple[int, int] = STANDARD_SIZE) -> tu
     return width, height
 
 
-class Emulator:
+class Emulator(BackgroundHTTPServer):
+    thread_name = "emulator"
+
     def __init__(self, config: EmulatorConfig | None = None) -> None:
+        super().__init__()
+        self.handler = _RequestHandler
         self.config = config or EmulatorConfig.from_env()
         self.stats = EmulatorStats()
         self._random = random.Random(self.config.seed)
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
-
-    # Lifecycle
-
-    def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        emulator = self
-
-        class Handler(_RequestHandler):
-            pass
-
-        Handler.emulator = emulator
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="emulator", daemon=True)
-        self._thread.start()
-        return self.url
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def stop(self) -> None:
         self._stopping.set()
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-
-    # Behaviour
+        super().stop()
 
     def pick_fault(self) -> str | None:
         with self.stats.lock:
@@ -259,8 +239,11 @@ class Emulator:
 
 
 class _RequestHandler(BaseHTTPRequestHandler):
-    emulator: Emulator
     protocol_version = "HTTP/1.1"
+
+    @property
+    def emulator(self) -> Emulator:
+        return self.server.owner  # type: ignore[attr-defined]
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: the stack prints its own summary
         pass

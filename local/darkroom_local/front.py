@@ -8,14 +8,14 @@ from __future__ import annotations
 import base64
 import json
 import re
-import threading
 import time
 import uuid
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from darkroom_local.http_server import BackgroundHTTPServer
 from darkroom_local.lambdas import LocalFunction
 
 Route = tuple[str, re.Pattern[str], str, LocalFunction]
@@ -84,33 +84,14 @@ def http_api_event(
     return event
 
 
-class ApiFront:
+class ApiFront(BackgroundHTTPServer):
+    thread_name = "api-front"
+
     def __init__(self, functions: list[LocalFunction], cors: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.handler = _FrontHandler
         self.routes = compile_routes(functions)
         self.cors = cors or {}
-        self._server: ThreadingHTTPServer | None = None
-
-    def start(self, host: str, port: int) -> str:
-        front = self
-
-        class Handler(_FrontHandler):
-            pass
-
-        Handler.front = front
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, name="api-front", daemon=True).start()
-        return self.url
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def stop(self) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
 
     def cors_headers(self, origin: str | None) -> dict[str, str]:
         if not origin or not self.cors:
@@ -122,8 +103,11 @@ class ApiFront:
 
 
 class _FrontHandler(BaseHTTPRequestHandler):
-    front: ApiFront
     protocol_version = "HTTP/1.1"
+
+    @property
+    def front(self) -> ApiFront:
+        return self.server.owner  # type: ignore[attr-defined]
 
     def log_message(self, format: str, *args: Any) -> None:
         pass

@@ -1,0 +1,38 @@
+"""An HTTP server on a daemon thread of this process, for the emulator and the local API front."""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class _OwnedServer(ThreadingHTTPServer):
+    daemon_threads = True  # a hung request (the emulator's hang fault) must never block shutdown
+    owner: object
+
+
+class BackgroundHTTPServer:
+    """Subclasses set `handler`; a request handler reaches the subclass instance as `self.server.owner`."""
+
+    handler: type[BaseHTTPRequestHandler]
+    thread_name = "http"
+
+    def __init__(self) -> None:
+        self._server: _OwnedServer | None = None
+
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        self._server = _OwnedServer((host, port), self.handler)
+        self._server.owner = self
+        threading.Thread(target=self._server.serve_forever, name=self.thread_name, daemon=True).start()
+        return self.url
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "not started"
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def stop(self) -> None:
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
