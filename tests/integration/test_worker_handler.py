@@ -239,3 +239,11 @@ def test_one_bad_record_fails_alone(stack: LocalStack) -> None:
     result = deliver(stack, [good, bad])
     assert result == {"batchItemFailures": [{"itemIdentifier": "bad-1"}]}
     assert job(job_id).status == "succeeded"
+
+
+def test_unreadable_dead_letter_is_dropped_not_retried_forever(stack: LocalStack) -> None:
+    arn = stack.template.attributes["JobsDeadLetterQueue"]["Arn"]
+    message = {"MessageId": "m-1", "ReceiptHandle": "r", "Body": '["not", "a", "job"]'}
+    assert stack.functions["WorkerFunction"].invoke({"Records": [sqs_record(message, arn)]}) == {
+        "batchItemFailures": []
+    }

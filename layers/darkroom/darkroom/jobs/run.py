@@ -45,9 +45,22 @@ RemainingMs = Callable[[], int]
 
 
 def handle_queue_message(body: str, source_arn: str, remaining_ms: RemainingMs) -> None:
-    """One SQS record from the jobs queue or, when `source_arn` is the dead-letter queue's, from that."""
-    message = json.loads(body)
-    if source_arn and source_arn == settings().jobs_dlq_arn:
+    """One SQS record from the jobs queue or, when `source_arn` is the dead-letter queue's, from that.
+
+    A message darkroom cannot read fails on the jobs queue, so it reaches the dead-letter queue where operators
+    look; there it is logged and dropped rather than failing forever.
+    """
+    dead_letter = bool(source_arn) and source_arn == settings().jobs_dlq_arn
+    try:
+        message = json.loads(body)
+        if not isinstance(message, dict) or not isinstance(message.get("job_id"), str):
+            raise ValueError("not a job message")
+    except ValueError:
+        if dead_letter:
+            logger.error("unreadable dead letter dropped", extra={"body": body[:1000]})
+            return
+        raise
+    if dead_letter:
         handle_dead_letter(message)
     else:
         handle_job_message(message, remaining_ms)
