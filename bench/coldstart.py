@@ -40,7 +40,7 @@ event = json.load(open({event_file!r}))
 class Context:
     function_name = "bench"; memory_limit_in_mb = 512; invoked_function_arn = "arn:aws:lambda:us-east-1:1:function:b"
     aws_request_id = "bench"
-    def get_remaining_time_in_millis(self): return 60000
+    def get_remaining_time_in_millis(self): return 600000  # the template's worker timeout
 spec = importlib.util.spec_from_file_location("app", {app!r})
 app = importlib.util.module_from_spec(spec); spec.loader.exec_module(app)
 result = app.lambda_handler(event, Context())

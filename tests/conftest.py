@@ -13,8 +13,8 @@ QUIET = {"POWERTOOLS_LOG_LEVEL": "WARNING"}
 # Short waits so retries and redeliveries happen within a test's patience.
 FAST = {
     "RetryBaseDelaySeconds": "1",
-    "JobsQueueVisibilitySeconds": "5",
-    "WorkerTimeoutSeconds": "60",
+    "JobsQueueVisibilitySeconds": "20",
+    "WorkerTimeoutSeconds": "20",
     "ProviderTimeoutSeconds": "5",
 }
 

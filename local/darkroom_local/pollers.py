@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
 import threading
 from typing import Any
 
@@ -34,13 +35,23 @@ def sqs_record(message: dict[str, Any], queue_arn: str) -> dict[str, Any]:
 
 
 class QueuePoller:
-    def __init__(self, function: LocalFunction, event: dict[str, Any], queue_url: str, *, wait_s: int = 1) -> None:
+    def __init__(
+        self,
+        function: LocalFunction,
+        event: dict[str, Any],
+        queue_url: str,
+        *,
+        wait_s: int = 1,
+        duplicate_rate: float = 0.0,
+    ) -> None:
         self.function = function
         self.queue_arn = event["Queue"]
         self.queue_url = queue_url
         self.batch_size = int(event.get("BatchSize", 10))
         self.concurrency = int(event.get("ScalingConfig", {}).get("MaximumConcurrency", 2))
         self.wait_s = wait_s
+        self.duplicate_rate = duplicate_rate
+        self.duplicates_sent = 0
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.invocations = 0
@@ -77,7 +88,17 @@ class QueuePoller:
                 self._stop.wait(1)
                 continue
             if messages:
+                self._duplicate(sqs, messages)
                 self._deliver(sqs, messages)
+
+    def _duplicate(self, sqs: Any, messages: list[dict[str, Any]]) -> None:
+        """Send some messages again, a little later: the duplicates SQS's at-least-once delivery allows."""
+        for message in messages:
+            if self.duplicate_rate and random.random() < self.duplicate_rate:
+                sqs.send_message(
+                    QueueUrl=self.queue_url, MessageBody=message["Body"], DelaySeconds=random.randint(0, 3)
+                )
+                self.duplicates_sent += 1
 
     def _deliver(self, sqs: Any, messages: list[dict[str, Any]]) -> None:
         event = {"Records": [sqs_record(m, self.queue_arn) for m in messages]}

@@ -42,6 +42,8 @@ class StackConfig:
     # Extra environment for the functions (e.g. POWERTOOLS_LOG_LEVEL for quiet tests).
     environment: dict[str, str] = field(default_factory=dict)
     poll_wait_s: int = 1
+    # Fraction of received messages the pollers send again, as SQS's at-least-once delivery may (fault runs).
+    duplicate_rate: float = 0.0
     # False: only AWS resources, functions and the emulator, for tests that invoke handlers themselves.
     serve: bool = True
 
@@ -118,7 +120,14 @@ class LocalStack:
         for function in self.functions.values():
             for event in function.spec.sqs_events:
                 queue_url = self._queue_url(event["Queue"])
-                poller = QueuePoller(function, event, queue_url, wait_s=self.config.poll_wait_s)
+                self._check_visibility(function, event)
+                poller = QueuePoller(
+                    function,
+                    event,
+                    queue_url,
+                    wait_s=self.config.poll_wait_s,
+                    duplicate_rate=self.config.duplicate_rate,
+                )
                 poller.start()
                 self.pollers.append(poller)
 
@@ -176,6 +185,17 @@ class LocalStack:
         merged["POWERTOOLS_METRICS_DISABLED"] = "true"  # EMF lines would drown the logs
         merged.update(self.config.environment)
         return merged
+
+    def _check_visibility(self, function: LocalFunction, event: dict[str, Any]) -> None:
+        """Lambda refuses an SQS trigger whose queue hides messages for less than the function may run."""
+        for logical_id, resource in self.template.of_type("AWS::SQS::Queue").items():
+            if self.template.attributes[logical_id]["Arn"] == event["Queue"]:
+                visibility = int(self.template.resolve(resource["Properties"].get("VisibilityTimeout", 30)))
+                if visibility < function.spec.timeout_s:
+                    raise ValueError(
+                        f"{logical_id} visibility {visibility} s is shorter than {function.spec.logical_id}'s "
+                        f"timeout {function.spec.timeout_s} s; Lambda would refuse this trigger"
+                    )
 
     def _queue_url(self, queue_arn: str) -> str:
         for attributes in self.template.attributes.values():

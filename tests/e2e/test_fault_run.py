@@ -1,6 +1,7 @@
 """The fault run: 100 jobs through the local stack while the emulator fails a fifth of its calls.
 
-Faults are an even mix of 429 with retry-after, 500, and hangs longer than the worker's provider timeout. Whatever
+Faults are an even mix of 429 with retry-after, 500, and hangs longer than the worker's provider timeout; on top,
+the SQS pollers deliver a tenth of the messages twice, as SQS's at-least-once delivery may. Whatever
 happens, every job must end in exactly one terminal state with its manifest, nothing may stay on the queue, and no
 job may cause more than one successful provider generation.
 """
@@ -26,6 +27,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.fault]
 
 JOBS = 100
 FAULT_RATE = 0.2
+DUPLICATE_RATE = 0.1
 TERMINAL = {"succeeded", "failed", "canceled"}
 
 
@@ -48,11 +50,12 @@ def test_fault_run_loses_nothing_and_bills_each_job_at_most_once(capsys: pytest.
         parameters={
             "ProviderTimeoutSeconds": "1",  # a hang is detected after a second
             "RetryBaseDelaySeconds": "1",
-            "WorkerTimeoutSeconds": "60",
+            "WorkerTimeoutSeconds": "15",
             "JobsQueueVisibilitySeconds": "15",
             "WorkerMaxConcurrency": "8",
         },
         environment=dict(QUIET),
+        duplicate_rate=DUPLICATE_RATE,
         emulator=EmulatorConfig(latency_ms=20, fault_rate=FAULT_RATE, hang_ms=10_000, retry_after_s=1, seed=seed),
     )
     started = time.monotonic()
@@ -114,6 +117,8 @@ def test_fault_run_loses_nothing_and_bills_each_job_at_most_once(capsys: pytest.
         assert set(stats["faults"]) == {"rate_limit", "server_error", "hang"}, stats["faults"]
         dead_letters = queue_depth(stack, "JobsDeadLetterQueue")
         assert dead_letters == 0
+        duplicates = sum(poller.duplicates_sent for poller in stack.pollers)
+        assert duplicates > 0
 
     elapsed = time.monotonic() - started
     with capsys.disabled():
@@ -121,5 +126,6 @@ def test_fault_run_loses_nothing_and_bills_each_job_at_most_once(capsys: pytest.
             f"\nfault run (seed {seed}): {JOBS} jobs in {elapsed:.1f} s -> {dict(statuses)}"
             f"{' failures ' + str(dict(errors)) if errors else ''}; provider calls {stats['calls']}, "
             f"faults {stats['faults']}; most generations for one job: "
-            f"{max(stats['generations'].values(), default=0)}; stuck 0; dead-lettered {dead_letters}"
+            f"{max(stats['generations'].values(), default=0)}; duplicate deliveries {duplicates}; stuck 0; "
+            f"dead-lettered {dead_letters}"
         )

@@ -45,7 +45,7 @@ def test_sample_event_creates_a_queued_job_and_one_message(stack: LocalStack) ->
     assert job["request"]["size"] == "1536x1024" and job["metadata"] == {"order": "42"}
     stored = JobStore().get(job["id"])
     assert stored is not None and stored.tenant == "dev"
-    assert queued_messages(stack) == [{"job_id": job["id"], "tenant": "dev"}]
+    assert queued_messages(stack) == [{"job_id": job["id"], "tenant": "dev", "attempt": 0}]
 
 
 @pytest.mark.parametrize(
@@ -76,7 +76,16 @@ def test_unreadable_body_is_400(stack: LocalStack) -> None:
     event = http_event("POST", "/v1/images/generations", api_key=stack.api_keys["dev"], raw_body="{not json")
     status, answer = call(stack, event)
     assert status == 400 and answer["error"]["code"] == "invalid_request"
+    assert answer["error"]["fields"][0]["field"] == "body" and answer["error"]["fields"][0]["rule"] == "json_invalid"
     assert queued_messages(stack) == []
+
+
+def test_longest_prompt_in_any_script_is_stored_whole(stack: LocalStack) -> None:
+    # 32,000 characters of four-byte UTF-8: within the rules, so it must fit the job record too
+    status, job = submit(stack, {"prompt": "\U0001f3a8" * 32_000})
+    assert status == 202
+    stored = JobStore().get(job["id"])
+    assert stored is not None and stored.request["prompt"] == "\U0001f3a8" * 32_000
 
 
 @pytest.mark.parametrize("authorization", [None, "Bearer dr_not_a_real_key", "Basic abc", "Bearer "])
@@ -139,7 +148,7 @@ def test_bad_list_queries_are_422(stack: LocalStack, query: dict[str, str], fiel
 def test_forged_cursor_is_400(stack: LocalStack) -> None:
     event = http_event("GET", "/v1/jobs", api_key=stack.api_keys["dev"], query={"cursor": "bm90LWEtY3Vyc29y"})
     status, answer = call(stack, event)
-    assert status == 400 and "cursor" in answer["error"]["message"]
+    assert status == 400 and answer["error"]["fields"][0]["rule"] == "cursor_invalid"
 
 
 def test_cancel_queued_job_writes_its_manifest(stack: LocalStack) -> None:

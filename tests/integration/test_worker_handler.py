@@ -247,3 +247,90 @@ def test_unreadable_dead_letter_is_dropped_not_retried_forever(stack: LocalStack
     assert stack.functions["WorkerFunction"].invoke({"Records": [sqs_record(message, arn)]}) == {
         "batchItemFailures": []
     }
+
+
+def test_message_superseded_by_a_retry_is_dropped(stack: LocalStack) -> None:
+    # Given a job that failed once and was requeued (its new message says attempt 1)
+    faults(stack, "server_error")
+    job_id = submit(stack)
+    original = receive(stack)
+    deliver(stack, original)
+    assert job(job_id).status == "queued" and job(job_id).provider_calls == 1
+    stack.emulator.config.fault_rate = 0.0  # type: ignore[union-attr]
+    # When a duplicate of the first message (attempt 0) turns up
+    duplicate = {**original[0], "MessageId": "dup-1"}
+    assert deliver_without_delete(stack, [duplicate]) == {"batchItemFailures": []}
+    # Then it is dropped: no call, the job still waits for its retry message
+    assert job(job_id).status == "queued" and job(job_id).provider_calls == 1
+    deliver(stack, receive(stack, wait_s=5))
+    assert job(job_id).status == "succeeded" and generations(stack, job_id) == 1
+
+
+def test_stale_claim_loses_to_the_call_count(stack: LocalStack) -> None:
+    # Given a worker that read the job before another worker tried it once and requeued it
+    job_id = submit(stack)
+    stale = job(job_id)
+    store = JobStore()
+    store.requeue(store.claim(stale, lease_s=60), next_attempt_at="2026-01-01T00:00:00Z", transient_failures=1)
+    # When the stale worker claims from its old read / Then the claim fails: the count moved on
+    with pytest.raises(Exception, match="no longer in the state"):
+        store.claim(stale, lease_s=60)
+    assert job(job_id).provider_calls == 1
+
+
+class _RetriedWrites:
+    """A DynamoDB client whose chosen writes land twice, as when boto retries a request whose answer was lost."""
+
+    def __init__(self, client: Any, calls: set[int]) -> None:
+        self._client, self._calls, self._count = client, calls, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def update_item(self, **kwargs: Any) -> Any:
+        self._count += 1
+        if self._count in self._calls:
+            self._client.update_item(**kwargs)  # landed, answer lost...
+        return self._client.update_item(**kwargs)  # ...and sent again
+
+
+@pytest.mark.parametrize("retried", [{1}, {2}, {3}, {1, 2, 3}], ids=["claim", "storing", "finish", "all"])
+def test_a_write_retried_after_a_lost_answer_is_not_a_conflict(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch, retried: set[int]
+) -> None:
+    job_id = submit(stack, n=1)
+    real_init = JobStore.__init__
+
+    def init(self: JobStore, *args: Any, **kwargs: Any) -> None:
+        real_init(self, *args, **kwargs)
+        self.db = _RetriedWrites(self.db, retried)
+
+    monkeypatch.setattr(JobStore, "__init__", init)
+    assert deliver(stack, receive(stack)) == {"batchItemFailures": []}
+    monkeypatch.undo()
+    done = job(job_id)
+    assert done.status == "succeeded" and generations(stack, job_id) == 1
+    assert manifest(stack, done)["status"] == "succeeded"
+
+
+def test_too_little_time_left_leaves_the_job_queued(stack: LocalStack) -> None:
+    job_id = submit(stack)
+    message = receive(stack)[0]
+    arn = stack.template.attributes["JobsQueue"]["Arn"]
+
+    class NearlyOut:
+        def get_remaining_time_in_millis(self) -> int:
+            return 3000  # less than the 5 s provider timeout
+
+        function_name, memory_limit_in_mb, aws_request_id = "worker", 1024, "r"
+        invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:worker"
+
+    result = stack.functions["WorkerFunction"].handler({"Records": [sqs_record(message, arn)]}, NearlyOut())
+    assert result == {"batchItemFailures": [{"itemIdentifier": message["MessageId"]}]}
+    assert job(job_id).status == "queued" and generations(stack, job_id) == 0
+    boto3.client("sqs").delete_message(QueueUrl=queue_url(stack), ReceiptHandle=message["ReceiptHandle"])
+
+
+def deliver_without_delete(stack: LocalStack, messages: list[dict[str, Any]]) -> dict[str, Any]:
+    arn = stack.template.attributes["JobsQueue"]["Arn"]
+    return dict(stack.functions["WorkerFunction"].invoke({"Records": [sqs_record(m, arn) for m in messages]}))

@@ -133,3 +133,17 @@ def test_retry_after_forms() -> None:
     assert retry_after_s(httpx.Headers({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"})) == 0
     assert retry_after_s(httpx.Headers({"retry-after": "soon"})) == 10
     assert retry_after_s(httpx.Headers({})) == 10
+
+
+def test_the_literal_provider_key_is_redacted_whatever_its_format() -> None:
+    odd_key = "gw-9f8e7d6c5b4a"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return error(404, "model_not_found", f"no model for key {odd_key} at /v1")
+
+    adapter = OpenAICompatibleProvider(
+        "https://gw.example.com/v1", lambda: odd_key, transport=httpx.MockTransport(handler)
+    )
+    with pytest.raises(ProviderRejected) as caught:
+        adapter.generate(PARAMS, timeout_s=5, client_request_id="j:1")
+    assert odd_key not in caught.value.message and "[redacted]" in caught.value.message

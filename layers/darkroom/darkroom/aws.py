@@ -18,10 +18,12 @@ def client(service: str) -> Any:
     import boto3
     from botocore.config import Config
 
+    # Worst case 3 x (2 + 5) s plus backoff stays inside the api function's 29 s: a slow dependency ends in a clean
+    # 503 rather than a function killed between writing a job and queueing it.
     config = Config(
-        connect_timeout=5,
-        read_timeout=20,
-        retries={"mode": "standard", "max_attempts": 4},
+        connect_timeout=2,
+        read_timeout=5,
+        retries={"mode": "standard", "max_attempts": 3},
         signature_version="s3v4" if service == "s3" else None,
     )
     with _lock:

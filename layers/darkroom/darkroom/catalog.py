@@ -21,7 +21,8 @@ MAX_EDGE = 3840
 MAX_ASPECT = 3
 MIN_PIXELS = 655_360
 MAX_PIXELS = 3840 * 2160
-SIZE_PATTERN = re.compile(r"^(\d{1,5})x(\d{1,5})$")
+# ASCII digits, no leading zeros, nothing around: what is accepted is exactly what the provider will be sent.
+SIZE_PATTERN = re.compile(r"([1-9][0-9]{0,4})x([1-9][0-9]{0,4})")
 
 PER_MILLION = Decimal(1_000_000)
 
@@ -101,5 +102,5 @@ RETIRED_QUALITIES = ("standard", "hd")  # DALL-E values
 
 def parse_size(size: str) -> tuple[int, int] | None:
     """`WxH` as integers, or None for `auto` and anything that is not `WxH`."""
-    match = SIZE_PATTERN.match(size)
+    match = SIZE_PATTERN.fullmatch(size)
     return (int(match.group(1)), int(match.group(2))) if match else None

@@ -25,19 +25,26 @@ class DarkroomError(Exception):
     status = 500
     code = "internal_error"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, errors: list[FieldError] | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.errors = errors or []
 
     def body(self) -> dict[str, object]:
-        return {"error": {"code": self.code, "message": self.message}}
+        error: dict[str, object] = {"code": self.code, "message": self.message}
+        if self.errors:
+            error["fields"] = [e.as_dict() for e in self.errors]
+        return {"error": error}
 
 
 class InvalidRequest(DarkroomError):
-    """The request cannot be read at all (bad JSON, wrong content type)."""
+    """The request cannot be read at all (bad JSON, wrong content type, a cursor we never issued)."""
 
     status = 400
     code = "invalid_request"
+
+    def __init__(self, message: str, *, field: str, rule: str) -> None:
+        super().__init__(message, [FieldError(field, rule, message)])
 
 
 class ValidationFailed(DarkroomError):
@@ -46,11 +53,7 @@ class ValidationFailed(DarkroomError):
 
     def __init__(self, errors: list[FieldError]) -> None:
         fields = ", ".join(sorted({e.field for e in errors}))
-        super().__init__(f"The request breaks {len(errors)} rule(s) on: {fields}.")
-        self.errors = errors
-
-    def body(self) -> dict[str, object]:
-        return {"error": {"code": self.code, "message": self.message, "fields": [e.as_dict() for e in self.errors]}}
+        super().__init__(f"The request breaks {len(errors)} rule(s) on: {fields}.", errors)
 
 
 class Unauthorized(DarkroomError):

@@ -83,15 +83,18 @@ def field_errors_from_pydantic(exc: ValidationError) -> list[FieldError]:
 
 def generation_rule_errors(request: GenerationRequest, *, allow_http_webhooks: bool) -> list[FieldError]:
     errors: list[FieldError] = []
+    if not request.prompt.strip():
+        errors.append(FieldError("prompt", "prompt_blank", "The prompt must contain more than white space."))
     errors += _legacy_parameter_errors(request)
     errors += _webhook_errors(request.webhook_url, allow_http=allow_http_webhooks)
+    errors += _format_errors(request)
     spec = catalog.MODELS.get(request.model)
     if spec is None:
         errors.append(_model_error(request.model))
         return errors
     errors += _size_errors(request.size, spec)
     errors += _quality_errors(request.quality, spec)
-    errors += _format_errors(request, spec)
+    errors += _background_errors(request, spec)
     return errors
 
 
@@ -150,7 +153,8 @@ def _quality_errors(quality: str, spec: catalog.ModelSpec) -> list[FieldError]:
     return [FieldError("quality", "quality_not_supported", f"{spec.name} takes quality {allowed}.")]
 
 
-def _format_errors(request: GenerationRequest, spec: catalog.ModelSpec) -> list[FieldError]:
+def _format_errors(request: GenerationRequest) -> list[FieldError]:
+    """Rules of the output format alone, whatever the model."""
     fmt = request.output_format
     if fmt not in catalog.OUTPUT_FORMATS:
         return [
@@ -161,19 +165,10 @@ def _format_errors(request: GenerationRequest, spec: catalog.ModelSpec) -> list[
             )
         ]
     errors = []
-    if request.background == "transparent":
-        if fmt == "jpeg":
-            errors.append(
-                FieldError("background", "transparent_needs_png_or_webp", "A transparent background needs png or webp.")
-            )
-        if not spec.transparent_background:
-            errors.append(
-                FieldError(
-                    "background",
-                    "transparent_not_supported",
-                    f"{spec.name} does not offer transparent backgrounds yet.",
-                )
-            )
+    if request.background == "transparent" and fmt == "jpeg":
+        errors.append(
+            FieldError("background", "transparent_needs_png_or_webp", "A transparent background needs png or webp.")
+        )
     if request.output_compression is not None and fmt == "png":
         errors.append(
             FieldError(
@@ -183,6 +178,16 @@ def _format_errors(request: GenerationRequest, spec: catalog.ModelSpec) -> list[
             )
         )
     return errors
+
+
+def _background_errors(request: GenerationRequest, spec: catalog.ModelSpec) -> list[FieldError]:
+    if request.background == "transparent" and not spec.transparent_background:
+        return [
+            FieldError(
+                "background", "transparent_not_supported", f"{spec.name} does not offer transparent backgrounds yet."
+            )
+        ]
+    return []
 
 
 def _legacy_parameter_errors(request: GenerationRequest) -> list[FieldError]:
@@ -208,7 +213,11 @@ def _legacy_parameter_errors(request: GenerationRequest) -> list[FieldError]:
 def _webhook_errors(url: str | None, *, allow_http: bool) -> list[FieldError]:
     if url is None:
         return []
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        return [FieldError("webhook_url", "webhook_url_invalid", "webhook_url is not a valid URL.")]
     schemes = ("https", "http") if allow_http else ("https",)
     if parts.scheme not in schemes or not parts.hostname:
         return [FieldError("webhook_url", "webhook_url_https", "webhook_url must be an absolute https:// URL.")]

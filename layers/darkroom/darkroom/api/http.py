@@ -45,13 +45,15 @@ class Request:
     def json(self) -> Any:
         content_type = self.headers.get("content-type", "application/json").split(";")[0].strip().lower()
         if content_type != "application/json":
-            raise InvalidRequest("Send the body as JSON with 'Content-Type: application/json'.")
+            raise InvalidRequest(
+                "Send the body as JSON with 'Content-Type: application/json'.", field="content-type", rule="json_only"
+            )
         if not self.body.strip():
-            raise InvalidRequest("The request body is empty; send a JSON object.")
+            raise InvalidRequest("The request body is empty; send a JSON object.", field="body", rule="body_empty")
         try:
             return json.loads(self.body)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise InvalidRequest(f"The body is not valid JSON: {exc}.") from None
+            raise InvalidRequest(f"The body is not valid JSON: {exc}.", field="body", rule="json_invalid") from None
 
 
 @dataclass

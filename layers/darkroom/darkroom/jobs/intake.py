@@ -29,7 +29,7 @@ def submit_generation(tenant: str, request: GenerationRequest) -> Job:
     store = JobStore()
     store.create(job)
     try:
-        queue.send_job(job.id, tenant)
+        queue.send_job(job.id, tenant, attempt=0)
     except Exception:
         logger.exception("could not enqueue job", extra={"job_id": job.id, "tenant": tenant})
         store.delete_unstarted(job.id)

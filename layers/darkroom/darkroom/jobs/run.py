@@ -3,7 +3,11 @@
 The rules that keep every job to one terminal state and at most one billed provider call:
 - a message only ever moves a job forward through a conditional write (darkroom.jobs.store);
 - a retry is a new, delayed message sent after the job is back to `queued`; the current message is then done;
+- every message carries the job's provider-call count when it was sent: an older one (a duplicate, or one a retry
+  has superseded) is dropped, and a claim only succeeds at the count its message names;
 - a job found `running` under a live lease belongs to someone else: the message fails and comes back later;
+- a write that finds the job changed under it never drops its message unless the job has ended: the message comes
+  back later and is judged against the job as it then is;
 - a job found `running` under an expired lease is recovered: finished from S3 if the provider had answered and every
   output was stored, failed as `interrupted` otherwise (its call may have been billed, so it is never repeated);
 - a terminal job only gets its manifest rewritten if it is missing.
@@ -38,7 +42,8 @@ LEASE_MARGIN_S = 30.0
 
 
 class JobBusy(Exception):
-    """Another worker holds this job's lease: leave the message on the queue for later."""
+    """Another worker holds this job's lease, or this invocation cannot give it a full provider call: leave the
+    message on the queue for later."""
 
 
 RemainingMs = Callable[[], int]
@@ -66,14 +71,26 @@ def handle_queue_message(body: str, source_arn: str, remaining_ms: RemainingMs) 
         handle_job_message(message, remaining_ms)
 
 
+def is_stale(job: Job, attempt: Any) -> bool:
+    """Whether a message was overtaken by its job. A queued job waits for the message of its current call count;
+    a running job belongs to the message that claimed it, sent one call earlier."""
+    if not isinstance(attempt, int):
+        return False  # a message from before call counts were sent: judge it by the job alone
+    current = job.provider_calls - 1 if job.status == "running" else job.provider_calls
+    return attempt < current
+
+
 def handle_job_message(body: dict[str, Any], remaining_ms: RemainingMs) -> None:
     store = JobStore()
-    job = store.get(str(body.get("job_id", "")))
+    job = store.get(str(body["job_id"]))
     if job is None:
-        logger.warning("message for an unknown job, dropped", extra={"job_id": body.get("job_id")})
+        logger.warning("message for an unknown job, dropped", extra={"job_id": body["job_id"]})
         return
     if job.terminal:
         ensure_manifest(job)
+        return
+    if is_stale(job, body.get("attempt")):
+        logger.info("superseded message dropped", extra={"job_id": job.id, "attempt": body.get("attempt")})
         return
     try:
         if job.status == "queued":
@@ -83,31 +100,52 @@ def handle_job_message(body: dict[str, Any], remaining_ms: RemainingMs) -> None:
         else:
             _recover_after_provider_call(store, job)
     except LeaseLost:
-        # Someone else changed the job between our read and our write; their message carries it from here.
-        logger.info("job moved on under us", extra={"job_id": job.id})
+        _settle_after_conflict(store, job.id)
 
 
 def handle_dead_letter(body: dict[str, Any]) -> None:
     """A message the jobs queue gave up on: its job must still end, and say why."""
     store = JobStore()
-    job = store.get(str(body.get("job_id", "")))
+    job = store.get(str(body["job_id"]))
     if job is None:
         return
     if not job.terminal:
+        if is_stale(job, body.get("attempt")):
+            return  # a newer message carries the job
         if job.status == "running" and not job.lease_expired():
             raise JobBusy(f"job {job.id} is still running; look again later")
-        job = store.fail_abandoned(
-            job, code="worker_failed", message="darkroom could not process this job after repeated attempts."
-        )
+        try:
+            job = store.fail_abandoned(
+                job, code="worker_failed", message="darkroom could not process this job after repeated attempts."
+            )
+        except LeaseLost:
+            _settle_after_conflict(store, job.id)
+            return
         logger.error("dead-lettered job failed", extra={"job_id": job.id, "tenant": job.tenant})
     ensure_manifest(job)
 
 
+def _settle_after_conflict(store: JobStore, job_id: str) -> None:
+    """The job changed between our read and our write. Done if it has ended; otherwise look again later."""
+    latest = store.get(job_id)
+    if latest is None:
+        return
+    if latest.terminal:
+        ensure_manifest(latest)
+        return
+    raise JobBusy(f"job {job_id} changed under this worker ({latest.status}); its message will be seen again")
+
+
 def _run(store: JobStore, job: Job, remaining_ms: RemainingMs) -> None:
+    budget_s = remaining_ms() / 1000
+    reserve_s = min(STORE_RESERVE_S, budget_s / 4)
+    if budget_s - reserve_s < settings().provider_timeout_s:
+        # Later records of a batch: a cut-short call would burn an attempt and might still be billed.
+        raise JobBusy(f"{budget_s:.0f} s left is not enough for a full provider call and storing its images")
     provider = provider_for(job.model)
     provider.prepare()  # key and connection pool first: nothing slow may sit between the claim and the call
-    job = store.claim(job, lease_s=remaining_ms() / 1000 + LEASE_MARGIN_S)
-    timeout_s = min(settings().provider_timeout_s, remaining_ms() / 1000 - min(STORE_RESERVE_S, remaining_ms() / 4000))
+    job = store.claim(job, lease_s=budget_s + LEASE_MARGIN_S)
+    timeout_s = settings().provider_timeout_s
     log = {"job_id": job.id, "tenant": job.tenant, "model": job.model, "attempt": job.provider_calls}
     started = time.monotonic()
     try:
@@ -189,7 +227,7 @@ def _requeue(store: JobStore, job: Job, delay_s: float, **counters: int) -> None
     delay = max(1, min(queue.MAX_DELAY_S, round(delay_s)))
     at = (datetime.now(UTC) + timedelta(seconds=delay)).isoformat(timespec="seconds").replace("+00:00", "Z")
     job = store.requeue(job, next_attempt_at=at, **counters)
-    queue.send_job(job.id, job.tenant, delay_s=delay)
+    queue.send_job(job.id, job.tenant, attempt=job.provider_calls, delay_s=delay)
     metrics.add_metric(name="JobsRetried", unit="Count", value=1)
     logger.info("job requeued", extra={"job_id": job.id, "tenant": job.tenant, "delay_s": delay, **counters})
 

@@ -2,7 +2,9 @@
 
 A worker owns a running job through a lease (`lease_id`, `lease_until`): each write it makes is conditional on
 still holding that lease, so a duplicate SQS delivery, a second worker or a late retry can never run a job twice,
-bill it twice or overwrite a terminal state. Within `running`, `phase` says how far the owner got: `calling` (the
+bill it twice or overwrite a terminal state. Each write also stamps a fresh `write_id`: when boto retries a write
+whose first try landed but whose answer was lost, the retry's condition fails, and the stamp tells that apart from
+a real conflict. Within `running`, `phase` says how far the owner got: `calling` (the
 claim is taken right before the provider call, which may be in flight), then `storing` (the provider answered).
 """
 
@@ -55,6 +57,7 @@ class Job:
     usage: dict[str, Any] | None = None
     cost_usd: Decimal | None = None
     error: dict[str, str] | None = None
+    write_id: str | None = None
 
     @property
     def model(self) -> str:
@@ -71,7 +74,7 @@ class Job:
 # Attributes stored as JSON strings: nested maps of arbitrary shape, read back exactly as written.
 _JSON_FIELDS = ("request", "metadata", "outputs", "usage", "error")
 _INT_FIELDS = ("provider_calls", "transient_failures", "rate_limits")
-_OPTIONAL_STR = ("webhook_url", "started_at", "completed_at", "phase", "lease_id", "next_attempt_at")
+_OPTIONAL_STR = ("webhook_url", "started_at", "completed_at", "phase", "lease_id", "next_attempt_at", "write_id")
 
 
 def _to_item(job: Job) -> dict[str, Any]:
@@ -87,7 +90,7 @@ def _to_item(job: Job) -> dict[str, Any]:
         "lease_until": {"N": str(job.lease_until)},
     }
     for name in _JSON_FIELDS:
-        item[name] = {"S": json.dumps(getattr(job, name))}
+        item[name] = {"S": json.dumps(getattr(job, name), ensure_ascii=False)}  # \u escapes would triple a prompt
     for name in _INT_FIELDS:
         item[name] = {"N": str(getattr(job, name))}
     for name in _OPTIONAL_STR:
@@ -118,6 +121,12 @@ def _from_item(item: dict[str, Any]) -> Job:
 def _is_conditional_failure(exc: Exception) -> bool:
     response = getattr(exc, "response", None) or {}
     return response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+def _already_written(exc: Exception, write_id: str) -> bool:
+    """True when a failed condition only failed because this very write had already landed (a retried request)."""
+    item = (getattr(exc, "response", None) or {}).get("Item") or {}
+    return bool(item.get("write_id", {}).get("S") == write_id)
 
 
 class JobStore:
@@ -176,7 +185,17 @@ class JobStore:
     # Writes
 
     def create(self, job: Job) -> None:
-        self.db.put_item(TableName=self.table, Item=_to_item(job), ConditionExpression="attribute_not_exists(id)")
+        job.write_id = uuid.uuid4().hex
+        try:
+            self.db.put_item(
+                TableName=self.table,
+                Item=_to_item(job),
+                ConditionExpression="attribute_not_exists(id)",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except Exception as exc:
+            if not (_is_conditional_failure(exc) and _already_written(exc, job.write_id)):
+                raise
 
     def delete_unstarted(self, job_id: str) -> None:
         """Undo `create` when the job could not be enqueued, so no job sits queued without a message."""
@@ -193,12 +212,16 @@ class JobStore:
                 raise
 
     def claim(self, job: Job, lease_s: float) -> Job:
-        """queued -> running for one provider call, under a fresh lease. LeaseLost if the job was not queued."""
+        """queued -> running for one provider call, under a fresh lease.
+
+        Conditional on the call count too: a stale read or an old duplicate message cannot claim a job that has
+        meanwhile been tried and requeued. LeaseLost if the job is not queued at that count.
+        """
         return self._update(
             job,
             status="running",
-            condition="#s = :queued",
-            values={":queued": {"S": "queued"}},
+            condition="#s = :queued AND provider_calls = :calls",
+            values={":queued": {"S": "queued"}, ":calls": {"N": str(job.provider_calls)}},
             sets={
                 "phase": "calling",
                 "provider_calls": job.provider_calls + 1,
@@ -252,8 +275,13 @@ class JobStore:
         return self._update(
             job,
             status="failed",
-            condition="#s = :queued OR (#s = :running AND lease_until < :now)",
-            values={":queued": {"S": "queued"}, ":running": {"S": "running"}, ":now": {"N": str(time.time())}},
+            condition="(#s = :queued AND provider_calls = :calls) OR (#s = :running AND lease_until < :now)",
+            values={
+                ":queued": {"S": "queued"},
+                ":calls": {"N": str(job.provider_calls)},
+                ":running": {"S": "running"},
+                ":now": {"N": str(time.time())},
+            },
             sets={"completed_at": now_iso(), "error": {"code": code, "message": message}, "lease_until": 0.0},
             removes=("phase", "lease_id"),
         )
@@ -289,6 +317,7 @@ class JobStore:
         sets: dict[str, Any],
         removes: tuple[str, ...] = (),
     ) -> Job:
+        sets = {**sets, "write_id": uuid.uuid4().hex}
         changed = Job(**{**job.__dict__, **sets, "status": status, "updated_at": now_iso()})
         for name in removes:
             setattr(changed, name, None)
@@ -314,11 +343,13 @@ class JobStore:
                 ConditionExpression=condition,
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except Exception as exc:
-            if _is_conditional_failure(exc):
+            if not _is_conditional_failure(exc):
+                raise
+            if not _already_written(exc, sets["write_id"]):
                 raise LeaseLost(f"job {job.id} is no longer in the state this change expects") from None
-            raise
         return changed
 
 
@@ -332,5 +363,9 @@ def decode_cursor(cursor: str) -> str:
     except ValueError:
         list_key = ""
     if "#job_" not in list_key:
-        raise InvalidRequest("The cursor is not one this API returned; pass next_cursor unchanged.")
+        raise InvalidRequest(
+            "The cursor is not one this API returned; pass next_cursor unchanged.",
+            field="cursor",
+            rule="cursor_invalid",
+        )
     return list_key

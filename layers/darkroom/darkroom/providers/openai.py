@@ -66,8 +66,9 @@ class OpenAICompatibleProvider:
         self._http()
 
     def generate(self, params: dict[str, Any], *, timeout_s: float, client_request_id: str) -> GenerationResult:
+        api_key = self._api_key()
         headers = {
-            "Authorization": f"Bearer {self._api_key()}",
+            "Authorization": f"Bearer {api_key}",
             # OpenAI echoes X-Client-Request-Id in its logs; the emulator counts generations per job with it.
             "X-Client-Request-Id": client_request_id,
         }
@@ -81,7 +82,7 @@ class OpenAICompatibleProvider:
         except httpx.TransportError as exc:
             raise ProviderUnavailable(f"could not reach the provider ({exc.__class__.__name__})") from None
         if response.status_code >= 300:
-            raise error_from_response(response)
+            raise error_from_response(response, secrets=(api_key,))
         return parse_images_response(response)
 
 
@@ -98,9 +99,9 @@ def parse_images_response(response: httpx.Response) -> GenerationResult:
     return GenerationResult(images=images, usage=usage, revised_prompts=[d.get("revised_prompt") for d in data])
 
 
-def error_from_response(response: httpx.Response) -> ProviderError:
+def error_from_response(response: httpx.Response, *, secrets: tuple[str, ...] = ()) -> ProviderError:
     status = response.status_code
-    code, message = _error_fields(response)
+    code, message = _error_fields(response, secrets)
     if status == 400 and code in REFUSAL_CODES:
         return ProviderRefused(message or "the provider refused the prompt under its content policy", status=status)
     if status == 429:
@@ -137,15 +138,19 @@ def retry_after_s(headers: httpx.Headers) -> float:
     return DEFAULT_RETRY_AFTER_S
 
 
-def _error_fields(response: httpx.Response) -> tuple[str, str]:
+def _error_fields(response: httpx.Response, secrets: tuple[str, ...]) -> tuple[str, str]:
     try:
         error = response.json().get("error") or {}
     except (ValueError, AttributeError):
         return "", ""
     if not isinstance(error, dict):
         return "", ""
-    return str(error.get("code") or ""), redact(str(error.get("message") or ""))
+    return str(error.get("code") or ""), redact(str(error.get("message") or ""), secrets)
 
 
-def redact(text: str) -> str:
+def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """Provider text with key-shaped strings and darkroom's own key (in whatever format) taken out."""
+    for secret in secrets:
+        if len(secret) >= 8:
+            text = text.replace(secret, "[redacted]")
     return _SECRET_PATTERN.sub("[redacted]", text)[:_MAX_MESSAGE]
