@@ -110,8 +110,8 @@ def test_each_broken_rule_is_named(body: dict[str, Any], expected: set[tuple[str
 def test_several_broken_rules_are_reported_together() -> None:
     # Given a request with three problems in different fields
     body = {"prompt": "a cat", "size": "1000x1000", "n": 11, "model": "gpt-image-2"}
-    # When it is parsed / Then the pydantic pass reports first, and the request never reaches the model rules
-    assert rules_broken(body) == {("n", "less_than_equal")}
+    # When it is parsed / Then the type errors and the model rules of the other fields come back together
+    assert rules_broken(body) == {("n", "less_than_equal"), ("size", "size_multiple_of_16")}
     # And a request whose fields are well-typed reports every model rule at once
     body = {"prompt": "a cat", "size": "1000x1000", "output_format": "png", "output_compression": 5}
     assert rules_broken(body) == {
@@ -161,3 +161,13 @@ def test_every_model_has_prices_and_qualities() -> None:
     assert not set(catalog.RETIRED_MODELS) & set(catalog.MODELS)
     for _, replacement in catalog.RETIRED_MODELS.values():
         assert replacement in catalog.MODELS
+
+
+def test_type_errors_and_model_rules_never_report_one_field_twice() -> None:
+    body = {"size": 7, "model": "dall-e-3", "output_format": "png", "output_compression": 5, "quality": "hd"}
+    assert rules_broken(body) == {
+        ("prompt", "missing"),
+        ("size", "string_type"),
+        ("model", "model_retired"),
+        ("output_compression", "compression_needs_jpeg_or_webp"),
+    }

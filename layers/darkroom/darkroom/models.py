@@ -66,11 +66,25 @@ def parse_generation_request(body: Any, *, allow_http_webhooks: bool = False) ->
     try:
         request = GenerationRequest.model_validate(body)
     except ValidationError as exc:
-        raise ValidationFailed(field_errors_from_pydantic(exc)) from None
+        errors = field_errors_from_pydantic(exc)
+        if isinstance(body, dict):
+            errors += _rule_errors_of_valid_fields(body, errors, allow_http_webhooks=allow_http_webhooks)
+        raise ValidationFailed(errors) from None
     errors = generation_rule_errors(request, allow_http_webhooks=allow_http_webhooks)
     if errors:
         raise ValidationFailed(errors)
     return request
+
+
+def _rule_errors_of_valid_fields(
+    body: dict[str, Any], type_errors: list[FieldError], *, allow_http_webhooks: bool
+) -> list[FieldError]:
+    """The model rules, checked on the fields that passed the type checks, so one answer lists every problem."""
+    failed = {error.field.split(".")[0] for error in type_errors}
+    valid = {k: v for k, v in body.items() if k in GenerationRequest.model_fields and k not in failed}
+    partial = GenerationRequest.model_construct(**{"prompt": "-", **valid})  # fields already checked: no revalidation
+    rule_errors = generation_rule_errors(partial, allow_http_webhooks=allow_http_webhooks)
+    return [error for error in rule_errors if error.field.split(".")[0] not in failed]
 
 
 def field_errors_from_pydantic(exc: ValidationError) -> list[FieldError]:
