@@ -334,3 +334,17 @@ def test_too_little_time_left_leaves_the_job_queued(stack: LocalStack) -> None:
 def deliver_without_delete(stack: LocalStack, messages: list[dict[str, Any]]) -> dict[str, Any]:
     arn = stack.template.attributes["JobsQueue"]["Arn"]
     return dict(stack.functions["WorkerFunction"].invoke({"Records": [sqs_record(m, arn) for m in messages]}))
+
+
+def test_retry_whose_message_was_never_sent_is_started_by_the_old_message(stack: LocalStack) -> None:
+    # Given a worker that requeued the job, then died before sending the retry's message
+    job_id = submit(stack)
+    original = receive(stack)
+    store = JobStore()
+    store.requeue(store.claim(job(job_id), lease_s=60), next_attempt_at="2026-01-01T00:00:00Z", rate_limits=1)
+    # When the original message comes back long after the retry was due
+    result = deliver(stack, original)
+    # Then it starts the job at its current count rather than being dropped as stale
+    assert result == {"batchItemFailures": []}
+    done = job(job_id)
+    assert done.status == "succeeded" and done.provider_calls == 2 and generations(stack, job_id) == 1

@@ -39,6 +39,8 @@ from darkroom.settings import settings
 # Time kept back from the invocation for storing outputs after the provider answers.
 STORE_RESERVE_S = 30.0
 LEASE_MARGIN_S = 30.0
+# How late a retry's own message may be (queue backlog) before an older message of the job may start it instead.
+RETRY_OVERDUE_S = 900
 
 
 class JobBusy(Exception):
@@ -71,13 +73,28 @@ def handle_queue_message(body: str, source_arn: str, remaining_ms: RemainingMs) 
         handle_job_message(message, remaining_ms)
 
 
-def is_stale(job: Job, attempt: Any) -> bool:
-    """Whether a message was overtaken by its job. A queued job waits for the message of its current call count;
-    a running job belongs to the message that claimed it, sent one call earlier."""
+def is_stale(job: Job, attempt: Any, now: datetime | None = None) -> bool:
+    """Whether a message was overtaken by its job.
+
+    A running job belongs to the message that claimed it, sent one call earlier. A queued job waits for the message
+    of its current call count; an older message is stale while that one is still to come, but once the retry is
+    long overdue (its message was never sent: the worker died between requeueing and sending, or SQS refused) the
+    older message may start it, so no job waits forever. A claim is conditional on the count either way.
+    """
     if not isinstance(attempt, int):
         return False  # a message from before call counts were sent: judge it by the job alone
-    current = job.provider_calls - 1 if job.status == "running" else job.provider_calls
-    return attempt < current
+    if job.status == "running":
+        return attempt < job.provider_calls - 1
+    if attempt >= job.provider_calls:
+        return False
+    return not _retry_overdue(job, now or datetime.now(UTC))
+
+
+def _retry_overdue(job: Job, now: datetime) -> bool:
+    if not job.next_attempt_at:
+        return True
+    due = datetime.fromisoformat(job.next_attempt_at.replace("Z", "+00:00"))
+    return now > due + timedelta(seconds=RETRY_OVERDUE_S)
 
 
 def handle_job_message(body: dict[str, Any], remaining_ms: RemainingMs) -> None:
