@@ -188,3 +188,43 @@ def test_queue_failure_leaves_no_job_behind(stack: LocalStack, monkeypatch: pyte
     assert "SQS" not in json.dumps(answer)
     _, after = call(stack, http_event("GET", "/v1/jobs", api_key=key, query={"limit": "100"}))
     assert len(after["data"]) == len(before["data"])
+
+
+def test_a_job_whose_record_landed_but_was_reported_failed_is_withdrawn(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_create = JobStore.create
+
+    def create_then_lose_the_answer(self: JobStore, job: Any) -> None:
+        real_create(self, job)
+        raise RuntimeError("read timeout")
+
+    monkeypatch.setattr(JobStore, "create", create_then_lose_the_answer)
+    key = stack.api_keys["dev-2"]
+    _, before = call(stack, http_event("GET", "/v1/jobs", api_key=key, query={"limit": "100"}))
+    status, answer = submit(stack, {"prompt": "unlucky"}, tenant="dev-2")
+    assert status == 503 and "nothing was started" in answer["error"]["message"]
+    _, after = call(stack, http_event("GET", "/v1/jobs", api_key=key, query={"limit": "100"}))
+    assert len(after["data"]) == len(before["data"]) and queued_messages(stack) == []
+
+
+def test_a_job_a_worker_already_took_is_accepted_even_if_the_send_looked_failed(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from darkroom import queue
+
+    real_send = queue.send_job
+
+    def send_then_lose_the_answer(job_id: str, tenant: str, **kwargs: Any) -> None:
+        real_send(job_id, tenant, **kwargs)
+        store = JobStore()
+        taken = store.get(job_id)
+        assert taken is not None
+        store.claim(taken, lease_s=60)  # a worker got the message meanwhile
+        raise RuntimeError("read timeout")
+
+    monkeypatch.setattr(queue, "send_job", send_then_lose_the_answer)
+    status, job = submit(stack, {"prompt": "lucky after all"})
+    assert status == 202
+    stored = JobStore().get(job["id"])
+    assert stored is not None and stored.status == "running"

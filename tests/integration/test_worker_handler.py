@@ -249,7 +249,7 @@ def test_unreadable_dead_letter_is_dropped_not_retried_forever(stack: LocalStack
     }
 
 
-def test_message_superseded_by_a_retry_is_dropped(stack: LocalStack) -> None:
+def test_message_superseded_by_a_retry_waits_and_never_calls(stack: LocalStack) -> None:
     # Given a job that failed once and was requeued (its new message says attempt 1)
     faults(stack, "server_error")
     job_id = submit(stack)
@@ -259,8 +259,8 @@ def test_message_superseded_by_a_retry_is_dropped(stack: LocalStack) -> None:
     stack.emulator.config.fault_rate = 0.0  # type: ignore[union-attr]
     # When a duplicate of the first message (attempt 0) turns up
     duplicate = {**original[0], "MessageId": "dup-1"}
-    assert deliver_without_delete(stack, [duplicate]) == {"batchItemFailures": []}
-    # Then it is dropped: no call, the job still waits for its retry message
+    assert deliver_without_delete(stack, [duplicate]) == {"batchItemFailures": [{"itemIdentifier": "dup-1"}]}
+    # Then it is left for later: no call, the job still waits for its retry message
     assert job(job_id).status == "queued" and job(job_id).provider_calls == 1
     deliver(stack, receive(stack, wait_s=5))
     assert job(job_id).status == "succeeded" and generations(stack, job_id) == 1
@@ -348,3 +348,18 @@ def test_retry_whose_message_was_never_sent_is_started_by_the_old_message(stack:
     assert result == {"batchItemFailures": []}
     done = job(job_id)
     assert done.status == "succeeded" and done.provider_calls == 2 and generations(stack, job_id) == 1
+
+
+def test_an_old_message_recovers_a_job_whose_owner_died(stack: LocalStack) -> None:
+    # Given a job retried once (count 1), started again by its old message (count 2), whose worker then died
+    job_id = submit(stack)
+    original = receive(stack)
+    store = JobStore()
+    requeued = store.requeue(store.claim(job(job_id), lease_s=60), next_attempt_at="2026-01-01T00:00:00Z")
+    store.claim(requeued, lease_s=-1)
+    assert job(job_id).provider_calls == 2
+    # When the old message (count 0) comes back / Then it recovers the job rather than being dropped
+    assert deliver(stack, original) == {"batchItemFailures": []}
+    failed = job(job_id)
+    assert failed.status == "failed" and failed.error and failed.error["code"] == "interrupted"
+    assert manifest(stack, failed)["status"] == "failed"

@@ -11,8 +11,8 @@ MAX_DELAY_S = 900  # SQS's limit for DelaySeconds
 
 
 def send_job(job_id: str, tenant: str, *, attempt: int, delay_s: int = 0) -> None:
-    """`attempt` is the number of provider calls the job had made when this message was sent: the worker drops a
-    message older than the job (a duplicate, or one a retry has superseded)."""
+    """`attempt` is the number of provider calls the job had made when this message was sent: the worker tells a
+    duplicate or superseded message from the one the job is waiting for by it."""
     aws.client("sqs").send_message(
         QueueUrl=settings().jobs_queue_url,
         MessageBody=json.dumps({"job_id": job_id, "tenant": tenant, "attempt": attempt}),

@@ -12,8 +12,9 @@ from darkroom.observability import logger
 
 
 def submit_generation(tenant: str, request: GenerationRequest) -> Job:
-    """Record the job, then enqueue it. If the queue refuses, the record is removed and the client told to retry, so
-    no job ever waits for a message that was never sent."""
+    """Record the job, then enqueue it. If either step fails, the record is withdrawn and the client told to retry,
+    so no job waits for a message that was never sent; unless a worker already has it (the message went out but its
+    answer was lost), in which case it was accepted after all."""
     now = now_iso()
     job = Job(
         id=new_job_id(),
@@ -27,13 +28,12 @@ def submit_generation(tenant: str, request: GenerationRequest) -> Job:
         updated_at=now,
     )
     store = JobStore()
-    store.create(job)
     try:
+        store.create(job)
         queue.send_job(job.id, tenant, attempt=0)
     except Exception:
         logger.exception("could not enqueue job", extra={"job_id": job.id, "tenant": tenant})
-        store.delete_unstarted(job.id)
-        raise ServiceUnavailable("The job could not be queued; nothing was started. Try again.") from None
+        _withdraw(store, job)
     logger.info(
         "job accepted",
         extra={
@@ -46,6 +46,19 @@ def submit_generation(tenant: str, request: GenerationRequest) -> Job:
         },
     )
     return job
+
+
+def _withdraw(store: JobStore, job: Job) -> None:
+    """Take back a job whose submission failed half way; returns only if a worker already has it."""
+    try:
+        withdrawn = store.delete_unstarted(job.id)
+    except Exception:
+        logger.exception("could not withdraw job", extra={"job_id": job.id, "tenant": job.tenant})
+        raise ServiceUnavailable(
+            f"darkroom could not confirm job {job.id}; check GET /v1/jobs before submitting again."
+        ) from None
+    if withdrawn:
+        raise ServiceUnavailable("The job could not be queued; nothing was started. Try again.")
 
 
 def cancel_job(tenant: str, job_id: str) -> Job:

@@ -3,8 +3,8 @@
 The rules that keep every job to one terminal state and at most one billed provider call:
 - a message only ever moves a job forward through a conditional write (darkroom.jobs.store);
 - a retry is a new, delayed message sent after the job is back to `queued`; the current message is then done;
-- every message carries the job's provider-call count when it was sent: an older one (a duplicate, or one a retry
-  has superseded) is dropped, and a claim only succeeds at the count its message names;
+- every message carries the job's provider-call count when it was sent, and a claim only succeeds at the job's
+  current count: duplicates and superseded messages can never make a second call (see `message_verdict`);
 - a job found `running` under a live lease belongs to someone else: the message fails and comes back later;
 - a write that finds the job changed under it never drops its message unless the job has ended: the message comes
   back later and is judged against the job as it then is;
@@ -73,21 +73,26 @@ def handle_queue_message(body: str, source_arn: str, remaining_ms: RemainingMs) 
         handle_job_message(message, remaining_ms)
 
 
-def is_stale(job: Job, attempt: Any, now: datetime | None = None) -> bool:
-    """Whether a message was overtaken by its job.
+PROCESS, DROP, LATER = "process", "drop", "later"
 
-    A running job belongs to the message that claimed it, sent one call earlier. A queued job waits for the message
-    of its current call count; an older message is stale while that one is still to come, but once the retry is
-    long overdue (its message was never sent: the worker died between requeueing and sending, or SQS refused) the
-    older message may start it, so no job waits forever. A claim is conditional on the count either way.
+
+def message_verdict(job: Job, attempt: Any, now: datetime | None = None) -> str:
+    """What to do with a message for a job that has not ended: process it, drop it, or leave it for later.
+
+    Any message may recover a running job whose lease ran out (recovery never calls the provider). Under a live
+    lease, a message older than the one that claimed the job (sent one call earlier) is a duplicate: drop it. A
+    queued job waits for the message of its current call count: an older message is left for later while that one
+    may still come, and starts the job once the retry is long overdue (its message was never sent: the worker died
+    between requeueing and sending, or SQS refused), so no job waits forever. Claims are conditional on the count, so
+    however many messages get through, each count makes at most one provider call.
     """
     if not isinstance(attempt, int):
-        return False  # a message from before call counts were sent: judge it by the job alone
+        return PROCESS  # a message without a count: judge it by the job alone
     if job.status == "running":
-        return attempt < job.provider_calls - 1
-    if attempt >= job.provider_calls:
-        return False
-    return not _retry_overdue(job, now or datetime.now(UTC))
+        return DROP if attempt < job.provider_calls - 1 and not job.lease_expired() else PROCESS
+    if attempt >= job.provider_calls or _retry_overdue(job, now or datetime.now(UTC)):
+        return PROCESS
+    return LATER
 
 
 def _retry_overdue(job: Job, now: datetime) -> bool:
@@ -106,9 +111,12 @@ def handle_job_message(body: dict[str, Any], remaining_ms: RemainingMs) -> None:
     if job.terminal:
         ensure_manifest(job)
         return
-    if is_stale(job, body.get("attempt")):
-        logger.info("superseded message dropped", extra={"job_id": job.id, "attempt": body.get("attempt")})
+    verdict = message_verdict(job, body.get("attempt"))
+    if verdict == DROP:
+        logger.info("duplicate message dropped", extra={"job_id": job.id, "attempt": body.get("attempt")})
         return
+    if verdict == LATER:
+        raise JobBusy(f"job {job.id} waits for its retry's own message")
     try:
         if job.status == "queued":
             _run(store, job, remaining_ms)
@@ -127,9 +135,10 @@ def handle_dead_letter(body: dict[str, Any]) -> None:
     if job is None:
         return
     if not job.terminal:
-        if is_stale(job, body.get("attempt")):
-            return  # a newer message carries the job
-        if job.status == "running" and not job.lease_expired():
+        verdict = message_verdict(job, body.get("attempt"))
+        if verdict == DROP:
+            return  # the message that claimed the job is still around
+        if verdict == LATER or (job.status == "running" and not job.lease_expired()):
             raise JobBusy(f"job {job.id} is still running; look again later")
         try:
             job = store.fail_abandoned(

@@ -197,8 +197,10 @@ class JobStore:
             if not (_is_conditional_failure(exc) and _already_written(exc, job.write_id)):
                 raise
 
-    def delete_unstarted(self, job_id: str) -> None:
-        """Undo `create` when the job could not be enqueued, so no job sits queued without a message."""
+    def delete_unstarted(self, job_id: str) -> bool:
+        """Undo `create` when the job could not be enqueued, so no job sits queued without a message.
+
+        False when the job has already moved on (its message did go out after all, and a worker took it)."""
         try:
             self.db.delete_item(
                 TableName=self.table,
@@ -210,6 +212,8 @@ class JobStore:
         except Exception as exc:
             if not _is_conditional_failure(exc):
                 raise
+            return self.get(job_id) is None
+        return True
 
     def claim(self, job: Job, lease_s: float) -> Job:
         """queued -> running for one provider call, under a fresh lease.
