@@ -283,7 +283,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             with self.emulator.stats.lock:
                 self.emulator.stats.calls += 1
             if self.emulator.config.latency_ms:
-                time.sleep(self.emulator.config.latency_ms / 1000)
+                self.emulator._stopping.wait(self.emulator.config.latency_ms / 1000)  # cut short by stop()
             self._maybe_fault()
             request_id = self.headers.get("x-client-request-id", "")
             self._send(200, self.emulator.generate(params, request_id, sources))

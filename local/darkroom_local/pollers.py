@@ -11,6 +11,7 @@ import hashlib
 import logging
 import random
 import threading
+import time
 from typing import Any
 
 import boto3
@@ -66,10 +67,14 @@ class QueuePoller:
             thread.start()
             self._threads.append(thread)
 
-    def stop(self) -> None:
+    def request_stop(self) -> None:
+        """Receive no more; invocations under way finish on their own."""
         self._stop.set()
+
+    def join(self, deadline: float) -> None:
+        """Wait for the poller threads until `deadline` (time.monotonic()); they are daemons, so none holds up exit."""
         for thread in self._threads:
-            thread.join(timeout=self.wait_s + 30)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
     def _loop(self, sqs: Any) -> None:
         while not self._stop.is_set():

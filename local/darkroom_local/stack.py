@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,7 @@ from darkroom_local.template import LocalTemplate
 log = logging.getLogger("darkroom.local")
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 EMULATOR_KEY = "sk-emulator-local"
+STOP_GRACE_S = 10.0  # how long Ctrl-C waits for invocations under way
 
 
 def free_port() -> int:
@@ -133,14 +135,15 @@ class LocalStack:
 
     def stop(self) -> None:
         for poller in self.pollers:
-            poller._stop.set()
+            poller.request_stop()
+        if self.emulator:
+            self.emulator.stop()  # ends hung provider calls at once, so workers under way wind down quickly
+        deadline = time.monotonic() + STOP_GRACE_S
         for poller in self.pollers:
-            poller.stop()
+            poller.join(deadline)
         self.pollers = []
         if self.front:
             self.front.stop()
-        if self.emulator:
-            self.emulator.stop()
         if self._moto:
             self._moto.stop()
             self._moto = None

@@ -18,26 +18,26 @@ from darkroom_local.stack import free_port
 pytestmark = pytest.mark.e2e
 
 
-def test_run_serves_and_stops_cleanly_on_sigterm() -> None:
-    port = free_port()
+def start_run(port: int, **env: str) -> tuple[subprocess.Popen[str], str]:
     script = Path(sys.executable).parent / "darkroom"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "darkroom_local.cli"]
-    env = {
-        **os.environ,
-        "DARKROOM_PORT": str(port),
-        "DARKROOM_API_KEY": "dr_e2e_fixed_key",
-        "POWERTOOLS_LOG_LEVEL": "WARNING",
-    }
+    env = {**os.environ, "DARKROOM_PORT": str(port), "POWERTOOLS_LOG_LEVEL": "WARNING", **env}
     process = subprocess.Popen([*command, "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    output = ""
+    deadline = time.monotonic() + 60
+    while "Ctrl-C stops it." not in output and time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        output += line
+    return process, output
+
+
+def test_run_serves_and_stops_cleanly_on_sigterm() -> None:
+    port = free_port()
+    process, output = start_run(port, DARKROOM_API_KEY="dr_e2e_fixed_key")
     try:
-        assert process.stdout is not None
-        output = ""
-        deadline = time.monotonic() + 60
-        while "Ctrl-C stops it." not in output and time.monotonic() < deadline:
-            line = process.stdout.readline()
-            if not line:
-                break
-            output += line
         assert f"API        http://127.0.0.1:{port}" in output, output
         assert "export DARKROOM_API_KEY=dr_e2e_fixed_key" in output
         assert re.search(r"second tenant.*dr_", output)
@@ -62,3 +62,27 @@ def test_run_serves_and_stops_cleanly_on_sigterm() -> None:
     assert "stopping darkroom" in rest
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+
+
+def test_sigterm_with_a_provider_call_under_way_stops_promptly() -> None:
+    port = free_port()
+    process, output = start_run(port, DARKROOM_API_KEY="dr_e2e_slow", DARKROOM_EMULATOR_LATENCY_MS="120000")
+    headers = {"Authorization": "Bearer dr_e2e_slow"}
+    try:
+        assert "Ctrl-C stops it." in output, output
+        job = httpx.post(
+            f"http://127.0.0.1:{port}/v1/images/generations", headers=headers, json={"prompt": "slow"}
+        ).json()
+        status = ""
+        for _ in range(100):
+            status = httpx.get(f"http://127.0.0.1:{port}/v1/jobs/{job['id']}", headers=headers).json()["status"]
+            if status == "running":
+                break
+            time.sleep(0.1)
+        assert status == "running"  # the provider call is under way (the emulator answers in two minutes)
+        started = time.monotonic()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+    assert process.returncode == 0
+    assert time.monotonic() - started < 20
