@@ -166,10 +166,10 @@ class Emulator(BackgroundHTTPServer):
         self.config = config or EmulatorConfig.from_env()
         self.stats = EmulatorStats()
         self._random = random.Random(self.config.seed)
-        self._stopping = threading.Event()
+        self.stopping = threading.Event()
 
     def stop(self) -> None:
-        self._stopping.set()
+        self.stopping.set()
         super().stop()
 
     def pick_fault(self) -> str | None:
@@ -283,7 +283,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             with self.emulator.stats.lock:
                 self.emulator.stats.calls += 1
             if self.emulator.config.latency_ms:
-                self.emulator._stopping.wait(self.emulator.config.latency_ms / 1000)  # cut short by stop()
+                self.emulator.stopping.wait(self.emulator.config.latency_ms / 1000)  # cut short by stop()
             self._maybe_fault()
             request_id = self.headers.get("x-client-request-id", "")
             self._send(200, self.emulator.generate(params, request_id, sources))
@@ -322,7 +322,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         """Say nothing until the client gives up (or the hang's limit), then drop the connection."""
         deadline = time.monotonic() + self.emulator.config.hang_ms / 1000
         sock = self.connection
-        while time.monotonic() < deadline and not self.emulator._stopping.is_set():
+        while time.monotonic() < deadline and not self.emulator.stopping.is_set():
             readable, _, _ = select.select([sock], [], [], 0.05)
             if readable:
                 try:

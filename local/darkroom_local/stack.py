@@ -121,12 +121,12 @@ class LocalStack:
         self.front.start("127.0.0.1", self.config.port)
         for function in self.functions.values():
             for event in function.spec.sqs_events:
-                queue_url = self._queue_url(event["Queue"])
-                self._check_visibility(function, event)
+                queue_id = self._queue_logical_id(event["Queue"])
+                self._check_visibility(function, queue_id)
                 poller = QueuePoller(
                     function,
                     event,
-                    queue_url,
+                    self.template.attributes[queue_id]["QueueUrl"],
                     wait_s=self.config.poll_wait_s,
                     duplicate_rate=self.config.duplicate_rate,
                 )
@@ -189,21 +189,20 @@ class LocalStack:
         merged.update(self.config.environment)
         return merged
 
-    def _check_visibility(self, function: LocalFunction, event: dict[str, Any]) -> None:
+    def _check_visibility(self, function: LocalFunction, queue_id: str) -> None:
         """Lambda refuses an SQS trigger whose queue hides messages for less than the function may run."""
-        for logical_id, resource in self.template.of_type("AWS::SQS::Queue").items():
-            if self.template.attributes[logical_id]["Arn"] == event["Queue"]:
-                visibility = int(self.template.resolve(resource["Properties"].get("VisibilityTimeout", 30)))
-                if visibility < function.spec.timeout_s:
-                    raise ValueError(
-                        f"{logical_id} visibility {visibility} s is shorter than {function.spec.logical_id}'s "
-                        f"timeout {function.spec.timeout_s} s; Lambda would refuse this trigger"
-                    )
+        properties = self.template.resources[queue_id].get("Properties", {})
+        visibility = int(self.template.resolve(properties.get("VisibilityTimeout", 30)))
+        if visibility < function.spec.timeout_s:
+            raise ValueError(
+                f"{queue_id} visibility {visibility} s is shorter than {function.spec.logical_id}'s "
+                f"timeout {function.spec.timeout_s} s; Lambda would refuse this trigger"
+            )
 
-    def _queue_url(self, queue_arn: str) -> str:
-        for attributes in self.template.attributes.values():
+    def _queue_logical_id(self, queue_arn: str) -> str:
+        for logical_id, attributes in self.template.attributes.items():
             if attributes.get("Arn") == queue_arn and "QueueUrl" in attributes:
-                return attributes["QueueUrl"]
+                return logical_id
         raise KeyError(queue_arn)
 
     def _seed_api_keys(self) -> None:

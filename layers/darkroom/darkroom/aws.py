@@ -18,8 +18,8 @@ def client(service: str) -> Any:
     import boto3
     from botocore.config import Config
 
-    # Worst case 3 x (2 + 5) s plus backoff stays inside the api function's 29 s: a slow dependency ends in a clean
-    # 503 rather than a function killed between writing a job and queueing it.
+    # Short timeouts and few attempts: one slow call gives up after 3 x (2 + 5) s plus backoff, so a slow dependency
+    # usually ends in a clean 503 within the api function's 29 s (several slow calls in a row can still outlast it).
     config = Config(
         connect_timeout=2,
         read_timeout=5,

@@ -102,14 +102,22 @@ def _retry_overdue(job: Job, now: datetime) -> bool:
     return now > due + timedelta(seconds=RETRY_OVERDUE_S)
 
 
-def handle_job_message(body: dict[str, Any], remaining_ms: RemainingMs) -> None:
-    store = JobStore()
+def _open_job(store: JobStore, body: dict[str, Any]) -> Job | None:
+    """The job a message names, or None when nothing is left to do: no such job, or it has ended (then its
+    manifest is made sure of)."""
     job = store.get(str(body["job_id"]))
     if job is None:
         logger.warning("message for an unknown job, dropped", extra={"job_id": body["job_id"]})
-        return
-    if job.terminal:
+    elif job.terminal:
         ensure_manifest(job)
+        return None
+    return job
+
+
+def handle_job_message(body: dict[str, Any], remaining_ms: RemainingMs) -> None:
+    store = JobStore()
+    job = _open_job(store, body)
+    if job is None:
         return
     verdict = message_verdict(job, body.get("attempt"))
     if verdict == DROP:
@@ -131,23 +139,22 @@ def handle_job_message(body: dict[str, Any], remaining_ms: RemainingMs) -> None:
 def handle_dead_letter(body: dict[str, Any]) -> None:
     """A message the jobs queue gave up on: its job must still end, and say why."""
     store = JobStore()
-    job = store.get(str(body["job_id"]))
+    job = _open_job(store, body)
     if job is None:
         return
-    if not job.terminal:
-        verdict = message_verdict(job, body.get("attempt"))
-        if verdict == DROP:
-            return  # the message that claimed the job is still around
-        if verdict == LATER or (job.status == "running" and not job.lease_expired()):
-            raise JobBusy(f"job {job.id} is still running; look again later")
-        try:
-            job = store.fail_abandoned(
-                job, code="worker_failed", message="darkroom could not process this job after repeated attempts."
-            )
-        except LeaseLost:
-            _settle_after_conflict(store, job.id)
-            return
-        logger.error("dead-lettered job failed", extra={"job_id": job.id, "tenant": job.tenant})
+    verdict = message_verdict(job, body.get("attempt"))
+    if verdict == DROP:
+        return  # the message that claimed the job is still around
+    if verdict == LATER or (job.status == "running" and not job.lease_expired()):
+        raise JobBusy(f"job {job.id} is still running; look again later")
+    try:
+        job = store.fail_abandoned(
+            job, code="worker_failed", message="darkroom could not process this job after repeated attempts."
+        )
+    except LeaseLost:
+        _settle_after_conflict(store, job.id)
+        return
+    logger.error("dead-lettered job failed", extra={"job_id": job.id, "tenant": job.tenant})
     ensure_manifest(job)
 
 
@@ -171,12 +178,11 @@ def _run(store: JobStore, job: Job, remaining_ms: RemainingMs) -> None:
     provider = provider_for(job.model)
     provider.prepare()  # key and connection pool first: nothing slow may sit between the claim and the call
     job = store.claim(job, lease_s=budget_s + LEASE_MARGIN_S)
-    timeout_s = settings().provider_timeout_s
     log = {"job_id": job.id, "tenant": job.tenant, "model": job.model, "attempt": job.provider_calls}
     started = time.monotonic()
     try:
         result = provider.generate(
-            job.request, timeout_s=max(1.0, timeout_s), client_request_id=f"{job.id}:{job.provider_calls}"
+            job.request, timeout_s=settings().provider_timeout_s, client_request_id=f"{job.id}:{job.provider_calls}"
         )
     except ProviderRateLimited as exc:
         _retry_rate_limited(store, job, exc)
