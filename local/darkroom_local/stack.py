@@ -17,6 +17,7 @@ from typing import Any
 from darkroom_local.emulator import Emulator, EmulatorConfig
 from darkroom_local.front import ApiFront
 from darkroom_local.lambdas import LocalFunction
+from darkroom_local.moto_atomic import serialise_dynamodb
 from darkroom_local.pollers import QueuePoller
 from darkroom_local.resources import create_resources
 from darkroom_local.template import LocalTemplate
@@ -87,6 +88,7 @@ class LocalStack:
     def _start(self) -> None:
         from moto.server import ThreadedMotoServer
 
+        serialise_dynamodb()  # conditional writes must be atomic here as in DynamoDB
         provider_base_url, provider_key = self._provider()
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request otherwise
         moto_port = free_port()
