@@ -11,10 +11,19 @@ requests are untouched.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 _lock = threading.RLock()
 _patched = False
+_WRITES = {"PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems"}
+# Called with (action, request, status, body) after each write, when a stack records a trail.
+_observer: Callable[[str, dict[str, Any], int, Any], None] | None = None
+
+
+def watch_writes(observer: Callable[[str, dict[str, Any], int, Any], None] | None) -> None:
+    global _observer
+    _observer = observer
 
 
 def serialise_dynamodb() -> None:
@@ -28,7 +37,13 @@ def serialise_dynamodb() -> None:
 
     def call_action(self: Any) -> Any:
         with _lock:
-            return original(self)
+            result = original(self)
+            observer = _observer
+            if observer is not None:
+                action = self.get_endpoint_name(self.headers)
+                if action in _WRITES:
+                    observer(action, dict(self.body), result[0], result[2])
+            return result
 
     DynamoHandler.call_action = call_action  # type: ignore[method-assign]
     _patched = True

@@ -17,6 +17,7 @@ from typing import Any
 import boto3
 
 from darkroom_local.lambdas import LocalFunction
+from darkroom_local.trail import Trail
 
 log = logging.getLogger("darkroom.local")
 
@@ -44,6 +45,7 @@ class QueuePoller:
         *,
         wait_s: int = 1,
         duplicate_rate: float = 0.0,
+        trail: Trail | None = None,
     ) -> None:
         self.function = function
         self.queue_arn = event["Queue"]
@@ -52,6 +54,7 @@ class QueuePoller:
         self.concurrency = int(event.get("ScalingConfig", {}).get("MaximumConcurrency", 2))
         self.wait_s = wait_s
         self.duplicate_rate = duplicate_rate
+        self.trail = trail
         self.duplicates_sent = 0
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -114,11 +117,22 @@ class QueuePoller:
             # A crashed invocation: like Lambda, delete nothing and let visibility bring the batch back.
             self.errors += 1
             log.exception("%s failed on a batch of %d", self.function.spec.logical_id, len(messages))
+            self._record(messages, set(), crashed=True)
             return
         failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
+        self._record(messages, failed)
         done = [m for m in messages if m["MessageId"] not in failed]
         if done:
             sqs.delete_message_batch(
                 QueueUrl=self.queue_url,
                 Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
             )
+
+    def _record(self, messages: list[dict[str, Any]], failed: set[str], *, crashed: bool = False) -> None:
+        if self.trail is None:
+            return
+        queue = self.queue_arn.rsplit(":", 1)[-1]
+        for message in messages:
+            outcome = "crashed" if crashed else "failed" if message["MessageId"] in failed else "done"
+            receives = message.get("Attributes", {}).get("ApproximateReceiveCount", "?")
+            self.trail.delivery(queue, message["Body"], receives, outcome)

@@ -17,10 +17,11 @@ from typing import Any
 from darkroom_local.emulator import Emulator, EmulatorConfig
 from darkroom_local.front import ApiFront
 from darkroom_local.lambdas import LocalFunction
-from darkroom_local.moto_atomic import serialise_dynamodb
+from darkroom_local.moto_atomic import serialise_dynamodb, watch_writes
 from darkroom_local.pollers import QueuePoller
 from darkroom_local.resources import create_resources
 from darkroom_local.template import LocalTemplate
+from darkroom_local.trail import Trail
 
 log = logging.getLogger("darkroom.local")
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -49,6 +50,8 @@ class StackConfig:
     duplicate_rate: float = 0.0
     # False: only AWS resources, functions and the emulator, for tests that invoke handlers themselves.
     serve: bool = True
+    # Record every delivery and DynamoDB write per job (fault runs print a failing job's trail).
+    trail: bool = False
 
     @classmethod
     def from_env(cls) -> StackConfig:
@@ -71,6 +74,7 @@ class LocalStack:
         self._moto: Any = None
         self.moto_url = ""
         self._saved_env: dict[str, str | None] = {}
+        self.trail = Trail() if self.config.trail else None
 
     @property
     def api_url(self) -> str:
@@ -89,6 +93,7 @@ class LocalStack:
         from moto.server import ThreadedMotoServer
 
         serialise_dynamodb()  # conditional writes must be atomic here as in DynamoDB
+        watch_writes(self.trail.dynamodb_write if self.trail else None)
         provider_base_url, provider_key = self._provider()
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request otherwise
         moto_port = free_port()
@@ -131,6 +136,7 @@ class LocalStack:
                     self.template.attributes[queue_id]["QueueUrl"],
                     wait_s=self.config.poll_wait_s,
                     duplicate_rate=self.config.duplicate_rate,
+                    trail=self.trail,
                 )
                 poller.start()
                 self.pollers.append(poller)
@@ -149,6 +155,7 @@ class LocalStack:
         if self._moto:
             self._moto.stop()
             self._moto = None
+        watch_writes(None)
         for name, value in self._saved_env.items():
             if value is None:
                 os.environ.pop(name, None)

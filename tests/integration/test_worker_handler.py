@@ -12,10 +12,11 @@ import boto3
 import pytest
 from PIL import Image
 
-from darkroom.jobs.store import Job, JobStore
+from darkroom.jobs.store import JobStore
 from darkroom_local.pollers import sqs_record
 from darkroom_local.stack import LocalStack
-from tests.support import drain, http_event, load_event, response_json
+from tests.pipeline import deliver, faults, generations, job, manifest, queue_url, receive, submit
+from tests.support import drain, http_event, load_event
 
 
 @pytest.fixture(autouse=True)
@@ -27,59 +28,6 @@ def clean(stack: LocalStack) -> Iterator[None]:
     drain(queue_url(stack))
     yield
 
-
-def queue_url(stack: LocalStack, name: str = "JobsQueue") -> str:
-    return stack.template.attributes[name]["QueueUrl"]
-
-
-def submit(stack: LocalStack, **body: Any) -> str:
-    event = http_event(
-        "POST", "/v1/images/generations", api_key=stack.api_keys["dev"], body={"prompt": "a cat", **body}
-    )
-    response = stack.functions["ApiFunction"].invoke(event)
-    assert response["statusCode"] == 202, response["body"]
-    return str(response_json(response)["id"])
-
-
-def receive(stack: LocalStack, name: str = "JobsQueue", wait_s: int = 0) -> list[dict[str, Any]]:
-    messages = boto3.client("sqs").receive_message(
-        QueueUrl=queue_url(stack, name), MaxNumberOfMessages=10, WaitTimeSeconds=wait_s, AttributeNames=["All"]
-    )
-    return list(messages.get("Messages", []))
-
-
-def deliver(stack: LocalStack, messages: list[dict[str, Any]], name: str = "JobsQueue") -> dict[str, Any]:
-    """Invoke the worker as Lambda's event source mapping would, deleting the records that succeeded."""
-    arn = stack.template.attributes[name]["Arn"]
-    result = dict(stack.functions["WorkerFunction"].invoke({"Records": [sqs_record(m, arn) for m in messages]}))
-    failed = {f["itemIdentifier"] for f in result["batchItemFailures"]}
-    for message in messages:
-        if message["MessageId"] not in failed:
-            boto3.client("sqs").delete_message(QueueUrl=queue_url(stack, name), ReceiptHandle=message["ReceiptHandle"])
-    return result
-
-
-def job(job_id: str) -> Job:
-    found = JobStore().get(job_id)
-    assert found is not None
-    return found
-
-
-def generations(stack: LocalStack, job_id: str) -> int:
-    assert stack.emulator is not None
-    return int(stack.emulator.stats.generations.get(job_id, 0))
-
-
-def manifest(stack: LocalStack, found: Job) -> dict[str, Any]:
-    bucket = stack.template.attributes["OutputsBucket"]["Ref"]
-    body = boto3.client("s3").get_object(Bucket=bucket, Key=f"outputs/{found.tenant}/{found.id}/result.json")["Body"]
-    return dict(json.loads(body.read()))
-
-
-def faults(stack: LocalStack, *kinds: str) -> None:
-    assert stack.emulator is not None
-    stack.emulator.config.fault_rate = 1.0
-    stack.emulator.config.fault_kinds = kinds
 
 
 def test_job_succeeds_with_real_images_usage_cost_and_manifest(stack: LocalStack) -> None:

@@ -5,19 +5,23 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections.abc import Callable
+import random
+import tracemalloc
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
 from PIL import Image
 
 from darkroom.errors import (
+    ProviderAmbiguous,
     ProviderBadResponse,
     ProviderRateLimited,
     ProviderRefused,
     ProviderRejected,
     ProviderUnavailable,
 )
+from darkroom.providers import openai as openai_adapter
 from darkroom.providers.openai import OpenAICompatibleProvider, retry_after_s
 
 PARAMS = {"prompt": "a cat", "model": "gpt-image-2", "n": 1, "size": "1024x1024"}
@@ -86,20 +90,117 @@ def test_exhausted_quota_is_not_retried() -> None:
 
 
 @pytest.mark.parametrize("status", [408, 409, 500, 502, 503])
-def test_transient_statuses_are_retryable(status: int) -> None:
+def test_quick_failures_certainly_did_not_generate_and_are_retryable(status: int) -> None:
     with pytest.raises(ProviderUnavailable):
         provider(lambda r: error(status, None)).generate(PARAMS, timeout_s=5, client_request_id="j:1")
 
 
+def test_a_gateway_timeout_may_have_generated(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ProviderAmbiguous) as caught:
+        provider(lambda r: error(504, None)).generate(PARAMS, timeout_s=5, client_request_id="j:1")
+    assert caught.value.code == "provider_unavailable" and caught.value.status == 504
+
+
+def test_a_5xx_after_a_long_wait_may_have_generated(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given any wait counting as long / When a 500 comes back / Then the call is ambiguous, not retryable
+    monkeypatch.setattr(openai_adapter, "QUICK_FAILURE_S", 0.0)
+    with pytest.raises(ProviderAmbiguous):
+        provider(lambda r: error(500, None)).generate(PARAMS, timeout_s=5, client_request_id="j:1")
+
+
 @pytest.mark.parametrize(
-    "exc", [httpx.ReadTimeout("slow"), httpx.ConnectError("refused"), httpx.RemoteProtocolError("x")]
+    "exc",
+    [
+        httpx.ConnectError("refused"),
+        httpx.ConnectTimeout("no route"),
+        httpx.PoolTimeout("pool"),
+        httpx.WriteError("cut while sending"),
+    ],
 )
-def test_timeouts_and_connection_errors_are_retryable(exc: Exception) -> None:
+def test_failures_before_the_request_was_sent_whole_are_retryable(exc: Exception) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         raise exc
 
     with pytest.raises(ProviderUnavailable):
         provider(handler).generate(PARAMS, timeout_s=5, client_request_id="j:1")
+
+
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (httpx.ReadTimeout("slow"), "provider_timeout"),
+        (httpx.RemoteProtocolError("server disconnected"), "provider_disconnected"),
+        (httpx.ReadError("reset"), "provider_disconnected"),
+    ],
+)
+def test_no_answer_after_sending_is_ambiguous(exc: Exception, code: str) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise exc
+
+    with pytest.raises(ProviderAmbiguous) as caught:
+        provider(handler).generate(PARAMS, timeout_s=5, client_request_id="j:1")
+    assert caught.value.code == code
+
+
+def test_an_answer_cut_short_is_ambiguous() -> None:
+    # Given a 200 whose body stops half way (the provider generated and billed)
+    def cut() -> Iterator[bytes]:
+        yield b'{"data": [{"b64_json": "' + png().encode()[:8]
+        raise httpx.ReadError("connection reset")
+
+    with pytest.raises(ProviderAmbiguous) as caught:
+        provider(lambda r: httpx.Response(200, content=cut())).generate(PARAMS, timeout_s=5, client_request_id="j:1")
+    assert caught.value.code == "provider_disconnected"
+
+
+def test_a_trickling_answer_is_cut_at_the_call_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a clock that moves a second per chunk and a 3 s call
+    ticks = iter(range(1000))
+    monkeypatch.setattr(openai_adapter.time, "monotonic", lambda: float(next(ticks)))
+
+    def trickle() -> Iterator[bytes]:
+        yield b'{"data": [{"b64_json": "'
+        while True:
+            yield b"AAAA"
+
+    with pytest.raises(ProviderAmbiguous) as caught:
+        provider(lambda r: httpx.Response(200, content=trickle())).generate(
+            PARAMS, timeout_s=3, client_request_id="j:1"
+        )
+    assert caught.value.code == "provider_timeout"
+
+
+def test_a_huge_error_body_is_read_only_as_far_as_needed() -> None:
+    served = []
+
+    def endless() -> Iterator[bytes]:
+        while True:
+            served.append(1)
+            yield b" " * 65536
+
+    with pytest.raises(ProviderRejected):
+        provider(lambda r: httpx.Response(400, content=endless())).generate(
+            PARAMS, timeout_s=5, client_request_id="j:1"
+        )
+    assert len(served) <= 2
+
+
+def test_a_large_answer_is_decoded_without_holding_the_encoded_body() -> None:
+    # Given a 4 MB answer streamed in 64 KiB chunks
+    images = [random.Random(i).randbytes(1_000_000) for i in range(3)]
+    encoded = json.dumps({"data": [{"b64_json": base64.b64encode(i).decode()} for i in images]}).encode()
+    parts = [encoded[i : i + 65536] for i in range(0, len(encoded), 65536)]
+    del encoded
+    adapter = provider(lambda r: httpx.Response(200, content=iter(parts)))
+    adapter.prepare()
+    # When it is read under tracemalloc
+    tracemalloc.start()
+    result = adapter.generate({**PARAMS, "n": 3}, timeout_s=5, client_request_id="j:1")
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    # Then memory peaked near the decoded images, not at body + parsed text + images
+    assert result.images == images
+    assert peak < 1.6 * sum(map(len, images)), f"peak {peak / 1e6:.1f} MB"
 
 
 def test_bad_key_message_never_repeats_the_providers_text() -> None:
@@ -133,6 +234,21 @@ def test_retry_after_forms() -> None:
     assert retry_after_s(httpx.Headers({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"})) == 0
     assert retry_after_s(httpx.Headers({"retry-after": "soon"})) == 10
     assert retry_after_s(httpx.Headers({})) == 10
+
+
+@pytest.mark.parametrize(
+    ("header", "value", "expected"),
+    [
+        ("retry-after", "inf", 3600),
+        ("retry-after", "1e999", 3600),
+        ("retry-after", "nan", 10),
+        ("retry-after", "-5", 0),
+        ("retry-after-ms", "inf", 3600),
+        ("retry-after", "Fri, 31 Dec 9999 23:59:59 GMT", 3600),
+    ],
+)
+def test_retry_after_is_always_a_finite_bounded_wait(header: str, value: str, expected: float) -> None:
+    assert retry_after_s(httpx.Headers({header: value})) == expected
 
 
 def test_the_literal_provider_key_is_redacted_whatever_its_format() -> None:

@@ -2,6 +2,8 @@
 
 from decimal import Decimal
 
+import pytest
+
 from darkroom.pricing import cost_usd
 
 
@@ -56,3 +58,23 @@ def test_rounding_is_half_up_at_a_millionth() -> None:
     # 0.1 text token equivalent cannot happen, but 1 mini image input token = $0.0000025 -> 0.000003
     usage = {"input_tokens": 1, "input_tokens_details": {"image_tokens": 1, "text_tokens": 0}, "output_tokens": 0}
     assert cost_usd("gpt-image-1-mini", usage) == Decimal("0.000003")
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {"input_tokens": 10, "input_tokens_details": ["text", 10], "output_tokens": 100},
+        {"input_tokens": 10, "input_tokens_details": "10", "output_tokens": 100},
+        {"input_tokens": 10, "output_tokens": 100, "output_tokens_details": [100]},
+        {"input_tokens": 10, "output_tokens": 100, "output_tokens_details": None},
+        {"input_tokens": 10, "input_tokens_details": {}, "output_tokens": 100},
+    ],
+    ids=["details-list", "details-string", "output-details-list", "output-details-null", "details-empty"],
+)
+def test_usage_of_an_unexpected_shape_prices_what_it_can_and_never_raises(usage: dict[str, object]) -> None:
+    # Given a billed answer whose details are not the documented maps / Then the plain token counts are priced
+    assert cost_usd("gpt-image-2", usage) == Decimal("0.003050")  # 10 text in * $5 + 100 image out * $30
+
+
+def test_usage_that_is_not_a_map_costs_nothing() -> None:
+    assert cost_usd("gpt-image-2", ["usage"]) == Decimal(0)

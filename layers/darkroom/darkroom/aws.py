@@ -36,3 +36,8 @@ def reset() -> None:
 
     client.cache_clear()
     settings.settings.cache_clear()
+
+
+def is_aws_error(exc: BaseException) -> bool:
+    """An error from boto3 or botocore: a dependency failed, not darkroom's own logic."""
+    return type(exc).__module__.startswith(("botocore", "boto3"))

@@ -119,9 +119,20 @@ class ProviderRateLimited(ProviderError):
 
 
 class ProviderUnavailable(ProviderError):
-    """5xx, 408/409, timeouts, connection errors: worth another try, a bounded number of times."""
+    """The request certainly did not generate: a connection or connect timeout that failed before the request was
+    sent, or a quick 5xx/408/409 answer. Worth another try, a bounded number of times."""
 
     code = "provider_unavailable"
+
+
+class ProviderAmbiguous(ProviderError):
+    """The request may have reached the provider and its answer was lost: a read timeout, a connection cut after
+    sending, a 504 or a 5xx after a long wait, a body cut short. The provider may have generated, and billed, the
+    images, so the call is never repeated unless the operator opted in (RetryAmbiguousProviderCalls)."""
+
+    def __init__(self, message: str, *, code: str, status: int | None = None) -> None:
+        super().__init__(message, status=status)
+        self.code = code
 
 
 class ProviderBadResponse(ProviderError):

@@ -26,7 +26,8 @@ def inspect(data: bytes) -> ImageInfo:
         with Image.open(io.BytesIO(data)) as image:
             fmt = _PILLOW_FORMATS.get(image.format or "")
             width, height = image.size
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError) as exc:
+        # The provider has billed these bytes: whatever Pillow makes of them, the job ends rather than crashing.
         raise ProviderBadResponse(
             f"the provider returned bytes that are not an image ({exc.__class__.__name__})"
         ) from None

@@ -14,19 +14,28 @@ def _tokens(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
-def cost_usd(model: str, usage: dict[str, Any] | None, *, batch: bool = False) -> Decimal:
+def _details(usage: dict[str, Any], name: str) -> dict[str, Any] | None:
+    value = usage.get(name)
+    return value if isinstance(value, dict) and value else None
+
+
+def cost_usd(model: str, usage: Any, *, batch: bool = False) -> Decimal:
     """USD for one call's `usage` block, rounded to a millionth of a dollar.
 
     Input tokens split into text and image by `input_tokens_details`; when it is missing all input counts as text.
-    Output tokens without `output_tokens_details` are all image tokens, as GPT image models report them.
+    Output tokens without `output_tokens_details` are all image tokens, as GPT image models report them. A usage
+    block of any other shape prices what it can read and never raises: it arrives after the provider has billed.
     """
-    if not usage:
+    if not isinstance(usage, dict) or not usage:
         return Decimal(0)
-    prices = catalog.MODELS[model].prices
-    input_details = usage.get("input_tokens_details") or {}
-    image_in = _tokens(input_details.get("image_tokens"))
-    text_in = _tokens(input_details.get("text_tokens")) if input_details else _tokens(usage.get("input_tokens"))
-    output_details = usage.get("output_tokens_details")
+    spec = catalog.MODELS.get(model)
+    prices = spec.prices if spec else catalog.GPT_IMAGE_PRICES
+    input_details = _details(usage, "input_tokens_details")
+    if input_details:
+        image_in, text_in = _tokens(input_details.get("image_tokens")), _tokens(input_details.get("text_tokens"))
+    else:
+        image_in, text_in = 0, _tokens(usage.get("input_tokens"))
+    output_details = _details(usage, "output_tokens_details")
     if output_details:
         image_out = _tokens(output_details.get("image_tokens"))
         text_out = _tokens(output_details.get("text_tokens"))

@@ -23,6 +23,8 @@ class Settings:
     # Seconds one provider call may take; the worker also keeps it below the time its invocation has left.
     provider_timeout_s: float
     provider_max_attempts: int
+    # Repeat a call that may have reached the provider and lost its answer (it may be billed twice): off by default.
+    retry_ambiguous_provider_calls: bool
     retry_base_delay_s: int
     rate_limit_max_requeues: int
     presign_ttl_s: int
@@ -41,6 +43,7 @@ class Settings:
             provider_base_url=env.get("PROVIDER_BASE_URL", "https://api.openai.com/v1").rstrip("/"),
             provider_timeout_s=float(env.get("PROVIDER_TIMEOUT_S", "480")),
             provider_max_attempts=int(env.get("PROVIDER_MAX_ATTEMPTS", "3")),
+            retry_ambiguous_provider_calls=_flag(env.get("RETRY_AMBIGUOUS_PROVIDER_CALLS")),
             retry_base_delay_s=int(env.get("RETRY_BASE_DELAY_S", "5")),
             rate_limit_max_requeues=int(env.get("RATE_LIMIT_MAX_REQUEUES", "20")),
             presign_ttl_s=int(env.get("PRESIGN_TTL_S", "900")),

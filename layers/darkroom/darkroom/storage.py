@@ -38,23 +38,30 @@ def put_output(job: Job, index: int, data: bytes, info: ImageInfo) -> dict[str, 
     return {"key": key, "format": info.format, "width": info.width, "height": info.height, "bytes": len(data)}
 
 
-def find_output(job: Job, index: int, fmt: str) -> dict[str, Any] | None:
-    """An output already stored by an earlier attempt, described from its object metadata; None if absent."""
-    key = output_key(job, index, fmt)
-    try:
-        head = aws.client("s3").head_object(Bucket=settings().outputs_bucket, Key=key)
-    except Exception as exc:
-        if _is_missing(exc):
-            return None
-        raise
-    meta = head.get("Metadata", {})
-    return {
-        "key": key,
-        "format": fmt,
-        "width": int(meta.get("width", 0)),
-        "height": int(meta.get("height", 0)),
-        "bytes": head["ContentLength"],
-    }
+def stored_outputs(job: Job) -> dict[int, dict[str, Any]]:
+    """Outputs already stored by an earlier attempt, by index, described from their object metadata.
+
+    Listed rather than looked up by the requested format: an output is stored under the format found in its bytes,
+    which a gateway may answer differently from the one asked for."""
+    s3 = aws.client("s3")
+    bucket = settings().outputs_bucket
+    formats = {ext: fmt for fmt, ext in EXTENSIONS.items()}
+    found: dict[int, dict[str, Any]] = {}
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=job_prefix(job))
+    for page in pages:
+        for item in page.get("Contents", []):
+            index, _, ext = item["Key"][len(job_prefix(job)) :].partition(".")
+            if not index.isdecimal() or ext not in formats:
+                continue  # the manifest, or anything else under the prefix
+            meta = s3.head_object(Bucket=bucket, Key=item["Key"]).get("Metadata", {})
+            found[int(index)] = {
+                "key": item["Key"],
+                "format": formats[ext],
+                "width": int(meta.get("width", 0)),
+                "height": int(meta.get("height", 0)),
+                "bytes": item["Size"],
+            }
+    return found
 
 
 def write_manifest(job: Job, document: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from darkroom import aws
 from darkroom.errors import DarkroomError, InvalidRequest, NotFound, ServiceUnavailable
 from darkroom.observability import logger
 
@@ -105,7 +106,7 @@ class Router:
         except DarkroomError as exc:
             return Response(exc.status, exc.body()).to_event()
         except Exception as exc:
-            if _is_aws_error(exc):
+            if aws.is_aws_error(exc):
                 logger.exception("AWS call failed", extra={"path": request.path})
                 error = ServiceUnavailable("darkroom could not reach its storage; try again shortly.")
                 return Response(error.status, error.body(), {"retry-after": "1"}).to_event()
@@ -130,8 +131,3 @@ class Router:
             body = {"error": {"code": "method_not_allowed", "message": f"Use {', '.join(allowed)} on {request.path}."}}
             return Response(405, body, {"allow": ", ".join(allowed)})
         raise NotFound(f"No route {request.method} {request.path}.")
-
-
-def _is_aws_error(exc: Exception) -> bool:
-    module = type(exc).__module__
-    return module.startswith(("botocore", "boto3"))

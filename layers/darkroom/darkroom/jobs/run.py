@@ -8,6 +8,9 @@ The rules that keep every job to one terminal state and at most one billed provi
 - a job found `running` under a live lease belongs to someone else: the message fails and comes back later;
 - a write that finds the job changed under it never drops its message unless the job has ended: the message comes
   back later and is judged against the job as it then is;
+- a provider call that may have reached the provider and lost its answer (a read timeout, a connection cut after
+  sending, a slow 5xx) is never repeated unless the operator opted in: the job fails with the reason;
+- once the provider has answered, the images are stored and the job ends whatever else goes wrong;
 - a job found `running` under an expired lease is recovered: finished from S3 if the provider had answered and every
   output was stored, failed as `interrupted` otherwise (its call may have been billed, so it is never repeated);
 - a terminal job only gets its manifest rewritten if it is missing.
@@ -16,14 +19,17 @@ The rules that keep every job to one terminal state and at most one billed provi
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
-from darkroom import images, pricing, queue, storage
+from darkroom import aws, images, pricing, queue, storage
 from darkroom.errors import (
+    ProviderAmbiguous,
     ProviderBadResponse,
     ProviderRateLimited,
     ProviderRefused,
@@ -33,11 +39,15 @@ from darkroom.errors import (
 from darkroom.jobs.store import Job, JobStore, LeaseLost
 from darkroom.jobs.views import manifest_document
 from darkroom.observability import logger, metrics
+from darkroom.providers.images_response import GenerationResult
 from darkroom.providers.registry import provider_for
 from darkroom.settings import settings
 
 # Time kept back from the invocation for storing outputs after the provider answers.
 STORE_RESERVE_S = 30.0
+# The shortest provider call worth starting when an invocation cannot give a full ProviderTimeoutSeconds (a later
+# record of a batch): below it, the message waits for a fresh invocation instead.
+MIN_CALL_S = 60.0
 LEASE_MARGIN_S = 30.0
 # How late a retry's own message may be (queue backlog) before an older message of the job may start it instead.
 RETRY_OVERDUE_S = 900
@@ -67,10 +77,18 @@ def handle_queue_message(body: str, source_arn: str, remaining_ms: RemainingMs) 
             logger.error("unreadable dead letter dropped", extra={"body": body[:1000]})
             return
         raise
-    if dead_letter:
-        handle_dead_letter(message)
-    else:
-        handle_job_message(message, remaining_ms)
+    try:
+        if dead_letter:
+            handle_dead_letter(message)
+        else:
+            handle_job_message(message, remaining_ms)
+    except JobBusy as exc:
+        logger.info("message left for later", extra={"job_id": message["job_id"], "reason": str(exc)})
+        raise
+    except Exception:
+        # The batch processor logs record failures at debug level only: an unexpected one must reach operators.
+        logger.exception("job message failed", extra={"job_id": message["job_id"], "dead_letter": dead_letter})
+        raise
 
 
 PROCESS, DROP, LATER = "process", "drop", "later"
@@ -169,33 +187,61 @@ def _settle_after_conflict(store: JobStore, job_id: str) -> None:
     raise JobBusy(f"job {job_id} changed under this worker ({latest.status}); its message will be seen again")
 
 
-def _run(store: JobStore, job: Job, remaining_ms: RemainingMs) -> None:
+def _call_budget(remaining_ms: RemainingMs) -> tuple[float, float]:
+    """(timeout for the provider call, seconds this invocation has left). The call gets ProviderTimeoutSeconds, or
+    what the invocation can give after keeping time to store the images; JobBusy when that is too short to start."""
     budget_s = remaining_ms() / 1000
     reserve_s = min(STORE_RESERVE_S, budget_s / 4)
-    if budget_s - reserve_s < settings().provider_timeout_s:
-        # Later records of a batch: a cut-short call would burn an attempt and might still be billed.
-        raise JobBusy(f"{budget_s:.0f} s left is not enough for a full provider call and storing its images")
+    configured = settings().provider_timeout_s
+    timeout_s = min(configured, budget_s - reserve_s)
+    if timeout_s < min(configured, MIN_CALL_S):
+        # A cut-short call would burn an attempt, and if it timed out it would end the job as ambiguous.
+        raise JobBusy(f"{budget_s:.0f} s left is not enough for a provider call and storing its images")
+    return timeout_s, budget_s
+
+
+def _run(store: JobStore, job: Job, remaining_ms: RemainingMs) -> None:
+    timeout_s, budget_s = _call_budget(remaining_ms)
     provider = provider_for(job.model)
     provider.prepare()  # key and connection pool first: nothing slow may sit between the claim and the call
     job = store.claim(job, lease_s=budget_s + LEASE_MARGIN_S)
     log = {"job_id": job.id, "tenant": job.tenant, "model": job.model, "attempt": job.provider_calls}
     started = time.monotonic()
     try:
-        result = provider.generate(
-            job.request, timeout_s=settings().provider_timeout_s, client_request_id=f"{job.id}:{job.provider_calls}"
-        )
+        result = provider.generate(job.request, timeout_s=timeout_s, client_request_id=f"{job.id}:{job.provider_calls}")
     except ProviderRateLimited as exc:
         _retry_rate_limited(store, job, exc)
         return
     except ProviderUnavailable as exc:
         _retry_unavailable(store, job, exc)
         return
+    except ProviderAmbiguous as exc:
+        _after_ambiguous_call(store, job, exc)
+        return
     except (ProviderRefused, ProviderRejected, ProviderBadResponse) as exc:
         _fail(store, job, exc.code, exc.message)
         return
+    except Exception:
+        # A bug in darkroom's own handling of the call: the request may have gone out, so it is never repeated.
+        logger.exception("provider call failed unexpectedly", extra=log)
+        _fail(store, job, "internal_error", "darkroom failed while calling the provider; " + NOT_REPEATED)
+        return
     latency_ms = round((time.monotonic() - started) * 1000)
-    cost = pricing.cost_usd(job.model, result.usage)
-    job = store.advance(job, phase="storing", usage=result.usage, cost_usd=cost)
+    try:
+        _complete(store, job, result, {**log, "latency_ms": latency_ms})
+    except Exception as exc:
+        if isinstance(exc, LeaseLost) or aws.is_aws_error(exc):
+            raise  # the message comes back; an expired lease is recovered from what reached S3
+        logger.exception("job failed after the provider answered", extra=log)
+        _fail(store, job, "internal_error", "darkroom failed while storing the provider's answer.")
+
+
+NOT_REPEATED = "the call is not repeated because the provider may have billed it."
+
+
+def _complete(store: JobStore, job: Job, result: GenerationResult, log: dict[str, Any]) -> None:
+    """The provider answered and has billed: store the images first, then what is merely bookkeeping."""
+    job = store.advance(job, phase="storing", usage=result.usage)
     outputs = []
     for index, data in enumerate(result.images):
         try:
@@ -204,28 +250,45 @@ def _run(store: JobStore, job: Job, remaining_ms: RemainingMs) -> None:
             _fail(store, job, exc.code, exc.message)
             return
         outputs.append(storage.put_output(job, index, data, info))
-    job = store.finish(job, "succeeded", outputs=outputs)
+    cost = _cost(job, result.usage)
+    job = store.finish(job, "succeeded", outputs=outputs, cost_usd=cost)
     storage.write_manifest(job, manifest_document(job))
     metrics.add_metric(name="JobsSucceeded", unit="Count", value=1)
-    metrics.add_metric(name="ProviderLatency", unit="Milliseconds", value=latency_ms)
+    metrics.add_metric(name="ProviderLatency", unit="Milliseconds", value=log["latency_ms"])
     metrics.add_metric(name="ImagesGenerated", unit="Count", value=len(outputs))
-    logger.info("job succeeded", extra={**log, "latency_ms": latency_ms, "cost_usd": str(cost), "images": len(outputs)})
+    logger.info("job succeeded", extra={**log, "cost_usd": str(cost), "images": len(outputs)})
+
+
+def _cost(job: Job, usage: Any) -> Decimal | None:
+    try:
+        return pricing.cost_usd(job.model, usage)
+    except Exception:  # the images are stored either way; a missing cost is visible, a lost job is not
+        logger.exception("could not price the provider's usage", extra={"job_id": job.id})
+        return None
+
+
+def _after_ambiguous_call(store: JobStore, job: Job, exc: ProviderAmbiguous) -> None:
+    metrics.add_metric(name="ProviderAmbiguousCalls", unit="Count", value=1)
+    logger.warning("provider call may have been billed without an answer", extra={"job_id": job.id, "code": exc.code})
+    if settings().retry_ambiguous_provider_calls:
+        _retry_unavailable(store, job, exc)
+        return
+    _fail(store, job, exc.code, f"{exc.message}; {NOT_REPEATED}")
 
 
 def _recover_after_provider_call(store: JobStore, job: Job) -> None:
     """The previous owner died after starting a provider call. Never call again: finish from S3 or fail."""
     if job.phase == "storing":
-        fmt = str(job.request.get("output_format", "png"))
-        found = [storage.find_output(job, i, fmt) for i in range(int(job.request.get("n", 1)))]
-        if all(found):
-            job = _finish_abandoned(store, job, outputs=[f for f in found if f])
+        found = storage.stored_outputs(job)
+        expected = int(job.request.get("n", 1))
+        if sorted(found) == list(range(expected)):
+            job = _finish_abandoned(store, job, outputs=[found[i] for i in range(expected)])
             storage.write_manifest(job, manifest_document(job))
             return
     job = store.fail_abandoned(
         job,
         code="interrupted",
-        message="The worker stopped during this job after the provider was called; "
-        "it is not retried so that it cannot be billed twice.",
+        message="The worker stopped during this job after the provider was called; " + NOT_REPEATED,
     )
     logger.error("job interrupted mid-call", extra={"job_id": job.id, "tenant": job.tenant})
     ensure_manifest(job)
@@ -233,7 +296,7 @@ def _recover_after_provider_call(store: JobStore, job: Job) -> None:
 
 def _finish_abandoned(store: JobStore, job: Job, outputs: list[dict[str, Any]]) -> Job:
     job = store.take_over(job, LEASE_MARGIN_S)
-    return store.finish(job, "succeeded", outputs=outputs)
+    return store.finish(job, "succeeded", outputs=outputs, cost_usd=_cost(job, job.usage))
 
 
 def _retry_rate_limited(store: JobStore, job: Job, exc: ProviderRateLimited) -> None:
@@ -245,7 +308,7 @@ def _retry_rate_limited(store: JobStore, job: Job, exc: ProviderRateLimited) -> 
     _requeue(store, job, delay, rate_limits=job.rate_limits + 1)
 
 
-def _retry_unavailable(store: JobStore, job: Job, exc: ProviderUnavailable) -> None:
+def _retry_unavailable(store: JobStore, job: Job, exc: ProviderUnavailable | ProviderAmbiguous) -> None:
     s = settings()
     failures = job.transient_failures + 1
     if failures >= s.provider_max_attempts:
@@ -256,7 +319,7 @@ def _retry_unavailable(store: JobStore, job: Job, exc: ProviderUnavailable) -> N
 
 
 def _requeue(store: JobStore, job: Job, delay_s: float, **counters: int) -> None:
-    delay = max(1, min(queue.MAX_DELAY_S, round(delay_s)))
+    delay = max(1, min(queue.MAX_DELAY_S, round(delay_s))) if math.isfinite(delay_s) else queue.MAX_DELAY_S
     at = (datetime.now(UTC) + timedelta(seconds=delay)).isoformat(timespec="seconds").replace("+00:00", "Z")
     job = store.requeue(job, next_attempt_at=at, **counters)
     queue.send_job(job.id, job.tenant, attempt=job.provider_calls, delay_s=delay)

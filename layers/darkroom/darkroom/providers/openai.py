@@ -1,43 +1,50 @@
 """OpenAI-compatible Images API over httpx: OpenAI itself, gateways with the same schema, or darkroom's emulator.
 
 One call, no retries: the worker owns the retry policy (through the queue), so a retried POST can never bill twice
-without the job store knowing. Errors come back as darkroom.errors.Provider* classes.
+without the job store knowing. Errors come back as darkroom.errors.Provider* classes, split by what matters for
+billing: `ProviderUnavailable` when the request certainly did not generate (it never left, or a quick 5xx said it
+failed), `ProviderAmbiguous` when it may have (no answer after sending, an answer cut short, a slow 5xx or 504).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
+import json
+import math
 import re
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
 from darkroom.errors import (
-    ProviderBadResponse,
+    ProviderAmbiguous,
     ProviderError,
     ProviderRateLimited,
     ProviderRefused,
     ProviderRejected,
     ProviderUnavailable,
 )
+from darkroom.providers.images_response import GenerationResult, ImagesResponseReader
 
 REFUSAL_CODES = {"moderation_blocked", "content_policy_violation"}
 DEFAULT_RETRY_AFTER_S = 10.0
+MAX_RETRY_AFTER_S = 3600.0
+# A 5xx that comes back sooner than the quickest render cannot be reporting a render that ran; a later one (a
+# gateway giving up on its upstream) may follow a render the upstream still bills.
+QUICK_FAILURE_S = 5.0
+ERROR_BODY_LIMIT = 64 * 1024
 # Provider messages can quote part of a key ("Incorrect API key provided: sk-ab***yz"): never pass that on.
 _SECRET_PATTERN = re.compile(r"\b(sk|dr|whsec)[-_][A-Za-z0-9_\-*.]{4,}")
 _MAX_MESSAGE = 500
+# Failures that happen before the request is on the wire: nothing can have been generated.
+_NOT_SENT = (httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ConnectError, httpx.UnsupportedProtocol, httpx.ProxyError)
+# A write that fails leaves the provider an incomplete request, which it cannot act on.
+_NOT_WHOLLY_SENT = (httpx.WriteTimeout, httpx.WriteError, httpx.LocalProtocolError)
 
-
-@dataclass(frozen=True)
-class GenerationResult:
-    images: list[bytes]
-    usage: dict[str, Any] | None
-    revised_prompts: list[str | None]
+__all__ = ["GenerationResult", "OpenAICompatibleProvider", "error_from_response", "retry_after_s"]
 
 
 class OpenAICompatibleProvider:
@@ -72,42 +79,84 @@ class OpenAICompatibleProvider:
             # OpenAI echoes X-Client-Request-Id in its logs; the emulator counts generations per job with it.
             "X-Client-Request-Id": client_request_id,
         }
+        # httpx's timeouts are per read: the deadline also bounds a provider that trickles its answer.
         timeout = httpx.Timeout(timeout_s, connect=min(10.0, timeout_s))
+        sent = time.monotonic()
+        deadline = sent + timeout_s
+        answered = False
         try:
-            response = self._http().post(
-                f"{self.base_url}/images/generations", json=params, headers=headers, timeout=timeout
-            )
-        except httpx.TimeoutException:
-            raise ProviderUnavailable(f"the provider did not answer within {timeout_s:.0f} s") from None
-        except httpx.TransportError as exc:
+            with self._http().stream(
+                "POST", f"{self.base_url}/images/generations", json=params, headers=headers, timeout=timeout
+            ) as response:
+                answered = True
+                if response.status_code >= 300:
+                    body = _read_bounded(response, deadline)
+                    raise error_from_response(
+                        response.status_code,
+                        response.headers,
+                        body,
+                        elapsed_s=time.monotonic() - sent,
+                        secrets=(api_key,),
+                    )
+                reader = ImagesResponseReader(max_images=int(params.get("n") or 1))
+                for chunk in response.iter_bytes():
+                    reader.feed(chunk)
+                    if time.monotonic() > deadline:
+                        raise ProviderAmbiguous(
+                            f"the provider's answer took longer than {timeout_s:.0f} s",
+                            code="provider_timeout",
+                            status=response.status_code,
+                        )
+                return reader.result()
+        except _NOT_SENT as exc:
             raise ProviderUnavailable(f"could not reach the provider ({exc.__class__.__name__})") from None
-        if response.status_code >= 300:
-            raise error_from_response(response, secrets=(api_key,))
-        return parse_images_response(response)
+        except _NOT_WHOLLY_SENT as exc:
+            raise ProviderUnavailable(f"the request could not be sent whole ({exc.__class__.__name__})") from None
+        except httpx.TimeoutException:
+            raise ProviderAmbiguous(
+                f"the provider did not answer within {timeout_s:.0f} s"
+                if not answered
+                else f"the provider's answer stopped arriving for {timeout_s:.0f} s",
+                code="provider_timeout",
+            ) from None
+        except httpx.TransportError as exc:
+            raise ProviderAmbiguous(
+                f"the connection to the provider was lost after the request was sent ({exc.__class__.__name__})",
+                code="provider_disconnected",
+            ) from None
 
 
-def parse_images_response(response: httpx.Response) -> GenerationResult:
-    try:
-        body = response.json()
-        data = body["data"]
-        images = [base64.b64decode(item["b64_json"], validate=True) for item in data]
-    except (ValueError, KeyError, TypeError, binascii.Error):
-        raise ProviderBadResponse("the provider's answer had no readable images") from None
-    if not images:
-        raise ProviderBadResponse("the provider answered with no images")
-    usage = body.get("usage") if isinstance(body.get("usage"), dict) else None
-    return GenerationResult(images=images, usage=usage, revised_prompts=[d.get("revised_prompt") for d in data])
+def _read_bounded(response: httpx.Response, deadline: float) -> bytes:
+    """An error body, up to ERROR_BODY_LIMIT: it only has to carry a code and a message."""
+    body = bytearray()
+    for chunk in response.iter_bytes():
+        body += chunk
+        if len(body) >= ERROR_BODY_LIMIT or time.monotonic() > deadline:
+            break
+    return bytes(body[:ERROR_BODY_LIMIT])
 
 
-def error_from_response(response: httpx.Response, *, secrets: tuple[str, ...] = ()) -> ProviderError:
-    status = response.status_code
-    code, message = _error_fields(response, secrets)
+def error_from_response(
+    status: int,
+    headers: httpx.Headers,
+    body: bytes,
+    *,
+    elapsed_s: float = 0.0,
+    secrets: tuple[str, ...] = (),
+) -> ProviderError:
+    code, message = _error_fields(body, secrets)
     if status == 400 and code in REFUSAL_CODES:
         return ProviderRefused(message or "the provider refused the prompt under its content policy", status=status)
     if status == 429:
         if code == "insufficient_quota":
             return ProviderRejected("the provider account has no quota left", code="provider_quota", status=status)
-        return ProviderRateLimited(message or "rate limited", retry_after_s=retry_after_s(response.headers))
+        return ProviderRateLimited(message or "rate limited", retry_after_s=retry_after_s(headers))
+    if status == 504 or (status >= 500 and elapsed_s >= QUICK_FAILURE_S):
+        return ProviderAmbiguous(
+            f"the provider answered {status} after {elapsed_s:.0f} s: {message}".rstrip(": "),
+            code="provider_unavailable",
+            status=status,
+        )
     if status in (408, 409) or status >= 500:
         return ProviderUnavailable(f"the provider answered {status}: {message}".rstrip(": "), status=status)
     if status in (401, 403):
@@ -121,27 +170,34 @@ def error_from_response(response: httpx.Response, *, secrets: tuple[str, ...] = 
 
 
 def retry_after_s(headers: httpx.Headers) -> float:
-    """Seconds to wait from `retry-after-ms`, or `retry-after` as seconds or an HTTP date."""
+    """Seconds to wait from `retry-after-ms`, or `retry-after` as seconds or an HTTP date; always a finite number
+    between 0 and MAX_RETRY_AFTER_S, whatever the header says (`inf`, `nan`, `1e999`, a date in year 9999)."""
     try:
         if "retry-after-ms" in headers:
-            return max(0.0, float(headers["retry-after-ms"]) / 1000)
+            return _bounded(float(headers["retry-after-ms"]) / 1000)
         if "retry-after" in headers:
             value = headers["retry-after"]
             try:
-                return max(0.0, float(value))
+                return _bounded(float(value))
             except ValueError:
                 from datetime import UTC, datetime
 
-                return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
-    except (ValueError, TypeError):
+                return _bounded((parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+    except (ValueError, TypeError, OverflowError):
         pass
     return DEFAULT_RETRY_AFTER_S
 
 
-def _error_fields(response: httpx.Response, secrets: tuple[str, ...]) -> tuple[str, str]:
+def _bounded(seconds: float) -> float:
+    if math.isnan(seconds):
+        return DEFAULT_RETRY_AFTER_S
+    return min(MAX_RETRY_AFTER_S, max(0.0, seconds))
+
+
+def _error_fields(body: bytes, secrets: tuple[str, ...]) -> tuple[str, str]:
     try:
-        error = response.json().get("error") or {}
-    except (ValueError, AttributeError):
+        error = json.loads(body).get("error") or {}
+    except (ValueError, AttributeError, RecursionError):
         return "", ""
     if not isinstance(error, dict):
         return "", ""

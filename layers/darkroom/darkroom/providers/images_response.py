@@ -1,0 +1,144 @@
+"""OpenAI's ImagesResponse, read as it streams in: each `b64_json` decoded on the fly, one image at a time.
+
+The largest answer the catalog allows (n=10 at 3840x2160 PNG) is hundreds of MiB of base64. Reading it whole, then
+parsing it, then decoding it held three copies at once (990 MiB peak measured against a 1024 MB worker). Here the
+encoded text is never kept: every `"b64_json": "..."` value is decoded as its chunks arrive and replaced in the
+document by the image's index, so the rest of the answer (usage, revised prompts) stays a few KB and is parsed as
+ordinary JSON at the end. Peak memory is the decoded images plus one chunk.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from darkroom.errors import ProviderBadResponse
+
+_KEY = b'"b64_json"'
+_WHITESPACE = b" \t\r\n"
+# A PNG of the largest size the catalog allows is at most ~33 MB even uncompressed; anything larger is not an image
+# darkroom asked for. The rest of an answer (usage, revised prompts) is small.
+MAX_IMAGE_BYTES = 64 * 1024 * 1024
+MAX_DOCUMENT_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    images: list[bytes]
+    usage: dict[str, Any] | None
+    revised_prompts: list[str | None]
+
+
+class ImagesResponseReader:
+    """Feed it the body's chunks in order, then call `result()`."""
+
+    def __init__(self, *, max_images: int = 10) -> None:
+        self.max_images = max_images
+        self._document = bytearray()  # the answer with every b64_json value replaced by its image index
+        self._images: list[bytes] = []
+        self._pending = b""  # bytes not yet placed: a possible split key or escape
+        self._pending_base64 = b""  # base64 awaiting a whole 4-character quantum
+        self._state = "text"  # text -> colon -> quote -> base64 -> text
+        self._image = bytearray()
+
+    def feed(self, chunk: bytes) -> None:
+        data = self._pending + chunk
+        self._pending = b""
+        while data:
+            data = getattr(self, f"_in_{self._state}")(data)
+        if len(self._document) > MAX_DOCUMENT_BYTES:
+            raise ProviderBadResponse("the provider's answer is larger than any images answer")
+
+    def _in_text(self, data: bytes) -> bytes:
+        found = data.find(_KEY)
+        if found < 0:
+            keep = len(_KEY) - 1  # the key may straddle this chunk and the next
+            self._document += data[:-keep]
+            self._pending = data[-keep:]
+            return b""
+        self._document += data[: found + len(_KEY)]
+        self._state = "colon"
+        return data[found + len(_KEY) :]
+
+    def _in_colon(self, data: bytes) -> bytes:
+        return self._expect(data, b":", "quote")
+
+    def _in_quote(self, data: bytes) -> bytes:
+        return self._expect(data, b'"', "base64")
+
+    def _expect(self, data: bytes, char: bytes, then: str) -> bytes:
+        """After the key: white space, then `char`; anything else means `"b64_json"` was not a key after all."""
+        stripped = data.lstrip(_WHITESPACE)
+        if not stripped:
+            return b""
+        if stripped[:1] != char:
+            self._state = "text"
+            return stripped
+        if char == b":":
+            self._document += b":"
+        self._state = then
+        return stripped[1:]
+
+    def _in_base64(self, data: bytes) -> bytes:
+        end = data.find(b'"')
+        text, rest = (data, b"") if end < 0 else (data[:end], data[end + 1 :])
+        if b"\\" in text:
+            if end < 0 and text.endswith(b"\\"):  # an escape split across chunks
+                text, self._pending = text[:-1], b"\\"
+            text = text.replace(b"\\/", b"/")  # JSON may escape '/', the only escape base64 can need
+            if b"\\" in text:
+                raise ProviderBadResponse("the provider's answer had no readable images")
+        encoded = self._pending_base64 + text
+        whole = len(encoded) // 4 * 4
+        try:
+            self._image += binascii.a2b_base64(encoded[:whole], strict_mode=True)
+        except binascii.Error:
+            raise ProviderBadResponse("the provider's answer had no readable images") from None
+        self._pending_base64 = encoded[whole:]
+        if len(self._image) > MAX_IMAGE_BYTES:
+            raise ProviderBadResponse("the provider answered with an image larger than any darkroom asks for")
+        if end >= 0:
+            self._close_image()
+        return rest
+
+    def _close_image(self) -> None:
+        if self._pending_base64 or not self._image:
+            raise ProviderBadResponse("the provider's answer had no readable images")
+        if len(self._images) >= self.max_images:
+            raise ProviderBadResponse("the provider answered with more images than were asked for")
+        self._document += str(len(self._images)).encode()
+        self._images.append(bytes(self._image))
+        self._image = bytearray()
+        self._state = "text"
+
+    def result(self) -> GenerationResult:
+        if self._state != "text":
+            raise ProviderBadResponse("the provider's answer ended inside an image")
+        self._document += self._pending
+        try:
+            body = json.loads(self._document)
+            data = body["data"]
+            indexes = [item["b64_json"] for item in data]
+        except (ValueError, KeyError, TypeError):
+            raise ProviderBadResponse("the provider's answer had no readable images") from None
+        if not data:
+            raise ProviderBadResponse("the provider answered with no images")
+        if indexes != list(range(len(self._images))):
+            raise ProviderBadResponse("the provider's answer had no readable images")
+        usage = body.get("usage") if isinstance(body.get("usage"), dict) else None
+        prompts = [item.get("revised_prompt") if isinstance(item, dict) else None for item in data]
+        return GenerationResult(
+            images=self._images,
+            usage=usage,
+            revised_prompts=[p if isinstance(p, str) else None for p in prompts],
+        )
+
+
+def read_images_response(chunks: Any, *, max_images: int = 10) -> GenerationResult:
+    """The whole answer from an iterable of byte chunks (tests, and bodies already in memory)."""
+    reader = ImagesResponseReader(max_images=max_images)
+    for chunk in chunks:
+        reader.feed(chunk)
+    return reader.result()
