@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -228,3 +229,79 @@ def test_a_job_a_worker_already_took_is_accepted_even_if_the_send_looked_failed(
     assert status == 202
     stored = JobStore().get(job["id"])
     assert stored is not None and stored.status == "running"
+
+
+@pytest.mark.parametrize(
+    ("event_args", "status", "field", "rule"),
+    [
+        ({"query": {"limit": "\u00b2"}}, 422, "limit", "range"),  # "²".isdigit() is true
+        ({"query": {"limit": "9" * 5000}}, 422, "limit", "range"),  # int() refuses over 4300 digits
+        ({"query": {"limit": "\u0663"}}, 422, "limit", "range"),  # an Arabic-Indic three
+        ({"query": {"cursor": "I2pvYl8"}}, 400, "cursor", "cursor_invalid"),  # decodes to "#job_"
+        (
+            {"query": {"cursor": base64.urlsafe_b64encode(("x" * 2000 + "#job_" + "a" * 26).encode()).decode()}},
+            400,
+            "cursor",
+            "cursor_invalid",
+        ),  # a key over DynamoDB's 1,024 bytes
+        ({"query": {"cursor": "\u00e9" * 10}}, 400, "cursor", "cursor_invalid"),
+    ],
+    ids=["superscript", "5000-digits", "arabic-indic", "empty-key", "huge-key", "non-ascii"],
+)
+def test_list_queries_that_once_caused_5xx_are_4xx_naming_the_field(
+    stack: LocalStack, event_args: dict[str, Any], status: int, field: str, rule: str
+) -> None:
+    answer_status, answer = call(stack, http_event("GET", "/v1/jobs", api_key=stack.api_keys["dev"], **event_args))
+    assert answer_status == status
+    assert (answer["error"]["fields"][0]["field"], answer["error"]["fields"][0]["rule"]) == (field, rule)
+
+
+def test_a_deeply_nested_body_is_400_not_a_recursion_error(stack: LocalStack) -> None:
+    event = http_event("POST", "/v1/images/generations", api_key=stack.api_keys["dev"], raw_body="[" * 1000)
+    status, answer = call(stack, event)
+    assert status == 400 and answer["error"]["fields"][0]["rule"] == "json_too_deep"
+    assert queued_messages(stack) == []
+
+
+def test_a_key_that_is_not_ascii_is_401_not_a_crash(stack: LocalStack) -> None:
+    status, answer = call(stack, http_event("GET", "/v1/jobs", headers={"authorization": "Bearer \u00e9\ud800"}))
+    assert status == 401 and answer["error"]["code"] == "unauthorized"
+
+
+def test_a_page_of_the_largest_jobs_stays_far_below_lambdas_6_mb(stack: LocalStack) -> None:
+    # Given 20 jobs with the longest prompts and metadata the rules allow, in four-byte characters
+    tenant_key = stack.api_keys["dev-2"]
+    metadata = {f"k{i:02d}" + "\U0001f3a8" * 60: "\U0001f3a8" * 512 for i in range(16)}
+    ids = [
+        submit(stack, {"prompt": "\U0001f3a8" * 32_000, "metadata": metadata}, tenant="dev-2")[1]["id"]
+        for _ in range(20)
+    ]
+    # When they are listed
+    response = stack.functions["ApiFunction"].invoke(
+        http_event("GET", "/v1/jobs", api_key=tenant_key, query={"limit": "20"})
+    )
+    # Then the page is small (it was 9.6 MB), lists prompt previews, and the job itself still has the whole prompt
+    assert response["statusCode"] == 200 and len(response["body"].encode()) < 1_500_000
+    page = response_json(response)
+    assert [job["id"] for job in page["data"]] == list(reversed(ids))
+    assert all(job["prompt_truncated"] and len(job["request"]["prompt"]) == 200 for job in page["data"])
+    status, whole = call(stack, http_event("GET", f"/v1/jobs/{ids[0]}", api_key=tenant_key))
+    assert status == 200 and len(whole["request"]["prompt"]) == 32_000
+
+
+def test_a_page_over_its_byte_budget_is_cut_and_continues(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a budget of about three summaries
+    from darkroom.api import routes
+
+    key = stack.api_keys["dev-2"]
+    ids = [submit(stack, {"prompt": f"budget {i} " + "x" * 1000}, tenant="dev-2")[1]["id"] for i in range(5)]
+    monkeypatch.setattr(routes, "PAGE_BUDGET_BYTES", 3_500)
+    # When a page of five is asked for, then the rest
+    _, first = call(stack, http_event("GET", "/v1/jobs", api_key=key, query={"limit": "5"}))
+    _, rest = call(
+        stack, http_event("GET", "/v1/jobs", api_key=key, query={"limit": "5", "cursor": first["next_cursor"]})
+    )
+    # Then the first page stopped short and the next one carries on without a gap or a repeat
+    assert 1 <= len(first["data"]) < 5 and first["has_more"]
+    listed = [job["id"] for job in first["data"] + rest["data"]][:5]
+    assert listed == list(reversed(ids))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+from botocore.exceptions import ClientError
+
 from darkroom.api.http import Request, Response, Router
 from darkroom.errors import Conflict, Unauthorized
 from tests.support import http_event, response_json
@@ -30,6 +33,11 @@ def make_router() -> Router:
     @router.route("GET", "/boom", summary="", public=True)
     def boom(request: Request) -> Response:
         raise RuntimeError("secret internals")
+
+    @router.route("GET", "/aws/{code}", summary="", public=True)
+    def aws_error(request: Request) -> Response:
+        code = request.path_params["code"]
+        raise ClientError({"Error": {"Code": code, "Message": "Item size exceeded; key sk-1234"}}, "PutItem")
 
     return router
 
@@ -81,3 +89,21 @@ def test_json_body_rules() -> None:
             assert type(exc).__name__ == "InvalidRequest"
         else:
             raise AssertionError("expected InvalidRequest")
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "retry_after"),
+    [("ProvisionedThroughputExceededException", 503, "1"), ("ValidationException", 500, None)],
+)
+def test_aws_failures_are_503_to_retry_but_an_invalid_request_is_never_retryable(
+    code: str, status: int, retry_after: str | None
+) -> None:
+    response = make_router().resolve(http_event("GET", f"/aws/{code}"))
+    assert response["statusCode"] == status and response["headers"].get("retry-after") == retry_after
+    assert "sk-1234" not in response["body"] and code not in response["body"]
+
+
+def test_an_undecodable_body_is_400() -> None:
+    event = {**http_event("GET", "/open"), "body": "%%%not base64", "isBase64Encoded": True}
+    response = make_router().resolve(event)
+    assert response["statusCode"] == 400 and response_json(response)["error"]["fields"][0]["rule"] == "body_encoding"

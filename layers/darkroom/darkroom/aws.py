@@ -41,3 +41,9 @@ def reset() -> None:
 def is_aws_error(exc: BaseException) -> bool:
     """An error from boto3 or botocore: a dependency failed, not darkroom's own logic."""
     return type(exc).__module__.startswith(("botocore", "boto3"))
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a botocore ClientError ("ConditionalCheckFailedException", "NoSuchKey", ...), or ""."""
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))

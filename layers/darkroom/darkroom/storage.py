@@ -94,5 +94,4 @@ def presign(key: str) -> str:
 
 
 def _is_missing(exc: Exception) -> bool:
-    code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code")
-    return code in {"404", "NoSuchKey", "NotFound"}
+    return aws.error_code(exc) in {"404", "NoSuchKey", "NotFound"}

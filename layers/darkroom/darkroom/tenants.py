@@ -18,6 +18,7 @@ from darkroom.settings import settings
 
 KEY_PREFIX = "dr_"
 TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+MAX_KEY_CHARS = 256
 # A revoked key stops working within this many seconds on a warm function.
 CACHE_TTL_S = 60.0
 
@@ -56,6 +57,8 @@ def tenant_for_authorization(header: str | None) -> str:
     api_key = api_key.strip()
     if scheme.lower() != "bearer" or not api_key:
         raise Unauthorized("Send your API key as 'Authorization: Bearer <key>'.")
+    if not api_key.isascii() or len(api_key) > MAX_KEY_CHARS:
+        raise Unauthorized("The API key is not valid.")  # no key darkroom issues looks like this
     key_hash = hash_key(api_key)
     now = time.monotonic()
     with _cache_lock:

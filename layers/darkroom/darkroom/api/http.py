@@ -55,6 +55,8 @@ class Request:
             return json.loads(self.body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise InvalidRequest(f"The body is not valid JSON: {exc}.", field="body", rule="json_invalid") from None
+        except RecursionError:
+            raise InvalidRequest("The body is nested too deeply.", field="body", rule="json_too_deep") from None
 
 
 @dataclass
@@ -67,7 +69,8 @@ class Response:
         return {
             "statusCode": self.status,
             "headers": {"content-type": "application/json", **self.headers},
-            "body": json.dumps(self.body),
+            # UTF-8 rather than \u escapes: a non-Latin prompt would otherwise take up to six times the bytes.
+            "body": json.dumps(self.body, ensure_ascii=False),
             "isBase64Encoded": False,
         }
 
@@ -100,13 +103,19 @@ class Router:
         return register
 
     def resolve(self, event: dict[str, Any]) -> dict[str, Any]:
-        request = Request.from_event(event)
+        try:
+            request = Request.from_event(event)
+        except ValueError:  # API Gateway only sends valid base64; anything else is not a request we can read
+            unreadable = InvalidRequest("The request body could not be decoded.", field="body", rule="body_encoding")
+            return Response(unreadable.status, unreadable.body()).to_event()
         try:
             return self._dispatch(request).to_event()
         except DarkroomError as exc:
             return Response(exc.status, exc.body()).to_event()
         except Exception as exc:
-            if aws.is_aws_error(exc):
+            # A dependency that failed may work on a retry (503); a request AWS found invalid will not, and since
+            # every input is validated first, it is darkroom's own bug (500), never something to retry forever.
+            if aws.is_aws_error(exc) and aws.error_code(exc) != "ValidationException":
                 logger.exception("AWS call failed", extra={"path": request.path})
                 error = ServiceUnavailable("darkroom could not reach its storage; try again shortly.")
                 return Response(error.status, error.body(), {"retry-after": "1"}).to_event()

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from darkroom.api.http import Request, Response, Router
 from darkroom.errors import FieldError, NotFound, ValidationFailed
 from darkroom.jobs.intake import cancel_job, submit_generation
-from darkroom.jobs.store import STATUSES, JobStore
-from darkroom.jobs.views import job_document
+from darkroom.jobs.store import STATUSES, Job, JobStore, cursor_after
+from darkroom.jobs.views import job_document, job_summary
 from darkroom.models import parse_generation_request
 from darkroom.observability import metrics
 from darkroom.settings import settings
 from darkroom.tenants import tenant_for_authorization
 
 MAX_PAGE = 100
+# Lambda answers at most 6 MB; a page stops short of that whatever its jobs hold.
+PAGE_BUDGET_BYTES = 4_000_000
 
 
 def _authenticate(request: Request) -> str:
@@ -63,7 +66,8 @@ def list_jobs(request: Request) -> Response:
     if status is not None and status not in STATUSES:
         errors.append(FieldError("status", "enum", f"status must be one of {', '.join(STATUSES)}."))
     limit_text = request.query.get("limit", "20")
-    limit = int(limit_text) if limit_text.isdigit() else 0
+    # ASCII digits only, and few of them: "²".isdigit() is true and int() of 5000 digits raises.
+    limit = int(limit_text) if limit_text.isascii() and limit_text.isdecimal() and len(limit_text) <= 3 else 0
     if not 1 <= limit <= MAX_PAGE:
         errors.append(FieldError("limit", "range", f"limit must be a whole number from 1 to {MAX_PAGE}."))
     if errors:
@@ -71,15 +75,23 @@ def list_jobs(request: Request) -> Response:
     jobs, next_cursor = JobStore().list_for_tenant(
         request.tenant, status=status, limit=limit, cursor=request.query.get("cursor") or None
     )
+    data, next_cursor = _within_page_budget(jobs, next_cursor)
     return Response(
-        200,
-        {
-            "object": "list",
-            "data": [job_document(job, with_urls=False) for job in jobs],
-            "has_more": next_cursor is not None,
-            "next_cursor": next_cursor,
-        },
+        200, {"object": "list", "data": data, "has_more": next_cursor is not None, "next_cursor": next_cursor}
     )
+
+
+def _within_page_budget(jobs: list[Job], next_cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    """Summaries up to PAGE_BUDGET_BYTES; a page cut short continues after its last job."""
+    data: list[dict[str, Any]] = []
+    size = 0
+    for job in jobs:
+        summary = job_summary(job)
+        size += len(json.dumps(summary, ensure_ascii=False).encode())
+        if data and size > PAGE_BUDGET_BYTES:
+            return data, cursor_after(jobs[len(data) - 1])
+        data.append(summary)
+    return data, next_cursor
 
 
 @router.route("DELETE", "/v1/jobs/{id}", summary="Cancel a queued job.")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -119,8 +120,7 @@ def _from_item(item: dict[str, Any]) -> Job:
 
 
 def _is_conditional_failure(exc: Exception) -> bool:
-    response = getattr(exc, "response", None) or {}
-    return response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+    return aws.error_code(exc) == "ConditionalCheckFailedException"
 
 
 def _already_written(exc: Exception, write_id: str) -> bool:
@@ -178,8 +178,7 @@ class JobStore:
                 break
             query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         if len(jobs) > limit:
-            last = jobs[limit - 1]
-            return jobs[:limit], encode_cursor(f"{last.created_at}#{last.id}")
+            return jobs[:limit], cursor_after(jobs[limit - 1])
         return jobs, None
 
     # Writes
@@ -357,16 +356,25 @@ class JobStore:
         return changed
 
 
-def encode_cursor(list_key: str) -> str:
-    return base64.urlsafe_b64encode(list_key.encode()).decode().rstrip("=")
+def cursor_after(job: Job) -> str:
+    """The cursor of the page that starts after `job`."""
+    return base64.urlsafe_b64encode(f"{job.created_at}#{job.id}".encode()).decode().rstrip("=")
+
+
+# A cursor is the position of the last job of a page: its `list_key`, exactly as darkroom writes it.
+_LIST_KEY = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z#job_[0-9a-z]{26}")
 
 
 def decode_cursor(cursor: str) -> str:
-    try:
-        list_key = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except ValueError:
-        list_key = ""
-    if "#job_" not in list_key:
+    """The list key a cursor carries. Anything darkroom did not issue is the client's mistake (400): a forged key
+    must never reach DynamoDB, whose ValidationException would read as darkroom's own failure."""
+    list_key = ""
+    if len(cursor) <= 128 and cursor.isascii():
+        try:
+            list_key = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        except ValueError:
+            list_key = ""
+    if not _LIST_KEY.fullmatch(list_key):
         raise InvalidRequest(
             "The cursor is not one this API returned; pass next_cursor unchanged.",
             field="cursor",

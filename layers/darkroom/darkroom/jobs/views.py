@@ -7,6 +7,9 @@ from typing import Any
 from darkroom import storage
 from darkroom.jobs.store import Job
 
+# A list shows this much of each prompt; GET /v1/jobs/{id} shows all of it.
+PROMPT_PREVIEW_CHARS = 200
+
 
 def job_document(job: Job, *, with_urls: bool) -> dict[str, Any]:
     outputs = []
@@ -40,3 +43,13 @@ def job_document(job: Job, *, with_urls: bool) -> dict[str, Any]:
 
 def manifest_document(job: Job) -> dict[str, Any]:
     return {**job_document(job, with_urls=False), "tenant": job.tenant}
+
+
+def job_summary(job: Job) -> dict[str, Any]:
+    """The job as a list shows it: everything but the full prompt, which can be 32,000 characters (128 KB)."""
+    document = job_document(job, with_urls=False)
+    prompt = str(job.request.get("prompt", ""))
+    if len(prompt) > PROMPT_PREVIEW_CHARS:
+        document["request"] = {**job.request, "prompt": prompt[:PROMPT_PREVIEW_CHARS]}
+        document["prompt_truncated"] = True
+    return document
