@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
 import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from darkroom_local.stack import LocalStack
 
 
 def run(args: argparse.Namespace) -> int:
@@ -20,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     stack.start()
+    _remember_local_stack(stack)
     provider = f"emulator {stack.emulator.url}" if stack.emulator else "OpenAI (real calls, real bills)"
     print(
         f"""
@@ -41,7 +48,15 @@ Ctrl-C stops it.""",
     stop.wait()
     print("stopping darkroom...", flush=True)
     stack.stop()
+    LOCAL_STATE.unlink(missing_ok=True)
     return 0
+
+
+def _remember_local_stack(stack: LocalStack) -> None:
+    """Where the running stack's AWS lives, for `darkroom keys --local` in another terminal."""
+    names = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "API_KEYS_TABLE")
+    LOCAL_STATE.parent.mkdir(exist_ok=True)
+    LOCAL_STATE.write_text(json.dumps({"api": stack.api_url, "environment": {n: os.environ[n] for n in names}}))
 
 
 def emulator(args: argparse.Namespace) -> int:
@@ -51,14 +66,65 @@ def emulator(args: argparse.Namespace) -> int:
     return 0
 
 
+LOCAL_STATE = Path(".darkroom") / "local.json"
+
+
+def _use_keys_table(args: argparse.Namespace) -> None:
+    """Point darkroom at the keys table: a deployed stack's (--table, AWS credentials from the environment) or the
+    running local stack's (--local, from the file `darkroom run` writes)."""
+    if args.local:
+        try:
+            state = json.loads(LOCAL_STATE.read_text())
+        except (OSError, ValueError):
+            raise SystemExit(f"no local stack found ({LOCAL_STATE}): start one with `darkroom run`") from None
+        os.environ.update(state["environment"])
+    elif args.table:
+        os.environ["API_KEYS_TABLE"] = args.table
+    elif not os.environ.get("API_KEYS_TABLE"):
+        raise SystemExit("name the keys table with --table (the stack's ApiKeysTableName output), or use --local")
+    from darkroom import aws
+
+    aws.reset()
+
+
 def keys_create(args: argparse.Namespace) -> int:
-    """Create an API key in a deployed stack's keys table (AWS credentials from the environment)."""
-    os.environ["API_KEYS_TABLE"] = args.table
-    from darkroom.tenants import create_api_key
+    _use_keys_table(args)
+    from darkroom.tenants import create_api_key, hash_key, key_id
 
     key = create_api_key(args.tenant, name=args.name)
     print(key)
-    print(f"# the key for tenant {args.tenant!r}; it is stored only hashed and cannot be shown again", file=sys.stderr)
+    print(
+        f"# {key_id(hash_key(key))}: the key for tenant {args.tenant!r}; stored only hashed, it cannot be shown again",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def keys_list(args: argparse.Namespace) -> int:
+    _use_keys_table(args)
+    from darkroom.tenants import list_api_keys
+
+    records = list_api_keys(args.tenant)
+    if args.json:
+        print(json.dumps([record.as_dict() for record in records], indent=2))
+        return 0
+    print(f"{'ID':<21} {'TENANT':<20} {'STATUS':<8} {'CREATED':<25} NAME")
+    for record in records:
+        status = "revoked" if record.revoked_at else "active"
+        print(f"{record.id:<21} {record.tenant:<20} {status:<8} {record.created_at:<25} {record.name}")
+    return 0
+
+
+def keys_revoke(args: argparse.Namespace) -> int:
+    _use_keys_table(args)
+    from darkroom.tenants import CACHE_TTL_S, revoke_api_key
+
+    try:
+        record = revoke_api_key(args.key_id)
+    except KeyError:
+        print(f"no key {args.key_id}; `darkroom keys list` shows the ids", file=sys.stderr)
+        return 1
+    print(f"revoked {record.id} of tenant {record.tenant!r}; it stops working within {CACHE_TTL_S:.0f} s")
     return 0
 
 
@@ -75,13 +141,23 @@ def main(argv: list[str] | None = None) -> int:
     emulator_parser.add_argument("--host", default="127.0.0.1")
     emulator_parser.set_defaults(func=emulator)
 
-    keys_parser = commands.add_parser("keys", help="API keys for a deployed stack")
+    keys_parser = commands.add_parser("keys", help="API keys: create, list, revoke (deployed or local stack)")
     keys_commands = keys_parser.add_subparsers(dest="keys_command", required=True)
-    create_parser = keys_commands.add_parser("create", help="create a key for a tenant and print it once")
+    table = argparse.ArgumentParser(add_help=False)
+    where = table.add_mutually_exclusive_group()
+    where.add_argument("--table", help="a deployed stack's ApiKeysTableName output")
+    where.add_argument("--local", action="store_true", help="the stack `darkroom run` is running")
+    create_parser = keys_commands.add_parser("create", parents=[table], help="create a key and print it once")
     create_parser.add_argument("--tenant", required=True)
-    create_parser.add_argument("--table", required=True, help="the stack's ApiKeysTableName output")
     create_parser.add_argument("--name", default="", help="a label to recognise the key by")
     create_parser.set_defaults(func=keys_create)
+    list_parser = keys_commands.add_parser("list", parents=[table], help="list keys (ids, never the keys)")
+    list_parser.add_argument("--tenant", default=None)
+    list_parser.add_argument("--json", action="store_true")
+    list_parser.set_defaults(func=keys_list)
+    revoke_parser = keys_commands.add_parser("revoke", parents=[table], help="revoke a key by its id")
+    revoke_parser.add_argument("key_id")
+    revoke_parser.set_defaults(func=keys_revoke)
 
     args = parser.parse_args(argv)
     return int(args.func(args))

@@ -18,11 +18,16 @@ from darkroom_local.stack import free_port
 pytestmark = pytest.mark.e2e
 
 
-def start_run(port: int, **env: str) -> tuple[subprocess.Popen[str], str]:
+def darkroom_command() -> list[str]:
     script = Path(sys.executable).parent / "darkroom"
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "darkroom_local.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "darkroom_local.cli"]
+
+
+def start_run(port: int, cwd: Path | None = None, **env: str) -> tuple[subprocess.Popen[str], str]:
     env = {**os.environ, "DARKROOM_PORT": str(port), "POWERTOOLS_LOG_LEVEL": "WARNING", **env}
-    process = subprocess.Popen([*command, "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [*darkroom_command(), "run"], env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     assert process.stdout is not None
     output = ""
     deadline = time.monotonic() + 60
@@ -34,9 +39,9 @@ def start_run(port: int, **env: str) -> tuple[subprocess.Popen[str], str]:
     return process, output
 
 
-def test_run_serves_and_stops_cleanly_on_sigterm() -> None:
+def test_run_serves_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
-    process, output = start_run(port, DARKROOM_API_KEY="dr_e2e_fixed_key")
+    process, output = start_run(port, tmp_path, DARKROOM_API_KEY="dr_e2e_fixed_key")
     try:
         assert f"API        http://127.0.0.1:{port}" in output, output
         assert "export DARKROOM_API_KEY=dr_e2e_fixed_key" in output
@@ -55,6 +60,16 @@ def test_run_serves_and_stops_cleanly_on_sigterm() -> None:
                 break
             time.sleep(0.1)
         assert status == "succeeded"
+
+        # An operator in another terminal manages the running stack's keys
+        keys = [*darkroom_command(), "keys"]
+        created = subprocess.run([*keys, "create", "--local", "--tenant", "ops"], cwd=tmp_path, capture_output=True)
+        new_key = created.stdout.decode().strip()
+        assert created.returncode == 0 and new_key.startswith("dr_"), created.stderr
+        answer = httpx.get(f"http://127.0.0.1:{port}/v1/jobs", headers={"Authorization": f"Bearer {new_key}"})
+        assert answer.status_code == 200
+        listed = subprocess.run([*keys, "list", "--local"], cwd=tmp_path, capture_output=True, text=True)
+        assert listed.returncode == 0 and " ops " in listed.stdout and new_key not in listed.stdout
     finally:
         process.send_signal(signal.SIGTERM)
         rest, _ = process.communicate(timeout=30)
@@ -62,6 +77,7 @@ def test_run_serves_and_stops_cleanly_on_sigterm() -> None:
     assert "stopping darkroom" in rest
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+    assert not (tmp_path / ".darkroom" / "local.json").exists()
 
 
 def test_sigterm_with_a_provider_call_under_way_stops_promptly() -> None:

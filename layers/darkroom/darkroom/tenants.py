@@ -10,6 +10,7 @@ import re
 import secrets
 import threading
 import time
+from dataclasses import dataclass
 
 from darkroom import aws
 from darkroom.errors import Unauthorized
@@ -34,6 +35,11 @@ def new_api_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
+def key_id(key_hash: str) -> str:
+    """A key's public name: enough of its hash to tell keys apart, nothing that helps guess the key."""
+    return "key_" + key_hash[:16]
+
+
 def create_api_key(tenant: str, *, api_key: str | None = None, name: str = "") -> str:
     """Store a key for `tenant` and return it: the only time the clear key exists outside its owner."""
     if not TENANT_PATTERN.match(tenant):
@@ -49,6 +55,61 @@ def create_api_key(tenant: str, *, api_key: str | None = None, name: str = "") -
         },
     )
     return api_key
+
+
+@dataclass(frozen=True)
+class ApiKeyRecord:
+    id: str
+    tenant: str
+    name: str
+    created_at: str
+    revoked_at: str | None
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {**self.__dict__, "status": "revoked" if self.revoked_at else "active"}
+
+
+def list_api_keys(tenant: str | None = None) -> list[ApiKeyRecord]:
+    """Every key (an operator's tool, so a scan of the small keys table), oldest first; never a hash or a key."""
+    records = []
+    pages = aws.client("dynamodb").get_paginator("scan").paginate(TableName=settings().api_keys_table)
+    for page in pages:
+        for item in page.get("Items", []):
+            if tenant and item["tenant"]["S"] != tenant:
+                continue
+            records.append(
+                ApiKeyRecord(
+                    id=key_id(item["key_hash"]["S"]),
+                    tenant=item["tenant"]["S"],
+                    name=item.get("name", {}).get("S", ""),
+                    created_at=item.get("created_at", {}).get("S", ""),
+                    revoked_at=item.get("revoked_at", {}).get("S"),
+                )
+            )
+    return sorted(records, key=lambda record: record.created_at)
+
+
+def revoke_api_key(api_key_id: str) -> ApiKeyRecord:
+    """Disable a key by its id; kept, not deleted, so its history stays readable. Warm functions stop accepting it
+    within CACHE_TTL_S. KeyError when no key has that id."""
+    for page in aws.client("dynamodb").get_paginator("scan").paginate(TableName=settings().api_keys_table):
+        for item in page.get("Items", []):
+            if key_id(item["key_hash"]["S"]) == api_key_id:
+                revoked_at = item.get("revoked_at", {}).get("S") or now_iso()
+                aws.client("dynamodb").update_item(
+                    TableName=settings().api_keys_table,
+                    Key={"key_hash": item["key_hash"]},
+                    UpdateExpression="SET disabled = :true, revoked_at = :at",
+                    ExpressionAttributeValues={":true": {"BOOL": True}, ":at": {"S": revoked_at}},
+                )
+                return ApiKeyRecord(
+                    id=api_key_id,
+                    tenant=item["tenant"]["S"],
+                    name=item.get("name", {}).get("S", ""),
+                    created_at=item.get("created_at", {}).get("S", ""),
+                    revoked_at=revoked_at,
+                )
+    raise KeyError(api_key_id)
 
 
 def tenant_for_authorization(header: str | None) -> str:

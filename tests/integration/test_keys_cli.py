@@ -1,0 +1,58 @@
+"""`darkroom keys create | list | revoke` against a stack's keys table: keys are shown once, listed by id only,
+and a revoked key stops working."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from darkroom import tenants
+from darkroom.tenants import hash_key, key_id
+from darkroom_local.cli import main
+from darkroom_local.stack import LocalStack
+from tests.support import http_event
+
+
+def keys_table(stack: LocalStack) -> str:
+    return stack.template.attributes["ApiKeysTable"]["Ref"]
+
+
+def can_list_jobs(stack: LocalStack, api_key: str) -> int:
+    return int(stack.functions["ApiFunction"].invoke(http_event("GET", "/v1/jobs", api_key=api_key))["statusCode"])
+
+
+def test_create_list_and_revoke_a_key(stack: LocalStack, capsys: pytest.CaptureFixture[str]) -> None:
+    table = keys_table(stack)
+    # Given a key created for a new tenant
+    assert main(["keys", "create", "--tenant", "acme", "--name", "ci", "--table", table]) == 0
+    created = capsys.readouterr()
+    api_key = created.out.strip()
+    assert api_key.startswith("dr_") and key_id(hash_key(api_key)) in created.err
+    assert can_list_jobs(stack, api_key) == 200
+    # When it is listed
+    assert main(["keys", "list", "--tenant", "acme", "--json", "--table", table]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    # Then the listing names it by id, never by the key or its hash
+    assert [(k["id"], k["tenant"], k["name"], k["status"]) for k in listed] == [
+        (key_id(hash_key(api_key)), "acme", "ci", "active")
+    ]
+    assert api_key not in json.dumps(listed) and hash_key(api_key) not in json.dumps(listed)
+    # When it is revoked (and the warm function's cache has expired)
+    assert main(["keys", "revoke", listed[0]["id"], "--table", table]) == 0
+    assert "revoked" in capsys.readouterr().out
+    tenants._cache.clear()
+    # Then the API refuses it, and the listing says so
+    assert can_list_jobs(stack, api_key) == 401
+    main(["keys", "list", "--tenant", "acme", "--json", "--table", table])
+    assert json.loads(capsys.readouterr().out)[0]["status"] == "revoked"
+
+
+def test_revoking_an_unknown_id_fails_clearly(stack: LocalStack, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["keys", "revoke", "key_0000000000000000", "--table", keys_table(stack)]) == 1
+    assert "no key key_0000000000000000" in capsys.readouterr().err
+
+
+def test_a_bad_tenant_name_is_refused_before_anything_is_stored(stack: LocalStack) -> None:
+    with pytest.raises(ValueError, match="tenant must be"):
+        main(["keys", "create", "--tenant", "Not A Tenant", "--table", keys_table(stack)])
