@@ -1,15 +1,37 @@
 """A stand-in for OpenAI's Images API: real images from Pillow, OpenAI's usage and error shapes, and faults on demand.
 
 Endpoints: POST /v1/images/generations (JSON), POST /v1/images/edits (multipart, as the openai SDK sends it).
-Test hooks: GET /_emulator/stats (calls, faults, successful generations per darkroom job), POST /_emulator/reset.
+
+It refuses what OpenAI refuses, with OpenAI's status and `{"error": {"message", "type", "param", "code"}}` body,
+judged from darkroom's model table (`darkroom.catalog`) but never through darkroom's own request validation, so that
+a hole in that validation shows up here as a refused call instead of being mirrored:
+- an unknown or retired model: 404 `model_not_found`;
+- sizes: `auto` and the standard sizes for every model; a custom WxH only on models with flexible sizes, within the
+  table's limits (multiples of 16, long edge, aspect ratio, pixel count);
+- qualities per model (DALL-E's `standard`/`hd` nowhere), output formats png/jpeg/webp, a transparent background
+  only as png or webp and only on models that offer it, output_compression 0-100 for jpeg/webp only, n 1-10,
+  moderation low/auto, complexity low/medium/high, a prompt of 1 to 32,000 characters;
+- DALL-E's `response_format` and `style`, and streaming (`stream`, `partial_images`, which darkroom does not use
+  yet), as unsupported parameters; anything else it does not know as an unknown parameter.
+Every refusal names its parameter in `param`. A refused request is answered at once: no latency, no fault, no
+generation, as a provider bills nothing for a request it rejects.
+
+Test hooks:
+- GET /_emulator/calls: the provider's view of billing, per prompt and in total: `requests` received (refused ones
+  included) and `generations` completed. A generation is counted when its render finishes, before the answer is
+  written, so a client that stopped waiting still shows as billed. Totals also count requests that carried no
+  readable prompt. (Async providers' `submissions` will join these counters.) `Emulator.calls()` returns the same.
+- GET /_emulator/stats: calls that passed validation, faults, refusals, successful generations per darkroom job;
+- POST /_emulator/reset: clears both.
 
 Knobs (environment, read when the emulator starts, shared with the local stack):
-- DARKROOM_EMULATOR_LATENCY_MS: added to every call;
+- DARKROOM_EMULATOR_LATENCY_MS: added to every accepted call, before its fault draw and render (a slow answer is a
+  render that finished late);
 - DARKROOM_EMULATOR_FAULT_RATE: 0 to 1, the fraction of calls answered by a fault, an even mix of 429 with
   retry-after, 500, and a hang that outlasts the worker's provider timeout (it generates nothing);
 - DARKROOM_EMULATOR_HANG_MS: how long a hang lasts at most (it ends early when the client gives up);
 - DARKROOM_EMULATOR_RETRY_AFTER_S: the retry-after sent with 429s.
-A prompt containing `[refuse]` is refused as OpenAI refuses content-policy violations.
+A prompt containing `[refuse]` is refused as OpenAI refuses content-policy violations (400 `moderation_blocked`).
 """
 
 from __future__ import annotations
@@ -19,12 +41,13 @@ import io
 import json
 import os
 import random
+import re
 import select
 import socket
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from email.parser import BytesParser
 from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler
@@ -32,6 +55,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
+from darkroom import catalog
 from darkroom_local.http_server import BackgroundHTTPServer
 
 STANDARD_SIZE = (1024, 1024)
@@ -39,6 +63,46 @@ STANDARD_SIZE = (1024, 1024)
 TOKENS_PER_MEGAPIXEL = {"low": 196, "medium": 1756, "high": 7034, "auto": 1756, "xhigh": 9000, "max": 12000}
 REFUSE_MARKER = "[refuse]"
 FAULT_KINDS = ("rate_limit", "server_error", "hang")
+
+# OpenAI's own limits and value sets that darkroom's model table does not hold.
+MAX_PROMPT_CHARS = 32_000
+MAX_IMAGES = 10
+BACKGROUNDS = ("transparent", "opaque", "auto")
+MODERATIONS = ("low", "auto")
+COMPLEXITIES = ("low", "medium", "high")
+COMPRESSION_FORMATS = ("jpeg", "webp")
+TRANSPARENT_FORMATS = ("png", "webp")
+# Written here rather than taken from the catalog's parser, so the two can disagree and a test can notice.
+CUSTOM_SIZE = re.compile(r"([1-9][0-9]{0,4})x([1-9][0-9]{0,4})")
+# Form fields arrive as text; ASCII digits only (int() would also take "١٢" or " 2").
+FORM_INTEGER = re.compile(r"-?[0-9]{1,6}")
+
+GENERATION_PARAMETERS = frozenset(
+    {
+        "prompt",
+        "model",
+        "n",
+        "size",
+        "quality",
+        "background",
+        "output_format",
+        "output_compression",
+        "moderation",
+        "complexity",
+        "safety_identifier",
+        "user",
+    }
+)
+# Edits also take image/image[]/mask/markup, which arrive as file parts rather than fields.
+EDIT_PARAMETERS = GENERATION_PARAMETERS | {"input_fidelity"}
+FILE_PARTS = ("image", "image[]", "mask", "markup")
+# Known to OpenAI, refused here with a reason that names them.
+UNSUPPORTED_PARAMETERS = {
+    "response_format": "GPT image models always return base64-encoded images; response_format was for DALL-E.",
+    "style": "style was for DALL-E 3; describe the style in the prompt instead.",
+    "stream": "This emulator does not stream yet, as darkroom does not.",
+    "partial_images": "Partial images need streaming, which this emulator does not offer yet.",
+}
 
 
 @dataclass
@@ -63,12 +127,24 @@ class EmulatorConfig:
 
 
 @dataclass
+class CallCount:
+    """What the provider saw of one prompt (or of all): requests received, generations completed."""
+
+    requests: int = 0
+    generations: int = 0
+
+
+@dataclass
 class EmulatorStats:
+    # Calls that passed validation and went on to latency, a fault draw and a render.
     calls: int = 0
     faults: Counter[str] = field(default_factory=Counter)
     refusals: int = 0
     # Successful generations per darkroom job (from X-Client-Request-Id "job:attempt"), or per call without one.
     generations: Counter[str] = field(default_factory=Counter)
+    # The provider's billing view, keyed by prompt text.
+    prompts: dict[str, CallCount] = field(default_factory=dict)
+    totals: CallCount = field(default_factory=CallCount)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def as_dict(self) -> dict[str, Any]:
@@ -79,6 +155,25 @@ class EmulatorStats:
                 "refusals": self.refusals,
                 "generations": dict(self.generations),
             }
+
+    def calls_by_prompt(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "prompts": {prompt: asdict(count) for prompt, count in self.prompts.items()},
+                "totals": asdict(self.totals),
+            }
+
+    def count_request(self, prompt: object) -> None:
+        with self.lock:
+            self.totals.requests += 1
+            if isinstance(prompt, str):
+                self.prompts.setdefault(prompt, CallCount()).requests += 1
+
+    def count_generation(self, prompt: str, job_key: str) -> None:
+        with self.lock:
+            self.generations[job_key or f"call-{self.calls}"] += 1
+            self.prompts.setdefault(prompt, CallCount()).generations += 1
+            self.totals.generations += 1
 
 
 class ApiError(Exception):
@@ -98,8 +193,171 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-def invalid(message: str, param: str | None = None) -> ApiError:
-    return ApiError(400, message, type_="invalid_request_error", code="invalid_value", param=param)
+def invalid(message: str, param: str | None = None, code: str = "invalid_value") -> ApiError:
+    return ApiError(400, message, type_="invalid_request_error", code=code, param=param)
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """A request that passed every rule, with OpenAI's defaults filled in."""
+
+    prompt: str
+    model: str
+    n: int
+    size: str
+    quality: str
+    background: str
+    output_format: str
+    output_compression: int | None
+
+
+def check_request(params: dict[str, Any], *, edit: bool) -> ImageRequest:
+    """The request as OpenAI would take it, or the first rule it breaks as OpenAI would report it."""
+    known = EDIT_PARAMETERS if edit else GENERATION_PARAMETERS
+    for name in params:
+        if name not in known and name not in UNSUPPORTED_PARAMETERS:
+            raise invalid(f"Unknown parameter: '{name}'.", name, "unknown_parameter")
+    for name, reason in UNSUPPORTED_PARAMETERS.items():
+        value = params.get(name)
+        # `stream: false` asks for what is served anyway (multipart sends it as the text "false").
+        if value is None or (name == "stream" and value in (False, "false")):
+            continue
+        raise invalid(f"Unsupported parameter: '{name}'. {reason}", name, "unsupported_parameter")
+    prompt = _prompt(params)
+    model = _string(params, "model", catalog.DEFAULT_MODEL)
+    spec = catalog.MODELS.get(model)
+    # OpenAI answers a model id it does not serve with 404 model_not_found, and a shut-down model no longer
+    # answers at all, so a retired one gets the same 404 (checked on its own in case the table ever lists it
+    # among the live ones). darkroom's adapter must treat this 404 as final; `param` is set, unlike OpenAI's
+    # null, so that tests and logs can see which field was at fault.
+    if spec is None or model in catalog.RETIRED_MODELS:
+        raise ApiError(
+            404,
+            f"The model `{model}` does not exist or you do not have access to it.",
+            type_="invalid_request_error",
+            code="model_not_found",
+            param="model",
+        )
+    n = _integer(params, "n", 1, 1, MAX_IMAGES)
+    size = _string(params, "size", "auto")
+    _check_size(size, spec)
+    quality = _choice(params, "quality", "auto", spec.qualities)
+    output_format = _choice(params, "output_format", "png", catalog.OUTPUT_FORMATS)
+    background = _choice(params, "background", "auto", BACKGROUNDS)
+    if background == "transparent" and output_format not in TRANSPARENT_FORMATS:
+        raise invalid(
+            f"Transparent background is not supported with output_format '{output_format}'; use png or webp.",
+            "background",
+        )
+    if background == "transparent" and not spec.transparent_background:
+        raise invalid(f"Transparent background is not supported for model {model}.", "background")
+    compression = None
+    if params.get("output_compression") is not None:
+        compression = _integer(params, "output_compression", 100, 0, 100)
+        if output_format not in COMPRESSION_FORMATS:
+            raise invalid(
+                f"output_compression is only supported for jpeg and webp, not '{output_format}'.",
+                "output_compression",
+            )
+    _choice(params, "moderation", "auto", MODERATIONS)
+    _choice(params, "complexity", "medium", COMPLEXITIES)
+    for name in ("safety_identifier", "user", "input_fidelity"):
+        _string(params, name, "")
+    return ImageRequest(prompt, model, n, size, quality, background, output_format, compression)
+
+
+def _prompt(params: dict[str, Any]) -> str:
+    prompt = params.get("prompt")
+    if prompt is None:
+        raise invalid("Missing required parameter: 'prompt'.", "prompt", "missing_required_parameter")
+    if not isinstance(prompt, str):
+        raise _wrong_type("prompt", "a string", prompt)
+    if not prompt:
+        raise invalid(
+            "Invalid 'prompt': empty string. Expected a string with minimum length 1, but got an empty string instead.",
+            "prompt",
+            "empty_string",
+        )
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise invalid(
+            f"Invalid 'prompt': string too long. Expected a string with maximum length {MAX_PROMPT_CHARS}, "
+            f"but got a string with length {len(prompt)} instead.",
+            "prompt",
+            "string_above_max_length",
+        )
+    return prompt
+
+
+def _string(params: dict[str, Any], name: str, default: str) -> str:
+    value = params.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise _wrong_type(name, "a string", value)
+    return value
+
+
+def _choice(params: dict[str, Any], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = _string(params, name, default)
+    if value not in allowed:
+        raise invalid(f"Invalid value: '{value}'. Supported values are: {_listed(allowed)}.", name)
+    return value
+
+
+def _integer(params: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
+    value = params.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _wrong_type(name, "an integer", value)
+    if value < low:
+        raise invalid(
+            f"Invalid '{name}': integer below minimum value. Expected a value >= {low}, but got {value} instead.",
+            name,
+            "integer_below_min_value",
+        )
+    if value > high:
+        raise invalid(
+            f"Invalid '{name}': integer above maximum value. Expected a value <= {high}, but got {value} instead.",
+            name,
+            "integer_above_max_value",
+        )
+    return value
+
+
+def _wrong_type(name: str, expected: str, value: object) -> ApiError:
+    kinds = {bool: "a boolean", int: "an integer", float: "a decimal", str: "a string", list: "an array"}
+    got = kinds.get(type(value), "an object")
+    return invalid(f"Invalid type for '{name}': expected {expected}, but got {got} instead.", name, "invalid_type")
+
+
+def _listed(values: tuple[str, ...]) -> str:
+    quoted = [f"'{value}'" for value in values]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])}, and {quoted[-1]}"
+
+
+def _check_size(size: str, spec: catalog.ModelSpec) -> None:
+    fixed = ("auto", *catalog.STANDARD_SIZES)
+    if size in fixed:
+        return
+    if not spec.flexible_sizes:
+        raise invalid(f"Invalid value: '{size}'. Supported values for {spec.name} are: {_listed(fixed)}.", "size")
+    match = CUSTOM_SIZE.fullmatch(size)
+    if match is None:
+        raise invalid(f"Invalid size '{size}': expected 'auto' or WIDTHxHEIGHT such as '1536x1024'.", "size")
+    width, height = int(match.group(1)), int(match.group(2))
+    long_edge, short_edge = max(width, height), min(width, height)
+    if width % catalog.SIZE_MULTIPLE or height % catalog.SIZE_MULTIPLE:
+        problem = f"width and height must both be multiples of {catalog.SIZE_MULTIPLE}"
+    elif long_edge > catalog.MAX_EDGE:
+        problem = f"the longer side must be at most {catalog.MAX_EDGE} pixels"
+    elif long_edge > catalog.MAX_ASPECT * short_edge:
+        problem = f"the aspect ratio must be between 1:{catalog.MAX_ASPECT} and {catalog.MAX_ASPECT}:1"
+    elif not catalog.MIN_PIXELS <= width * height <= catalog.MAX_PIXELS:
+        problem = f"the total pixel count must be between {catalog.MIN_PIXELS} and {catalog.MAX_PIXELS}"
+    else:
+        return
+    raise invalid(f"Invalid size '{size}': {problem}.", "size")
 
 
 def render_image(
@@ -145,16 +403,12 @@ def output_tokens(width: int, height: int, quality: str) -> int:
     return max(16, round(TOKENS_PER_MEGAPIXEL.get(quality, 1756) * width * height / (1024 * 1024)))
 
 
-def parse_size(size: str | None, default: tuple[int, int] = STANDARD_SIZE) -> tuple[int, int]:
-    if not size or size == "auto":
-        return default
-    try:
-        width, height = (int(part) for part in size.lower().split("x"))
-    except ValueError:
-        raise invalid(f"Invalid size '{size}'.", "size") from None
-    if not (16 <= width <= 3840 and 16 <= height <= 3840):
-        raise invalid(f"Invalid size '{size}'.", "size")
-    return width, height
+def output_size(size: str, source: Image.Image | None) -> tuple[int, int]:
+    """Pixels for a size that passed the rules: `auto` keeps an edited image's size."""
+    if size == "auto":
+        return source.size if source is not None else STANDARD_SIZE
+    width, height = size.split("x")
+    return int(width), int(height)
 
 
 class Emulator(BackgroundHTTPServer):
@@ -172,19 +426,26 @@ class Emulator(BackgroundHTTPServer):
         self.stopping.set()
         super().stop()
 
+    def reset(self) -> None:
+        self.stats = EmulatorStats()
+
+    def calls(self) -> dict[str, Any]:
+        """What `GET /_emulator/calls` answers: requests and generations per prompt, and totals."""
+        return self.stats.calls_by_prompt()
+
+    def generations_for(self, prompt: str) -> int:
+        with self.stats.lock:
+            count = self.stats.prompts.get(prompt)
+            return count.generations if count else 0
+
     def pick_fault(self) -> str | None:
         with self.stats.lock:
             if self._random.random() >= self.config.fault_rate:
                 return None
             return self._random.choice(self.config.fault_kinds)
 
-    def generate(
-        self, params: dict[str, Any], request_id: str, sources: list[Image.Image] | None = None
-    ) -> dict[str, Any]:
-        prompt = params.get("prompt")
-        if not isinstance(prompt, str) or not prompt:
-            raise invalid("Missing required parameter: 'prompt'.", "prompt")
-        if REFUSE_MARKER in prompt:
+    def generate(self, request: ImageRequest, request_id: str, sources: list[Image.Image]) -> dict[str, Any]:
+        if REFUSE_MARKER in request.prompt:
             with self.stats.lock:
                 self.stats.refusals += 1
             raise ApiError(
@@ -193,40 +454,31 @@ class Emulator(BackgroundHTTPServer):
                 type_="image_generation_user_error",
                 code="moderation_blocked",
             )
-        n = int(params.get("n") or 1)
-        if not 1 <= n <= 10:
-            raise invalid("n must be between 1 and 10.", "n")
-        fmt = params.get("output_format") or "png"
-        if fmt not in ("png", "jpeg", "webp"):
-            raise invalid(f"Invalid output_format '{fmt}'.", "output_format")
         source = sources[0] if sources else None
-        width, height = parse_size(params.get("size"), source.size if source else STANDARD_SIZE)
-        quality = params.get("quality") or "auto"
-        background = params.get("background") or "auto"
-        compression = params.get("output_compression")
+        width, height = output_size(request.size, source)
         images = [
             render_image(
                 width,
                 height,
-                fmt,
-                background=background,
-                compression=int(compression) if compression is not None else None,
-                seed=f"{prompt}:{i}",
+                request.output_format,
+                background=request.background,
+                compression=request.output_compression,
+                seed=f"{request.prompt}:{i}",
                 source=source,
             )
-            for i in range(n)
+            for i in range(request.n)
         ]
-        text_tokens = max(1, len(prompt) // 4)
-        image_in = sum(output_tokens(*s.size, "low") for s in sources or [])
-        out_tokens = output_tokens(width, height, quality) * n
-        with self.stats.lock:
-            self.stats.generations[request_id.split(":")[0] or f"call-{self.stats.calls}"] += 1
+        # Billed from here on, whether or not the client is still there to read the answer.
+        self.stats.count_generation(request.prompt, request_id.split(":")[0])
+        text_tokens = max(1, len(request.prompt) // 4)
+        image_in = sum(output_tokens(*s.size, "low") for s in sources)
+        out_tokens = output_tokens(width, height, request.quality) * request.n
         return {
             "created": int(time.time()),
             "data": [{"b64_json": base64.b64encode(image).decode()} for image in images],
-            "background": "transparent" if background == "transparent" else "opaque",
-            "output_format": fmt,
-            "quality": quality if quality != "auto" else "medium",
+            "background": "transparent" if request.background == "transparent" else "opaque",
+            "output_format": request.output_format,
+            "quality": request.quality if request.quality != "auto" else "medium",
             "size": f"{width}x{height}",
             "usage": {
                 "input_tokens": text_tokens + image_in,
@@ -251,6 +503,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/_emulator/stats":
             self._send(200, self.emulator.stats.as_dict())
+        elif self.path == "/_emulator/calls":
+            self._send(200, self.emulator.calls())
         elif self.path in ("/health", "/v1/models"):
             self._send(200, {"status": "ok"})
         else:
@@ -269,24 +523,31 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("content-length") or 0))
         if self.path == "/_emulator/reset":
-            self.emulator.stats = EmulatorStats()
+            self.emulator.reset()
             self._send(200, {"reset": True})
             return
         try:
             self._check_auth()
-            if self.path == "/v1/images/generations":
-                params, sources = self._json(body), None
-            elif self.path == "/v1/images/edits":
-                params, sources = self._multipart(body)
-            else:
+            if self.path not in ("/v1/images/generations", "/v1/images/edits"):
                 raise ApiError(404, f"Unknown path {self.path}", type_="invalid_request_error", code="not_found")
+            edit = self.path == "/v1/images/edits"
+            try:
+                params, image_parts = self._multipart(body) if edit else (self._json(body), [])
+            except ApiError:
+                self.emulator.stats.count_request(None)
+                raise
+            self.emulator.stats.count_request(params.get("prompt"))
+            request = check_request(params, edit=edit)
+            sources = self._images(image_parts) if edit else []
             with self.emulator.stats.lock:
                 self.emulator.stats.calls += 1
             if self.emulator.config.latency_ms:
                 self.emulator.stopping.wait(self.emulator.config.latency_ms / 1000)  # cut short by stop()
+                if self.emulator.stopping.is_set():
+                    raise _Hung()  # the provider went away mid-render: nothing generated, nothing answered
             self._maybe_fault()
             request_id = self.headers.get("x-client-request-id", "")
-            self._send(200, self.emulator.generate(params, request_id, sources))
+            self._send(200, self.emulator.generate(request, request_id, sources))
         except ApiError as exc:
             self._send(exc.status, exc.body, exc.headers)
         except _Hung:
@@ -341,44 +602,58 @@ class _RequestHandler(BaseHTTPRequestHandler):
             raise invalid("The body must be a JSON object.")
         return params
 
-    def _multipart(self, body: bytes) -> tuple[dict[str, Any], list[Image.Image]]:
+    def _multipart(self, body: bytes) -> tuple[dict[str, Any], list[bytes]]:
+        """Form fields as OpenAI reads them (`n` and `output_compression` as integers), and the images' bytes."""
         content_type = self.headers.get("content-type", "")
         if not content_type.startswith("multipart/form-data"):
             raise invalid("Edits take multipart/form-data.")
         message = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
         params: dict[str, Any] = {}
-        sources: list[Image.Image] = []
+        images: list[bytes] = []
         for part in message.iter_parts():
             name = part.get_param("name", header="content-disposition")
             payload = part.get_payload(decode=True)
             payload = payload if isinstance(payload, bytes) else b""
             if name in ("image", "image[]"):
-                try:
-                    sources.append(Image.open(io.BytesIO(payload)))
-                except OSError:
-                    raise invalid("Could not read the uploaded image.", "image") from None
-            elif name == "mask":
-                continue
+                images.append(payload)
+            elif name in FILE_PARTS:
+                continue  # mask and markup are guidance: accepted unread
             elif isinstance(name, str):
-                value = payload.decode()
-                params[name] = int(value) if name in ("n", "output_compression") and value.isdigit() else value
-        if not sources:
-            raise invalid("Missing required parameter: 'image'.", "image")
-        return params, sources
+                value = payload.decode(errors="replace")
+                integer = name in ("n", "output_compression") and FORM_INTEGER.fullmatch(value)
+                params[name] = int(value) if integer else value
+        return params, images
+
+    def _images(self, parts: list[bytes]) -> list[Image.Image]:
+        if not parts:
+            raise invalid("Missing required parameter: 'image'.", "image", "missing_required_parameter")
+        images: list[Image.Image] = []
+        for payload in parts:
+            try:
+                image = Image.open(io.BytesIO(payload))
+                image.load()  # a truncated upload fails here, as a refusal, rather than halfway through a render
+                images.append(image)
+            except OSError:
+                raise invalid("Could not read the uploaded image.", "image") from None
+        return images
 
     def _send(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.send_header("x-request-id", f"req_{random.getrandbits(64):016x}")
-        self.send_header("x-ratelimit-limit-requests", "250")
-        self.send_header("x-ratelimit-remaining-requests", "249")
-        self.send_header("x-ratelimit-reset-requests", "240ms")
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.send_header("x-request-id", f"req_{random.getrandbits(64):016x}")
+            self.send_header("x-ratelimit-limit-requests", "250")
+            self.send_header("x-ratelimit-remaining-requests", "249")
+            self.send_header("x-ratelimit-reset-requests", "240ms")
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+        except OSError:
+            # The client stopped listening; whatever was generated for it stays counted.
+            self.close_connection = True
 
 
 class _Hung(Exception):

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -106,6 +107,35 @@ def test_missing_prompt_is_a_bad_request_naming_the_param(sdk: openai.OpenAI) ->
     with pytest.raises(openai.BadRequestError) as caught:
         sdk.images.generate(model="gpt-image-2", prompt="")
     assert caught.value.param == "prompt"
+
+
+@pytest.mark.parametrize(
+    ("refused", "param"),
+    [
+        pytest.param({"style": "vivid"}, "style", id="legacy-style"),
+        pytest.param({"quality": "hd"}, "quality", id="dall-e-quality"),
+        pytest.param({"size": "1000x1000"}, "size", id="size-not-multiple-of-16"),
+        pytest.param({"extra_body": {"seed": 7}}, "seed", id="unknown-parameter"),
+    ],
+)
+def test_a_refused_parameter_is_the_sdks_bad_request_naming_it(
+    sdk: openai.OpenAI, refused: dict[str, Any], param: str
+) -> None:
+    # Given a request with one parameter OpenAI refuses for gpt-image-2
+    # When the SDK sends it
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk.images.generate(model="gpt-image-2", prompt="a fox", **refused)
+    # Then the SDK raises its 400 error with that parameter named
+    assert caught.value.param == param
+
+
+def test_a_retired_model_is_the_sdks_not_found_error(sdk: openai.OpenAI) -> None:
+    # Given a model OpenAI no longer serves
+    # When the SDK asks it for an image
+    with pytest.raises(openai.NotFoundError) as caught:
+        sdk.images.generate(model="dall-e-3", prompt="a fox")
+    # Then the SDK raises its 404 error with OpenAI's code
+    assert caught.value.code == "model_not_found" and caught.value.param == "model"
 
 
 def test_faults_parse_as_the_sdks_errors() -> None:
