@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 TOOLS := .venv-tools
+CHECKOV := .venv-checkov
 PY := $(VENV)/bin/python
 PIP := --quiet --disable-pip-version-check
 
@@ -24,6 +25,11 @@ $(TOOLS)/.installed: requirements-tools.txt
 	$(TOOLS)/bin/python -m pip install $(PIP) -r requirements-tools.txt
 	touch $@
 
+$(CHECKOV)/.installed: requirements-checkov.txt
+	$(PYTHON) -m venv $(CHECKOV)
+	$(CHECKOV)/bin/python -m pip install $(PIP) -r requirements-checkov.txt
+	touch $@
+
 run: install ## Run API, worker, moto and the provider emulator on 127.0.0.1 (DARKROOM_PORT, default 3000)
 	$(VENV)/bin/darkroom run
 
@@ -36,10 +42,11 @@ test: lint ## Everything CI runs: lint, then unit, integration, end-to-end and f
 	$(PY) -m coverage combine -q
 	$(PY) -m coverage report
 
-lint: install template ## ruff, mypy, and the SAM template through aws-sam-translator and cfn-lint
+lint: install template $(CHECKOV)/.installed ## ruff, mypy, the template through aws-sam-translator, cfn-lint and checkov
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy layers/darkroom/darkroom functions local tests bench
+	$(CHECKOV)/bin/checkov --skip-download --quiet --compact --framework cloudformation -f build/template.cfn.json
 
 template: $(TOOLS)/.installed ## Transform template.yaml and lint the result
 	$(TOOLS)/bin/python local/transform_template.py template.yaml build/template.cfn.json
@@ -58,4 +65,4 @@ bench: install ## Cold-start ratios against a boto3-only baseline
 	$(PY) bench/coldstart.py
 
 clean: ## Remove environments and build output
-	rm -rf $(VENV) $(TOOLS) build .aws-sam .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.*
+	rm -rf $(VENV) $(TOOLS) $(CHECKOV) build .aws-sam .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.*

@@ -34,7 +34,8 @@ def main(source: str, target: str) -> None:
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")  # the translator needs a region to name ARNs
     template = as_packaged(yaml_parse(Path(source).read_text()))
     params = {"AWS::Region": "us-east-1", "AWS::AccountId": "123456789012", "AWS::Partition": "aws"}
-    transformed = transform(template, params, NoManagedPolicies())
+    # Metadata carried onto the generated resources: checkov reads its skips (with their reasons) there.
+    transformed = transform(template, params, NoManagedPolicies(), passthrough_metadata=True)
     Path(target).parent.mkdir(parents=True, exist_ok=True)
     Path(target).write_text(json.dumps(transformed, indent=2))
     print(f"{source}: transformed into {target} ({len(transformed['Resources'])} resources)")

@@ -15,6 +15,10 @@ _NOT_NEEDED_LOCALLY = {
     "AWS::Serverless::Function",  # run in-process by the stack
     "AWS::Serverless::LayerVersion",  # the darkroom package is importable as it is
     "AWS::S3::BucketPolicy",  # moto does not enforce bucket policies
+    "AWS::IAM::Role",  # moto does not enforce IAM: the functions run in-process with the stack's own credentials
+    "AWS::KMS::Key",  # it only encrypts the alarm topic, and moto's SNS stores nothing encrypted
+    "AWS::SNS::Subscription",  # no alarm mail leaves the machine
+    "AWS::CloudWatch::Alarm",  # local metrics go to the terminal as EMF lines: CloudWatch would never see them
 }
 
 
@@ -104,10 +108,29 @@ def _http_api(
     template.attributes[logical_id] = {"Ref": "local", "ApiEndpoint": "http://127.0.0.1"}
 
 
+def _log_group(
+    template: LocalTemplate, logical_id: str, props: dict[str, Any], region: str, account: str, _: str
+) -> None:
+    # Local functions log to the terminal; the group exists so what names it (the API's access logs) resolves.
+    name = f"/{PREFIX}/{logical_id}"
+    logs = boto3.client("logs")
+    logs.create_log_group(logGroupName=name)
+    if "RetentionInDays" in props:
+        logs.put_retention_policy(logGroupName=name, retentionInDays=int(template.resolve(props["RetentionInDays"])))
+    template.attributes[logical_id] = {"Ref": name, "Arn": f"arn:aws:logs:{region}:{account}:log-group:{name}:*"}
+
+
+def _topic(template: LocalTemplate, logical_id: str, props: dict[str, Any], region: str, account: str, _: str) -> None:
+    arn = boto3.client("sns").create_topic(Name=_name(logical_id))["TopicArn"]
+    template.attributes[logical_id] = {"Ref": arn, "TopicArn": arn, "TopicName": _name(logical_id)}
+
+
 _CREATORS = {
     "AWS::DynamoDB::Table": _table,
     "AWS::SQS::Queue": _queue,
     "AWS::S3::Bucket": _bucket,
     "AWS::SecretsManager::Secret": _secret,
     "AWS::Serverless::HttpApi": _http_api,
+    "AWS::SNS::Topic": _topic,
+    "AWS::Logs::LogGroup": _log_group,
 }

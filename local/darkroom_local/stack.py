@@ -20,6 +20,7 @@ from darkroom_local.lambdas import LocalFunction
 from darkroom_local.moto_atomic import serialise_dynamodb, watch_writes
 from darkroom_local.pollers import QueuePoller
 from darkroom_local.resources import create_resources
+from darkroom_local.schedules import Schedule
 from darkroom_local.template import LocalTemplate
 from darkroom_local.trail import Trail
 
@@ -52,6 +53,8 @@ class StackConfig:
     serve: bool = True
     # Record every delivery and DynamoDB write per job (fault runs print a failing job's trail).
     trail: bool = False
+    # Run scheduled functions this often instead of at their template rate (tests cannot wait a minute).
+    schedule_interval_s: float | None = None
 
     @classmethod
     def from_env(cls) -> StackConfig:
@@ -66,9 +69,11 @@ class LocalStack:
     def __init__(self, config: StackConfig | None = None) -> None:
         self.config = config or StackConfig()
         self.template = LocalTemplate(self.config.parameters)
+        self.template.check_rules()  # the stack CloudFormation would refuse is refused here too
         self.emulator: Emulator | None = None
         self.front: ApiFront | None = None
         self.pollers: list[QueuePoller] = []
+        self.schedules: list[Schedule] = []
         self.functions: dict[str, LocalFunction] = {}
         self.api_keys: dict[str, str] = {}
         self._moto: Any = None
@@ -140,8 +145,14 @@ class LocalStack:
                 )
                 poller.start()
                 self.pollers.append(poller)
+            for expression in function.spec.schedules:
+                schedule = Schedule(function, expression, interval_s=self.config.schedule_interval_s)
+                schedule.start()
+                self.schedules.append(schedule)
 
     def stop(self) -> None:
+        for schedule in self.schedules:
+            schedule.request_stop()
         for poller in self.pollers:
             poller.request_stop()
         if self.emulator:
@@ -150,6 +161,9 @@ class LocalStack:
         for poller in self.pollers:
             poller.join(deadline)
         self.pollers = []
+        for schedule in self.schedules:
+            schedule.join(max(0.0, deadline - time.monotonic()))
+        self.schedules = []
         if self.front:
             self.front.stop()
         if self._moto:

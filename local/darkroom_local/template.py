@@ -36,7 +36,8 @@ def _tag(name: str):
     return construct
 
 
-for _name in ("Ref", "GetAtt", "Sub", "Join", "If", "Equals", "Not", "Select", "Split", "FindInMap", "ImportValue"):
+_TAGS = ("Ref", "GetAtt", "Sub", "Join", "If", "Equals", "Not", "And", "Or", "Contains", "Select", "Split", "FindInMap")
+for _name in (*_TAGS, "ImportValue"):
     _CfnLoader.add_constructor(f"!{_name}", _tag(_name))
 
 
@@ -53,6 +54,7 @@ class FunctionSpec:
     environment: dict[str, str]
     http_routes: list[tuple[str, str]] = field(default_factory=list)  # (method, path)
     sqs_events: list[dict[str, Any]] = field(default_factory=list)  # resolved SQS event properties
+    schedules: list[str] = field(default_factory=list)  # rate(...) / cron(...) expressions
 
 
 class LocalTemplate:
@@ -74,6 +76,35 @@ class LocalTemplate:
         }
         # logical id -> {"Ref": ..., "Arn": ..., ...}, filled in by the stack as it creates resources.
         self.attributes: dict[str, dict[str, str]] = {}
+
+    def check_rules(self) -> None:
+        """The template's Rules, as CloudFormation checks them before it deploys: ValueError on a broken one."""
+        for name, rule in self.doc.get("Rules", {}).items():
+            if "RuleCondition" in rule and not self._truth(rule["RuleCondition"]):
+                continue
+            for assertion in rule.get("Assertions", []):
+                if not self._truth(assertion["Assert"]):
+                    raise ValueError(f"template rule {name}: {assertion.get('AssertDescription', 'failed')}")
+
+    def _truth(self, value: Any) -> Any:
+        """Rule functions over parameters: Equals, Contains, And, Or, Not, Ref."""
+        if not isinstance(value, dict):
+            return [self._truth(v) for v in value] if isinstance(value, list) else str(value)
+        ((key, arg),) = value.items()
+        if key == "Ref":
+            return self._ref(arg)
+        args = [self._truth(a) for a in arg]
+        if key == "Fn::Equals":
+            return args[0] == args[1]
+        if key == "Fn::Contains":
+            return args[1] in args[0]
+        if key == "Fn::And":
+            return all(args)
+        if key == "Fn::Or":
+            return any(args)
+        if key == "Fn::Not":
+            return not args[0]
+        raise NotImplementedError(f"the local stack does not check rules using {key}")
 
     @property
     def resources(self) -> dict[str, dict[str, Any]]:
@@ -138,6 +169,8 @@ class LocalTemplate:
                     spec.http_routes.append((event_props["Method"].upper(), event_props["Path"]))
                 elif event["Type"] == "SQS":
                     spec.sqs_events.append(event_props)
+                elif event["Type"] in ("Schedule", "ScheduleV2"):
+                    spec.schedules.append(event_props.get("Schedule") or event_props["ScheduleExpression"])
                 else:
                     raise NotImplementedError(f"the local stack does not run {event['Type']} events yet")
             specs.append(spec)

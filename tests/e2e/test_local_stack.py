@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -11,6 +12,8 @@ import httpx
 import pytest
 from PIL import Image
 
+from darkroom import queue
+from darkroom.jobs.store import JobStore
 from darkroom_local.emulator import EmulatorConfig
 from darkroom_local.stack import LocalStack, StackConfig
 from tests.conftest import FAST, QUIET
@@ -20,7 +23,13 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def running() -> Iterator[LocalStack]:
-    config = StackConfig(port=0, parameters=dict(FAST), environment=dict(QUIET), emulator=EmulatorConfig())
+    config = StackConfig(
+        port=0,
+        parameters=dict(FAST),
+        environment={**QUIET, "SWEEP_GRACE_S": "1"},
+        emulator=EmulatorConfig(),
+        schedule_interval_s=1,
+    )
     with LocalStack(config) as stack:
         yield stack
 
@@ -139,3 +148,17 @@ def test_cors_preflight_is_answered_from_the_template(running: LocalStack) -> No
     assert answer.status_code == 204
     assert answer.headers["access-control-allow-origin"] == "*"
     assert "authorization" in answer.headers["access-control-allow-headers"]
+
+
+def test_a_job_whose_message_is_lost_is_revived_by_the_scheduled_sweeper(
+    client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a submission whose message is lost and whose withdrawal fails too (SQS and DynamoDB both failing)
+    with monkeypatch.context() as outage:
+        outage.setattr(queue, "send_job", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("SQS down")))
+        outage.setattr(JobStore, "delete_unstarted", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("down")))
+        answer = client.post("/v1/images/generations", json={"prompt": "lost in transit"})
+    assert answer.status_code == 503
+    job_id = re.search(r"job_[0-9a-z]{26}", answer.json()["error"]["message"]).group(0)  # type: ignore[union-attr]
+    # When nothing but the stack's own schedule runs / Then the sweeper sends its message and the job succeeds
+    assert wait_for_end(client, job_id, timeout_s=20)["status"] == "succeeded"

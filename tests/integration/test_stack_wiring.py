@@ -39,6 +39,32 @@ def test_resources_come_from_the_template() -> None:
         assert attributes["VisibilityTimeout"] == "4000"
         assert '"maxReceiveCount": 5' in attributes["RedrivePolicy"]
         tables = boto3.client("dynamodb").list_tables()["TableNames"]
-        assert set(tables) == {stack.template.attributes[t]["Ref"] for t in ("JobsTable", "ApiKeysTable")}
+        assert set(tables) == {
+            stack.template.attributes[t]["Ref"] for t in ("JobsTable", "ApiKeysTable", "IdempotencyTable")
+        }
         worker = stack.functions["WorkerFunction"].spec
         assert worker.timeout_s == 600 and worker.sqs_events[0]["BatchSize"] == "1"
+
+
+def test_a_provider_timeout_that_leaves_the_worker_no_time_is_refused_as_cloudformation_would() -> None:
+    # Given a provider call as long as the worker may run (every job would be left for later, for hours)
+    parameters = {"WorkerTimeoutSeconds": "300", "ProviderTimeoutSeconds": "300"}
+    # When the local stack is asked to start with it / Then it refuses, naming the bound, before creating anything
+    with pytest.raises(ValueError, match="With WorkerTimeoutSeconds 300, ProviderTimeoutSeconds must be at most 240"):
+        LocalStack(StackConfig(serve=False, parameters=parameters))
+
+
+def test_every_worker_timeout_the_template_allows_has_its_rule() -> None:
+    from darkroom_local.template import LocalTemplate
+
+    template = LocalTemplate()
+    for worker in template.doc["Parameters"]["WorkerTimeoutSeconds"]["AllowedValues"]:
+        for provider in template.doc["Parameters"]["ProviderTimeoutSeconds"]["AllowedValues"]:
+            candidate = LocalTemplate({"WorkerTimeoutSeconds": str(worker), "ProviderTimeoutSeconds": str(provider)})
+            fits = provider <= worker - 60
+            try:
+                candidate.check_rules()
+                refused = False
+            except ValueError:
+                refused = True
+            assert refused != fits, (worker, provider)

@@ -29,7 +29,6 @@ def clean(stack: LocalStack) -> Iterator[None]:
     yield
 
 
-
 def test_job_succeeds_with_real_images_usage_cost_and_manifest(stack: LocalStack) -> None:
     # Given a queued two-image webp job
     job_id = submit(stack, size="1536x1024", output_format="webp", n=2)

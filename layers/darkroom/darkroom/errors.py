@@ -36,6 +36,9 @@ class DarkroomError(Exception):
             error["fields"] = [e.as_dict() for e in self.errors]
         return {"error": error}
 
+    def headers(self) -> dict[str, str]:
+        return {}
+
 
 class InvalidRequest(DarkroomError):
     """The request cannot be read at all (bad JSON, wrong content type, a cursor we never issued)."""

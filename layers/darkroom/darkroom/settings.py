@@ -15,6 +15,7 @@ def _flag(value: str | None) -> bool:
 class Settings:
     jobs_table: str
     api_keys_table: str
+    idempotency_table: str
     jobs_queue_url: str
     jobs_dlq_arn: str
     outputs_bucket: str
@@ -28,6 +29,9 @@ class Settings:
     retry_base_delay_s: int
     rate_limit_max_requeues: int
     presign_ttl_s: int
+    # How long a job may sit in the sweep index before the sweeper acts: longer than the api function's timeout, so
+    # the sweeper never races a submission still under way.
+    sweep_grace_s: float
     allow_http_webhooks: bool
 
     @classmethod
@@ -36,6 +40,7 @@ class Settings:
         return cls(
             jobs_table=env.get("JOBS_TABLE", ""),
             api_keys_table=env.get("API_KEYS_TABLE", ""),
+            idempotency_table=env.get("IDEMPOTENCY_TABLE", ""),
             jobs_queue_url=env.get("JOBS_QUEUE_URL", ""),
             jobs_dlq_arn=env.get("JOBS_DLQ_ARN", ""),
             outputs_bucket=env.get("OUTPUTS_BUCKET", ""),
@@ -47,6 +52,7 @@ class Settings:
             retry_base_delay_s=int(env.get("RETRY_BASE_DELAY_S", "5")),
             rate_limit_max_requeues=int(env.get("RATE_LIMIT_MAX_REQUEUES", "20")),
             presign_ttl_s=int(env.get("PRESIGN_TTL_S", "900")),
+            sweep_grace_s=float(env.get("SWEEP_GRACE_S", "60")),
             allow_http_webhooks=_flag(env.get("ALLOW_HTTP_WEBHOOKS")),
         )
 

@@ -111,7 +111,7 @@ class Router:
         try:
             return self._dispatch(request).to_event()
         except DarkroomError as exc:
-            return Response(exc.status, exc.body()).to_event()
+            return Response(exc.status, exc.body(), exc.headers()).to_event()
         except Exception as exc:
             # A dependency that failed may work on a retry (503); a request AWS found invalid will not, and since
             # every input is validated first, it is darkroom's own bug (500), never something to retry forever.

@@ -7,6 +7,7 @@ from typing import Any
 
 from darkroom.api.http import Request, Response, Router
 from darkroom.errors import FieldError, NotFound, ValidationFailed
+from darkroom.jobs import idempotency
 from darkroom.jobs.intake import cancel_job, submit_generation
 from darkroom.jobs.store import STATUSES, Job, JobStore, cursor_after
 from darkroom.jobs.views import job_document, job_summary
@@ -45,10 +46,16 @@ def openapi(request: Request) -> Response:
 
 @router.route("POST", "/v1/images/generations", summary="Queue an image generation job.")
 def create_generation(request: Request) -> Response:
-    generation = parse_generation_request(request.json(), allow_http_webhooks=settings().allow_http_webhooks)
-    job = submit_generation(request.tenant, generation)
-    metrics.add_metric(name="JobsAccepted", unit="Count", value=1)
-    return Response(202, job_document(job, with_urls=False), {"location": f"/v1/jobs/{job.id}"})
+    body = request.json()
+    key = idempotency.from_request(request.tenant, request.headers, "generations", body)
+    generation = parse_generation_request(body, allow_http_webhooks=settings().allow_http_webhooks)
+    job, replayed = submit_generation(request.tenant, generation, key)
+    headers = {"location": f"/v1/jobs/{job.id}"}
+    if replayed:
+        headers["idempotent-replayed"] = "true"
+    else:
+        metrics.add_metric(name="JobsAccepted", unit="Count", value=1)
+    return Response(202, job_document(job, with_urls=False), headers)
 
 
 @router.route("GET", "/v1/jobs/{id}", summary="A job, with download URLs for its outputs.")

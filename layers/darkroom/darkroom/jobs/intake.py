@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from darkroom import queue, storage
 from darkroom.errors import Conflict, NotFound, ServiceUnavailable
 from darkroom.ids import new_job_id, now_iso
-from darkroom.jobs.store import Job, JobStore, LeaseLost
+from darkroom.jobs.idempotency import IdempotencyKey, IdempotencyKeyInProgress
+from darkroom.jobs.store import Job, JobStore, LeaseLost, TransactionConflict, confirm_sent
 from darkroom.jobs.views import manifest_document
 from darkroom.models import GenerationRequest
 from darkroom.observability import logger
 
 
-def submit_generation(tenant: str, request: GenerationRequest) -> Job:
-    """Record the job, then enqueue it. If either step fails, the record is withdrawn and the client told to retry,
-    so no job waits for a message that was never sent; unless a worker already has it (the message went out but its
-    answer was lost), in which case it was accepted after all."""
+def submit_generation(
+    tenant: str, request: GenerationRequest, idempotency: IdempotencyKey | None = None
+) -> tuple[Job, bool]:
+    """Record the job (with its idempotency key, in one transaction), then enqueue it. Returns the job and whether it
+    is one an earlier request with the same key created (a replay).
+
+    If recording or enqueueing fails, the record (and the key) is withdrawn and the client told to retry, so no job
+    waits for a message that was never sent; unless a worker already has it (the message went out but its answer was
+    lost), in which case it was accepted after all."""
     now = now_iso()
     job = Job(
         id=new_job_id(),
@@ -29,11 +37,17 @@ def submit_generation(tenant: str, request: GenerationRequest) -> Job:
     )
     store = JobStore()
     try:
-        store.create(job)
+        store.create(job, together_with=[idempotency.put_item(job.id)] if idempotency else None)
         queue.send_job(job.id, tenant, attempt=0)
+    except TransactionConflict as exc:
+        if idempotency is None or not exc.failed[1]:
+            raise
+        return _replayed(store, idempotency), True
     except Exception:
         logger.exception("could not enqueue job", extra={"job_id": job.id, "tenant": tenant})
-        _withdraw(store, job)
+        _withdraw(store, job, idempotency)
+    else:
+        confirm_sent(store, job)
     logger.info(
         "job accepted",
         extra={
@@ -43,15 +57,31 @@ def submit_generation(tenant: str, request: GenerationRequest) -> Job:
             "size": request.size,
             "quality": request.quality,
             "n": request.n,
+            # Never the prompt itself: its hash finds a job by prompt, its length tells a long prompt from a short.
+            "prompt_sha256": hashlib.sha256(request.prompt.encode()).hexdigest()[:16],
+            "prompt_chars": len(request.prompt),
         },
     )
+    return job, False
+
+
+def _replayed(store: JobStore, idempotency: IdempotencyKey) -> Job:
+    """The job an earlier request with this key created, as it is now; in progress while that request is still
+    between writing the job and sending its message (or died there, until the sweeper sends it)."""
+    job_id = idempotency.claimed_job()
+    job = store.get_for_tenant(job_id, idempotency.tenant) if job_id else None
+    if job is None or (job.status == "queued" and job.sweep_at is not None):
+        raise IdempotencyKeyInProgress()
+    logger.info("idempotent request replayed", extra={"job_id": job.id, "tenant": job.tenant})
     return job
 
 
-def _withdraw(store: JobStore, job: Job) -> None:
+def _withdraw(store: JobStore, job: Job, idempotency: IdempotencyKey | None) -> None:
     """Take back a job whose submission failed half way; returns only if a worker already has it."""
     try:
-        withdrawn = store.delete_unstarted(job.id)
+        withdrawn = store.delete_unstarted(
+            job.id, together_with=[idempotency.delete_item(job.id)] if idempotency else None
+        )
     except Exception:
         logger.exception("could not withdraw job", extra={"job_id": job.id, "tenant": job.tenant})
         raise ServiceUnavailable(

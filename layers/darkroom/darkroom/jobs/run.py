@@ -36,7 +36,7 @@ from darkroom.errors import (
     ProviderRejected,
     ProviderUnavailable,
 )
-from darkroom.jobs.store import Job, JobStore, LeaseLost
+from darkroom.jobs.store import Job, JobStore, LeaseLost, confirm_sent
 from darkroom.jobs.views import manifest_document
 from darkroom.observability import logger, metrics
 from darkroom.providers.images_response import GenerationResult
@@ -149,7 +149,7 @@ def handle_job_message(body: dict[str, Any], remaining_ms: RemainingMs) -> None:
         elif not job.lease_expired():
             raise JobBusy(f"job {job.id} is running elsewhere until its lease ends")
         else:
-            _recover_after_provider_call(store, job)
+            recover_abandoned(store, job)
     except LeaseLost:
         _settle_after_conflict(store, job.id)
 
@@ -276,7 +276,7 @@ def _after_ambiguous_call(store: JobStore, job: Job, exc: ProviderAmbiguous) -> 
     _fail(store, job, exc.code, f"{exc.message}; {NOT_REPEATED}")
 
 
-def _recover_after_provider_call(store: JobStore, job: Job) -> None:
+def recover_abandoned(store: JobStore, job: Job) -> None:
     """The previous owner died after starting a provider call. Never call again: finish from S3 or fail."""
     if job.phase == "storing":
         found = storage.stored_outputs(job)
@@ -323,6 +323,7 @@ def _requeue(store: JobStore, job: Job, delay_s: float, **counters: int) -> None
     at = (datetime.now(UTC) + timedelta(seconds=delay)).isoformat(timespec="seconds").replace("+00:00", "Z")
     job = store.requeue(job, next_attempt_at=at, **counters)
     queue.send_job(job.id, job.tenant, attempt=job.provider_calls, delay_s=delay)
+    confirm_sent(store, job)
     metrics.add_metric(name="JobsRetried", unit="Count", value=1)
     logger.info("job requeued", extra={"job_id": job.id, "tenant": job.tenant, "delay_s": delay, **counters})
 

@@ -6,15 +6,22 @@ bill it twice or overwrite a terminal state. Each write also stamps a fresh `wri
 whose first try landed but whose answer was lost, the retry's condition fails, and the stamp tells that apart from
 a real conflict. Within `running`, `phase` says how far the owner got: `calling` (the
 claim is taken right before the provider call, which may be in flight), then `storing` (the provider answered).
+
+`sweep_at` puts a job in the sparse `by_sweep` index for as long as something could leave it stranded: from the
+moment it is queued until its message is confirmed sent, and while it runs, from the end of its lease. The sweeper
+looks only at entries older than its grace period, so a healthy job never reaches it, and a job whose message is
+confirmed sent has no entry at all: a backlogged queue gets no extra messages.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 import time
 import uuid
+import zlib
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -22,16 +29,28 @@ from typing import Any
 from darkroom import aws
 from darkroom.errors import InvalidRequest
 from darkroom.ids import now_iso
+from darkroom.observability import logger
 from darkroom.settings import settings
 
 TERMINAL = ("succeeded", "failed", "canceled")
 STATUSES = ("queued", "running", *TERMINAL)
 BY_TENANT = "by_tenant"
 BY_TENANT_STATUS = "by_tenant_status"
+BY_SWEEP = "by_sweep"
+# The sweep index is spread over this many partition keys, so no single key takes every job's writes.
+SWEEP_SHARDS = 8
 
 
 class LeaseLost(Exception):
     """The job moved on without us (another owner, a cancel, a terminal state): stop touching it."""
+
+
+class TransactionConflict(Exception):
+    """A condition of a transaction failed; `failed[i]` says whether item i's did."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        super().__init__(f"transaction cancelled: {reasons}")
+        self.failed = [reason == "ConditionalCheckFailed" for reason in reasons]
 
 
 @dataclass
@@ -59,6 +78,7 @@ class Job:
     cost_usd: Decimal | None = None
     error: dict[str, str] | None = None
     write_id: str | None = None
+    sweep_at: float | None = None
 
     @property
     def model(self) -> str:
@@ -99,7 +119,14 @@ def _to_item(job: Job) -> dict[str, Any]:
             item[name] = {"S": getattr(job, name)}
     if job.cost_usd is not None:
         item["cost_usd"] = {"N": str(job.cost_usd)}
+    if job.sweep_at is not None:
+        item["sweep_at"] = {"N": str(job.sweep_at)}
+        item["sweep_shard"] = {"S": sweep_shard(job.id)}
     return item
+
+
+def sweep_shard(job_id: str) -> str:
+    return str(zlib.crc32(job_id.encode()) % SWEEP_SHARDS)
 
 
 def _from_item(item: dict[str, Any]) -> Job:
@@ -115,6 +142,7 @@ def _from_item(item: dict[str, Any]) -> Job:
         updated_at=item["updated_at"]["S"],
         lease_until=float(item.get("lease_until", {"N": "0"})["N"]),
         cost_usd=Decimal(item["cost_usd"]["N"]) if "cost_usd" in item else None,
+        sweep_at=float(item["sweep_at"]["N"]) if "sweep_at" in item else None,
         **extra,
     )
 
@@ -181,38 +209,78 @@ class JobStore:
             return jobs[:limit], cursor_after(jobs[limit - 1])
         return jobs, None
 
+    def due_for_sweep(self, before: float, *, limit: int) -> list[str]:
+        """Ids of jobs whose sweep time is before `before`, oldest first within each shard, at most `limit`."""
+        ids: list[str] = []
+        for shard in range(SWEEP_SHARDS):
+            query: dict[str, Any] = {
+                "TableName": self.table,
+                "IndexName": BY_SWEEP,
+                "KeyConditionExpression": "sweep_shard = :shard AND sweep_at < :before",
+                "ExpressionAttributeValues": {":shard": {"S": str(shard)}, ":before": {"N": str(before)}},
+            }
+            while len(ids) < limit:
+                page = self.db.query(**query, Limit=limit - len(ids))
+                ids += [item["id"]["S"] for item in page.get("Items", [])]
+                if "LastEvaluatedKey" not in page:
+                    break
+                query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return ids[:limit]
+
     # Writes
 
-    def create(self, job: Job) -> None:
+    def create(self, job: Job, *, together_with: list[dict[str, Any]] | None = None) -> None:
+        """A new queued job, in the sweep index until `message_sent` confirms its message went out.
+
+        `together_with`: transaction items written atomically with the job (an idempotency key's claim); if one of
+        their conditions fails, nothing is written and TransactionConflict says which."""
         job.write_id = uuid.uuid4().hex
+        job.sweep_at = time.time()
+        put = {"TableName": self.table, "Item": _to_item(job), "ConditionExpression": "attribute_not_exists(id)"}
+        if together_with:
+            # The request token makes a boto retry of a transaction that landed a no-op instead of a conflict.
+            self._transact([{"Put": put}, *together_with], token=job.write_id)
+            return
         try:
-            self.db.put_item(
-                TableName=self.table,
-                Item=_to_item(job),
-                ConditionExpression="attribute_not_exists(id)",
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
+            self.db.put_item(**put, ReturnValuesOnConditionCheckFailure="ALL_OLD")
         except Exception as exc:
             if not (_is_conditional_failure(exc) and _already_written(exc, job.write_id)):
                 raise
 
-    def delete_unstarted(self, job_id: str) -> bool:
+    def delete_unstarted(self, job_id: str, *, together_with: list[dict[str, Any]] | None = None) -> bool:
         """Undo `create` when the job could not be enqueued, so no job sits queued without a message.
 
         False when the job has already moved on (its message did go out after all, and a worker took it)."""
+        delete = {
+            "TableName": self.table,
+            "Key": {"id": {"S": job_id}},
+            "ConditionExpression": "#s = :queued",
+            "ExpressionAttributeNames": {"#s": "status"},
+            "ExpressionAttributeValues": {":queued": {"S": "queued"}},
+        }
         try:
-            self.db.delete_item(
-                TableName=self.table,
-                Key={"id": {"S": job_id}},
-                ConditionExpression="#s = :queued",
-                ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues={":queued": {"S": "queued"}},
-            )
+            if together_with:
+                self._transact([{"Delete": delete}, *together_with], token=uuid.uuid4().hex)
+            else:
+                self.db.delete_item(**delete)
+        except TransactionConflict:
+            return self.get(job_id) is None
         except Exception as exc:
             if not _is_conditional_failure(exc):
                 raise
             return self.get(job_id) is None
         return True
+
+    def _transact(self, items: list[dict[str, Any]], *, token: str) -> None:
+        try:
+            self.db.transact_write_items(TransactItems=items, ClientRequestToken=token)
+        except Exception as exc:
+            if aws.error_code(exc) != "TransactionCanceledException":
+                raise
+            reasons = [reason.get("Code", "") for reason in getattr(exc, "response", {}).get("CancellationReasons", [])]
+            if "ConditionalCheckFailed" not in reasons:
+                raise  # a conflict with another transaction in flight, throttling: retryable, not a verdict
+            raise TransactionConflict(reasons) from None
 
     def claim(self, job: Job, lease_s: float) -> Job:
         """queued -> running for one provider call, under a fresh lease.
@@ -220,6 +288,7 @@ class JobStore:
         Conditional on the call count too: a stale read or an old duplicate message cannot claim a job that has
         meanwhile been tried and requeued. LeaseLost if the job is not queued at that count.
         """
+        lease_until = time.time() + lease_s
         return self._update(
             job,
             status="running",
@@ -229,8 +298,9 @@ class JobStore:
                 "phase": "calling",
                 "provider_calls": job.provider_calls + 1,
                 "lease_id": uuid.uuid4().hex,
-                "lease_until": time.time() + lease_s,
+                "lease_until": lease_until,
                 "started_at": job.started_at or now_iso(),
+                "sweep_at": lease_until,
             },
             removes=("next_attempt_at",),
         )
@@ -246,7 +316,11 @@ class JobStore:
                 ":lease": {"S": job.lease_id or ""},
                 ":now": {"N": str(time.time())},
             },
-            sets={"lease_id": uuid.uuid4().hex, "lease_until": time.time() + lease_s},
+            sets={
+                "lease_id": uuid.uuid4().hex,
+                "lease_until": time.time() + lease_s,
+                "sweep_at": time.time() + lease_s,
+            },
         )
 
     def advance(self, job: Job, **sets: Any) -> Job:
@@ -259,9 +333,23 @@ class JobStore:
             job,
             status="queued",
             **self._lease_condition(job),
-            sets={"next_attempt_at": next_attempt_at, "lease_until": 0.0, **counters},
+            sets={"next_attempt_at": next_attempt_at, "lease_until": 0.0, "sweep_at": time.time(), **counters},
             removes=("phase", "lease_id"),
         )
+
+    def message_sent(self, job: Job) -> None:
+        """Confirm that the queued job's message went out: the queue owns it now, so it leaves the sweep index.
+
+        Nothing to do when the job has moved on meanwhile (a worker already took it)."""
+        with contextlib.suppress(LeaseLost):
+            self._update(
+                job,
+                status="queued",
+                condition="#s = :queued AND provider_calls = :calls",
+                values={":queued": {"S": "queued"}, ":calls": {"N": str(job.provider_calls)}},
+                sets={},
+                removes=("sweep_at",),
+            )
 
     def finish(self, job: Job, status: str, *, error: dict[str, str] | None = None, **sets: Any) -> Job:
         """running -> a terminal state, for the lease holder."""
@@ -270,7 +358,7 @@ class JobStore:
             status=status,
             **self._lease_condition(job),
             sets={"completed_at": now_iso(), "error": error, "lease_until": 0.0, **sets},
-            removes=("phase", "lease_id"),
+            removes=("phase", "lease_id", "sweep_at"),
         )
 
     def fail_abandoned(self, job: Job, *, code: str, message: str) -> Job:
@@ -286,7 +374,7 @@ class JobStore:
                 ":now": {"N": str(time.time())},
             },
             sets={"completed_at": now_iso(), "error": {"code": code, "message": message}, "lease_until": 0.0},
-            removes=("phase", "lease_id"),
+            removes=("phase", "lease_id", "sweep_at"),
         )
 
     def cancel(self, job: Job) -> Job:
@@ -300,7 +388,7 @@ class JobStore:
                 "completed_at": now_iso(),
                 "error": {"code": "canceled", "message": "Canceled at the tenant's request."},
             },
-            removes=("next_attempt_at",),
+            removes=("next_attempt_at", "sweep_at"),
         )
 
     @staticmethod
@@ -328,7 +416,8 @@ class JobStore:
         names = {"#s": "status"}
         values = dict(values)
         set_parts, remove_parts = [], []
-        for i, name in enumerate(dict.fromkeys(("status", "updated_at", "tenant_status", *sets, *removes))):
+        derived = ("sweep_shard",) if "sweep_at" in sets or "sweep_at" in removes else ()
+        for i, name in enumerate(dict.fromkeys(("status", "updated_at", "tenant_status", *sets, *removes, *derived))):
             names[f"#f{i}"] = name
             if name in item:  # a field set to None is absent from the item: remove it
                 values[f":v{i}"] = item[name]
@@ -359,6 +448,15 @@ class JobStore:
 def cursor_after(job: Job) -> str:
     """The cursor of the page that starts after `job`."""
     return base64.urlsafe_b64encode(f"{job.created_at}#{job.id}".encode()).decode().rstrip("=")
+
+
+def confirm_sent(store: JobStore, job: Job) -> None:
+    """Take the job out of the sweeper's sight now that its message is out. If this write fails the sweeper sends
+    one more message after its grace period, which the worker's rules make harmless."""
+    try:
+        store.message_sent(job)
+    except Exception:
+        logger.warning("could not confirm a sent message", extra={"job_id": job.id}, exc_info=True)
 
 
 # A cursor is the position of the last job of a page: its `list_key`, exactly as darkroom writes it.

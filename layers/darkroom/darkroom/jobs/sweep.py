@@ -1,0 +1,88 @@
+"""The sweeper: a scheduled pass that moves on jobs nothing else will move, through the same rules as the worker.
+
+It reads only the sparse `by_sweep` index (never a scan), and only entries older than SWEEP_GRACE_S:
+- a `queued` job whose message was never confirmed sent (the api or a worker died between its write and its send,
+  or SQS refused the send and the withdrawal failed too) gets its message, then the confirmation;
+- a `running` job whose lease ran out (its worker died) is recovered without a provider call: finished from S3 if
+  the provider had answered and every output is stored, failed as `interrupted` otherwise.
+A job whose message was confirmed sent is not in the index, so a backlogged queue is never sent duplicates. Every
+change is a conditional write, so a sweep racing a worker or another sweep changes nothing twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from darkroom import queue
+from darkroom.jobs.run import recover_abandoned
+from darkroom.jobs.store import Job, JobStore, LeaseLost, confirm_sent
+from darkroom.observability import logger, metrics
+from darkroom.settings import settings
+
+# Jobs one pass looks at; a larger backlog is taken by the next passes, a minute apart.
+MAX_JOBS_PER_PASS = 200
+# Time kept back so a pass never runs into its function's timeout mid-job.
+STOP_BEFORE_END_MS = 10_000
+
+
+@dataclass
+class SweepReport:
+    examined: int = 0
+    resent: list[str] = field(default_factory=list)
+    recovered: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    @property
+    def moved(self) -> int:
+        return len(self.resent) + len(self.recovered)
+
+
+def sweep(remaining_ms: Callable[[], int]) -> SweepReport:
+    store = JobStore()
+    report = SweepReport()
+    for job_id in store.due_for_sweep(time.time() - settings().sweep_grace_s, limit=MAX_JOBS_PER_PASS):
+        if remaining_ms() < STOP_BEFORE_END_MS:
+            break
+        report.examined += 1
+        try:
+            _sweep_job(store, job_id, report)
+        except LeaseLost:
+            pass  # the job moved on while we looked: someone else is handling it
+        except Exception:
+            # One job's trouble (S3 down for its manifest, say) must not stop the pass; it stays due for the next.
+            report.failed.append(job_id)
+            logger.exception("sweeper could not move a job on", extra={"job_id": job_id})
+    if report.moved:
+        metrics.add_metric(name="JobsSwept", unit="Count", value=report.moved)
+    logger.info(
+        "sweep done",
+        extra={"examined": report.examined, "resent": len(report.resent), "recovered": len(report.recovered)},
+    )
+    return report
+
+
+def _sweep_job(store: JobStore, job_id: str, report: SweepReport) -> None:
+    job = store.get(job_id)
+    if job is None or job.terminal or job.sweep_at is None:
+        return  # the index lags the table: already handled
+    if job.status == "queued":
+        _resend(store, job)
+        report.resent.append(job.id)
+    elif job.status == "running" and job.lease_expired():
+        recover_abandoned(store, job)
+        report.recovered.append(job.id)
+        logger.warning("sweeper recovered a job whose worker died", extra={"job_id": job.id, "tenant": job.tenant})
+
+
+def _resend(store: JobStore, job: Job) -> None:
+    """The message the job waits for, at its current call count and not before its retry is due."""
+    delay_s = 0
+    if job.next_attempt_at:
+        due = datetime.fromisoformat(job.next_attempt_at.replace("Z", "+00:00"))
+        delay_s = max(0, round((due - datetime.now(UTC)).total_seconds()))
+    queue.send_job(job.id, job.tenant, attempt=job.provider_calls, delay_s=delay_s)
+    confirm_sent(store, job)
+    logger.warning("sweeper re-sent a job's lost message", extra={"job_id": job.id, "tenant": job.tenant})
