@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import contextvars
 import importlib.util
+import logging
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter, clear_context_keys
+
 from darkroom_local.template import FunctionSpec
 
 Handler = Callable[[dict[str, Any], Any], Any]
+
+# Each invocation's own copy of every powertools formatter's keys; None outside invocations.
+_LOG_KEYS: contextvars.ContextVar[dict[int, dict[str, Any]] | None] = contextvars.ContextVar(
+    "darkroom_local_log_keys", default=None
+)
 
 
 @dataclass
@@ -42,7 +51,62 @@ class LocalFunction:
         module = importlib.util.module_from_spec(module_spec)
         module_spec.loader.exec_module(module)
         self.handler: Handler = getattr(module, function_name)
+        isolate_invocation_log_keys()
 
     def invoke(self, event: dict[str, Any]) -> Any:
         context = LambdaContext(self.spec.logical_id, self.spec.timeout_s, str(uuid.uuid4()))
+        # A context of its own, as a fresh execution environment: nothing set by the caller's thread or by another
+        # invocation (appended keys, powertools' thread-safe keys) reaches it, and nothing it sets outlives it.
+        return contextvars.Context().run(self._invoke, event, context)
+
+    def _invoke(self, event: dict[str, Any], context: LambdaContext) -> Any:
+        _LOG_KEYS.set({})
+        clear_context_keys()  # else the first removal mutates powertools' module-wide default dict
         return self.handler(event, context)
+
+
+def isolate_invocation_log_keys() -> None:
+    """Give every powertools JSON formatter in this process per-invocation keys.
+
+    powertools' Logger keeps appended keys (and `inject_lambda_context`'s function_name, function_request_id,
+    cold_start, correlation_id) in its formatter's `log_format` dict: one per process, which in AWS is one invocation
+    at a time. Here one process runs every function on threads, so that dict would mix invocations. `append_keys`
+    mutates it and `clear_state` reassigns it, so a property on the class is what catches both. Outside invocations
+    (module import time) the shared dict is used, as in AWS; an invocation starts from a copy of it.
+    """
+    for candidate in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        for handler in getattr(candidate, "handlers", []):
+            formatter = handler.formatter
+            if isinstance(formatter, LambdaPowertoolsFormatter) and not isinstance(formatter, _InvocationKeys):
+                formatter.__class__ = _isolated_class(type(formatter))
+
+
+class _InvocationKeys:
+    """Mixed into a formatter's class: `log_format` is the current invocation's, else the process-wide one."""
+
+    @property
+    def log_format(self) -> dict[str, Any]:
+        shared: dict[str, Any] = self.__dict__["log_format"]
+        invocation = _LOG_KEYS.get()
+        if invocation is None:
+            return shared
+        if id(self) not in invocation:
+            invocation[id(self)] = dict(shared)
+        return invocation[id(self)]
+
+    @log_format.setter
+    def log_format(self, value: dict[str, Any]) -> None:
+        invocation = _LOG_KEYS.get()
+        if invocation is None:
+            self.__dict__["log_format"] = value
+        else:
+            invocation[id(self)] = value
+
+
+_isolated_classes: dict[type, type] = {}
+
+
+def _isolated_class(cls: type) -> type:
+    if cls not in _isolated_classes:
+        _isolated_classes[cls] = type(cls.__name__, (_InvocationKeys, cls), {"__module__": __name__})
+    return _isolated_classes[cls]
