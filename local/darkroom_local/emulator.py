@@ -28,9 +28,13 @@ Knobs (environment, read when the emulator starts, shared with the local stack):
 - DARKROOM_EMULATOR_LATENCY_MS: added to every accepted call, before its fault draw and render (a slow answer is a
   render that finished late);
 - DARKROOM_EMULATOR_FAULT_RATE: 0 to 1, the fraction of calls answered by a fault, an even mix of 429 with
-  retry-after, 500, and a hang that outlasts the worker's provider timeout (it generates nothing);
-- DARKROOM_EMULATOR_HANG_MS: how long a hang lasts at most (it ends early when the client gives up);
-- DARKROOM_EMULATOR_RETRY_AFTER_S: the retry-after sent with 429s.
+  retry-after, 500, a hang that outlasts the worker's provider timeout (it generates nothing), and a slow answer
+  (it renders, and bills, then answers only after the client has given up: the ambiguous call that must never be
+  repeated);
+- DARKROOM_EMULATOR_HANG_MS: how long a hang or a slow answer waits at most (it ends early when the client gives up);
+- DARKROOM_EMULATOR_RETRY_AFTER_S: the retry-after sent with 429s;
+- DARKROOM_EMULATOR_TEXTURE: `gradient` (default: small, quick images) or `noise` (images that do not compress, as
+  large as a real provider's photographs at worst, for measuring memory and bandwidth).
 A prompt containing `[refuse]` is refused as OpenAI refuses content-policy violations (400 `moderation_blocked`).
 """
 
@@ -39,6 +43,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 import os
 import random
 import re
@@ -47,6 +52,7 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from email.parser import BytesParser
 from email.policy import HTTP
@@ -62,7 +68,8 @@ STANDARD_SIZE = (1024, 1024)
 # Output image tokens for a 1024x1024 image by quality; other sizes scale with their area.
 TOKENS_PER_MEGAPIXEL = {"low": 196, "medium": 1756, "high": 7034, "auto": 1756, "xhigh": 9000, "max": 12000}
 REFUSE_MARKER = "[refuse]"
-FAULT_KINDS = ("rate_limit", "server_error", "hang")
+FAULT_KINDS = ("rate_limit", "server_error", "hang", "slow")
+TEXTURES = ("gradient", "noise")
 
 # OpenAI's own limits and value sets that darkroom's model table does not hold.
 MAX_PROMPT_CHARS = 32_000
@@ -114,6 +121,7 @@ class EmulatorConfig:
     seed: int | None = None
     # Which faults the fault rate draws from (tests narrow it to one kind).
     fault_kinds: tuple[str, ...] = FAULT_KINDS
+    texture: str = "gradient"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> EmulatorConfig:
@@ -123,6 +131,7 @@ class EmulatorConfig:
             fault_rate=float(env.get("DARKROOM_EMULATOR_FAULT_RATE", "0")),
             hang_ms=int(env.get("DARKROOM_EMULATOR_HANG_MS", "600000")),
             retry_after_s=float(env.get("DARKROOM_EMULATOR_RETRY_AFTER_S", "1")),
+            texture=env.get("DARKROOM_EMULATOR_TEXTURE", "gradient"),
         )
 
 
@@ -369,13 +378,17 @@ def render_image(
     compression: int | None,
     seed: str,
     source: Image.Image | None = None,
+    texture: str = "gradient",
 ) -> bytes:
-    """A real image of the requested size and format: a gradient (or the edited source), a mark, and the seed."""
+    """A real image of the requested size and format: a gradient or noise (or the edited source), a mark, and the
+    seed."""
     rng = random.Random(seed)
     transparent = background == "transparent"
     mode = "RGBA" if transparent else "RGB"
     if source is not None:
         image = source.convert(mode).resize((width, height))
+    elif texture == "noise":
+        image = Image.frombytes(mode, (width, height), rng.randbytes(width * height * len(mode)))
     elif transparent:
         image = Image.new("RGBA", (width, height), (0, 0, 0, 0))
     else:
@@ -421,6 +434,12 @@ class Emulator(BackgroundHTTPServer):
         self.stats = EmulatorStats()
         self._random = random.Random(self.config.seed)
         self.stopping = threading.Event()
+        # Told (X-Client-Request-Id, outcome) for every accepted call: the local stack's trail of a job.
+        self.observer: Callable[[str, str], None] | None = None
+
+    def observe(self, request_id: str, outcome: str) -> None:
+        if self.observer is not None and request_id:
+            self.observer(request_id, outcome)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -465,6 +484,7 @@ class Emulator(BackgroundHTTPServer):
                 compression=request.output_compression,
                 seed=f"{request.prompt}:{i}",
                 source=source,
+                texture=self.config.texture,
             )
             for i in range(request.n)
         ]
@@ -545,9 +565,14 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 self.emulator.stopping.wait(self.emulator.config.latency_ms / 1000)  # cut short by stop()
                 if self.emulator.stopping.is_set():
                     raise _Hung()  # the provider went away mid-render: nothing generated, nothing answered
-            self._maybe_fault()
             request_id = self.headers.get("x-client-request-id", "")
-            self._send(200, self.emulator.generate(request, request_id, sources))
+            fault = self._maybe_fault(request_id)
+            answer = self.emulator.generate(request, request_id, sources)
+            if fault == "slow":
+                self.emulator.observe(request_id, "generated, answered after the client gave up")
+                self._hang()
+            self.emulator.observe(request_id, "generated")
+            self._send(200, answer)
         except ApiError as exc:
             self._send(exc.status, exc.body, exc.headers)
         except _Hung:
@@ -558,26 +583,34 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if not auth.lower().startswith("bearer ") or not auth[7:].strip():
             raise ApiError(401, "You didn't provide an API key.", type_="invalid_request_error", code=None)
 
-    def _maybe_fault(self) -> None:
+    def _maybe_fault(self, request_id: str) -> str | None:
+        """A fault drawn for this call: raised, or returned when it comes after the render (`slow`)."""
         fault = self.emulator.pick_fault()
         if fault is None:
-            return
+            return None
         with self.emulator.stats.lock:
             self.emulator.stats.faults[fault] += 1
+        if fault != "slow":
+            self.emulator.observe(request_id, fault)
         if fault == "rate_limit":
             retry_after = self.emulator.config.retry_after_s
+            headers = {"retry-after": f"{retry_after:g}"}
+            if math.isfinite(retry_after):  # tests send `inf` to see darkroom cope; milliseconds of it do not exist
+                headers["retry-after-ms"] = str(int(retry_after * 1000))
             raise ApiError(
                 429,
                 "Rate limit reached for images per minute. Please try again later.",
                 type_="requests",
                 code="rate_limit_exceeded",
-                headers={"retry-after": f"{retry_after:g}", "retry-after-ms": str(int(retry_after * 1000))},
+                headers=headers,
             )
         if fault == "server_error":
             raise ApiError(
                 500, "The server had an error while processing your request.", type_="server_error", code=None
             )
-        self._hang()
+        if fault == "hang":
+            self._hang()
+        return fault
 
     def _hang(self) -> None:
         """Say nothing until the client gives up (or the hang's limit), then drop the connection."""

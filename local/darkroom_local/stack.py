@@ -195,6 +195,8 @@ class LocalStack:
         if self.config.provider != "emulator":
             raise SystemExit(f"DARKROOM_PROVIDER must be 'emulator' or 'openai', not {self.config.provider!r}")
         self.emulator = Emulator(self.config.emulator)
+        if self.trail:
+            self.emulator.observer = self.trail.provider_call
         self.emulator.start("127.0.0.1", 0)
         return f"{self.emulator.url}/v1", EMULATOR_KEY
 

@@ -1,4 +1,5 @@
-"""A per-job trail of what the local stack saw: every message delivered, every DynamoDB write and its outcome.
+"""A per-job trail of what the local stack saw: every message delivered, every DynamoDB write and its outcome, and
+every provider call as the emulator saw it.
 
 A fault run that finds a job breaking a rule prints the job's trail with the run's seed, so the failure can be read
 step by step rather than guessed at. Recording is off unless a stack asks for it.
@@ -51,6 +52,11 @@ class Trail:
             sets = {name: _plain(request["Item"].get(name)) for name in _WATCHED if name in request["Item"]}
         outcome = "ok" if status < 300 else _error_type(body)
         self.record(key, "write", action=action, sets=sets, outcome=outcome)
+
+    def provider_call(self, request_id: str, outcome: str) -> None:
+        """The emulator's side: what it did with a call darkroom tagged `{job}:{call count}`."""
+        job_id, _, attempt = request_id.partition(":")
+        self.record(job_id, "provider", call=attempt, outcome=outcome)
 
     def delivery(self, queue: str, body: str, receive_count: str, outcome: str) -> None:
         try:
