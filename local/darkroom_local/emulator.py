@@ -433,6 +433,7 @@ class Emulator(BackgroundHTTPServer):
         self.config = config or EmulatorConfig.from_env()
         self.stats = EmulatorStats()
         self._random = random.Random(self.config.seed)
+        self._fault_round: list[str] = []
         self.stopping = threading.Event()
         # Told (X-Client-Request-Id, outcome) for every accepted call: the local stack's trail of a job.
         self.observer: Callable[[str, str], None] | None = None
@@ -458,10 +459,15 @@ class Emulator(BackgroundHTTPServer):
             return count.generations if count else 0
 
     def pick_fault(self) -> str | None:
+        """A fault for this call, at the configured rate. Kinds are dealt from shuffled rounds rather than drawn
+        one by one, so every kind appears in any run with as many faults as there are kinds: a random draw left one
+        out about one run in fifty."""
         with self.stats.lock:
             if self._random.random() >= self.config.fault_rate:
                 return None
-            return self._random.choice(self.config.fault_kinds)
+            if not self._fault_round or set(self._fault_round) - set(self.config.fault_kinds):
+                self._fault_round = self._random.sample(self.config.fault_kinds, len(self.config.fault_kinds))
+            return self._fault_round.pop()
 
     def generate(self, request: ImageRequest, request_id: str, sources: list[Image.Image]) -> dict[str, Any]:
         if REFUSE_MARKER in request.prompt:

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from darkroom_local.emulator import Emulator, EmulatorConfig
+from darkroom_local.emulator import FAULT_KINDS, Emulator, EmulatorConfig
 
 AUTH = {"Authorization": "Bearer sk-test"}
 StartEmulator = Callable[..., Emulator]
@@ -132,3 +132,27 @@ def test_reset_clears_calls_and_stats(start: StartEmulator) -> None:
     # Then both views start again from nothing
     assert calls_over_http(emulator) == {"prompts": {}, "totals": {"requests": 0, "generations": 0}}
     assert emulator.stats.as_dict() == {"calls": 0, "faults": {}, "refusals": 0, "generations": {}}
+
+
+def test_every_fault_kind_appears_in_each_round_of_as_many_faults() -> None:
+    # Given an emulator that faults every call / When it deals twelve faults
+    emulator = Emulator(EmulatorConfig(fault_rate=1.0, seed=11))
+    dealt = [emulator.pick_fault() for _ in range(12)]
+    # Then each round of four holds every kind once: a run with four faults has seen them all
+    rounds = [dealt[i : i + 4] for i in range(0, 12, 4)]
+    assert all(sorted(r) == sorted(FAULT_KINDS) for r in rounds), dealt  # type: ignore[type-var]
+
+
+def test_a_slow_fault_bills_the_render_the_client_gave_up_on(start: StartEmulator) -> None:
+    # Given a provider whose every call is answered only after the client has given up
+    emulator = start(fault_rate=1.0, fault_kinds=("slow",), hang_ms=5_000)
+    # When a client waits half a second and leaves
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            f"{emulator.url}/v1/images/generations",
+            json={"prompt": "billed anyway", "quality": "low"},
+            headers={"Authorization": "Bearer sk-test"},
+            timeout=0.5,
+        )
+    # Then the provider generated, and bills, the image all the same
+    assert wait_for_generation(emulator, "billed anyway") == 1
