@@ -91,3 +91,14 @@ def test_memory_holds_the_decoded_images_once_not_the_encoded_answer() -> None:
     # Then the peak stays near one copy of the images (whole-body parsing needed over three)
     assert result.images == images
     assert peak < 1.5 * decoded, f"peak {peak / 1e6:.1f} MB for {decoded / 1e6:.1f} MB of images"
+
+
+def test_an_answer_with_more_image_bytes_than_any_request_can_produce_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a total cap of 2 KB / When three 1 KB images arrive / Then the third is refused before it is kept
+    from darkroom.providers import images_response
+
+    monkeypatch.setattr(images_response, "MAX_ANSWER_IMAGE_BYTES", 2048)
+    with pytest.raises(ProviderBadResponse, match="more image bytes"):
+        read_images_response(chunks(body([b"a" * 1024, b"b" * 1024, b"c" * 1024]), 100))

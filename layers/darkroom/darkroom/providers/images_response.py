@@ -18,9 +18,11 @@ from darkroom.errors import ProviderBadResponse
 
 _KEY = b'"b64_json"'
 _WHITESPACE = b" \t\r\n"
-# A PNG of the largest size the catalog allows is at most ~33 MB even uncompressed; anything larger is not an image
-# darkroom asked for. The rest of an answer (usage, revised prompts) is small.
-MAX_IMAGE_BYTES = 64 * 1024 * 1024
+# The largest image the catalog allows, 3840x2160 with four channels that do not compress, is a 33.2 MB PNG; ten of
+# them are the largest answer. Anything larger is not what darkroom asked for, and the worker's memory is sized for
+# this much (bench/worker_memory.py). The rest of an answer (usage, revised prompts) is small.
+MAX_IMAGE_BYTES = 40 * 1024 * 1024
+MAX_ANSWER_IMAGE_BYTES = 352 * 1024 * 1024
 MAX_DOCUMENT_BYTES = 4 * 1024 * 1024
 
 
@@ -42,6 +44,7 @@ class ImagesResponseReader:
         self._pending_base64 = b""  # base64 awaiting a whole 4-character quantum
         self._state = "text"  # text -> colon -> quote -> base64 -> text
         self._image = bytearray()
+        self._stored = 0  # bytes of the images already complete
 
     def feed(self, chunk: bytes) -> None:
         data = self._pending + chunk
@@ -99,6 +102,8 @@ class ImagesResponseReader:
         self._pending_base64 = encoded[whole:]
         if len(self._image) > MAX_IMAGE_BYTES:
             raise ProviderBadResponse("the provider answered with an image larger than any darkroom asks for")
+        if self._stored + len(self._image) > MAX_ANSWER_IMAGE_BYTES:
+            raise ProviderBadResponse("the provider answered with more image bytes than any request can produce")
         if end >= 0:
             self._close_image()
         return rest
@@ -110,6 +115,7 @@ class ImagesResponseReader:
             raise ProviderBadResponse("the provider answered with more images than were asked for")
         self._document += str(len(self._images)).encode()
         self._images.append(bytes(self._image))
+        self._stored += len(self._image)
         self._image = bytearray()
         self._state = "text"
 
