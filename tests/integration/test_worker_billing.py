@@ -18,19 +18,8 @@ from darkroom.jobs.store import JobStore
 from darkroom.observability import logger
 from darkroom_local.stack import LocalStack
 from tests.pipeline import deliver, faults, generations, job, manifest, queue_url, receive, submit
-from tests.support import drain
 
-
-@pytest.fixture(autouse=True)
-def clean(stack: LocalStack) -> Iterator[None]:
-    assert stack.emulator is not None
-    stack.emulator.config.fault_rate = 0.0
-    stack.emulator.config.latency_ms = 0
-    stack.emulator.stats.generations.clear()
-    drain(queue_url(stack))
-    yield
-    stack.emulator.config.fault_rate = 0.0
-    stack.emulator.config.latency_ms = 0
+pytestmark = pytest.mark.usefixtures("calm_provider")
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -18,15 +17,7 @@ from darkroom_local.stack import LocalStack
 from tests.pipeline import deliver, faults, generations, job, manifest, queue_url, receive, submit
 from tests.support import drain, http_event, load_event
 
-
-@pytest.fixture(autouse=True)
-def clean(stack: LocalStack) -> Iterator[None]:
-    assert stack.emulator is not None
-    stack.emulator.config.fault_rate = 0.0
-    stack.emulator.config.latency_ms = 0
-    stack.emulator.stats.generations.clear()
-    drain(queue_url(stack))
-    yield
+pytestmark = pytest.mark.usefixtures("calm_provider")
 
 
 def test_job_succeeds_with_real_images_usage_cost_and_manifest(stack: LocalStack) -> None:
