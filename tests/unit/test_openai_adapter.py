@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import io
 import json
 import random
+import socket
+import threading
+import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 
@@ -89,23 +93,26 @@ def test_exhausted_quota_is_not_retried() -> None:
     assert caught.value.code == "provider_quota"
 
 
-@pytest.mark.parametrize("status", [408, 409, 500, 502, 503])
+@pytest.mark.parametrize("status", [408, 409, 500, 503])
 def test_quick_failures_certainly_did_not_generate_and_are_retryable(status: int) -> None:
     with pytest.raises(ProviderUnavailable):
         provider(lambda r: error(status, None)).generate(PARAMS, timeout_s=5, client_request_id="j:1")
 
 
-def test_a_gateway_timeout_may_have_generated(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("status", [502, 504, 520, 524])
+def test_a_gateway_reporting_its_upstream_may_have_generated_however_fast(status: int) -> None:
+    # A gateway forwards first: its 502/504 may follow a render the upstream still bills
     with pytest.raises(ProviderAmbiguous) as caught:
-        provider(lambda r: error(504, None)).generate(PARAMS, timeout_s=5, client_request_id="j:1")
-    assert caught.value.code == "provider_unavailable" and caught.value.status == 504
+        provider(lambda r: error(status, None)).generate(PARAMS, timeout_s=5, client_request_id="j:1")
+    assert caught.value.code == "provider_unavailable" and caught.value.status == status
 
 
-def test_a_5xx_after_a_long_wait_may_have_generated(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Given any wait counting as long / When a 500 comes back / Then the call is ambiguous, not retryable
+@pytest.mark.parametrize("status", [408, 409, 500, 503])
+def test_any_failure_after_a_long_wait_may_have_generated(monkeypatch: pytest.MonkeyPatch, status: int) -> None:
+    # Given any wait counting as long / When the failure comes back / Then the call is ambiguous, not retryable
     monkeypatch.setattr(openai_adapter, "QUICK_FAILURE_S", 0.0)
     with pytest.raises(ProviderAmbiguous):
-        provider(lambda r: error(500, None)).generate(PARAMS, timeout_s=5, client_request_id="j:1")
+        provider(lambda r: error(status, None)).generate(PARAMS, timeout_s=5, client_request_id="j:1")
 
 
 @pytest.mark.parametrize(
@@ -263,3 +270,53 @@ def test_the_literal_provider_key_is_redacted_whatever_its_format() -> None:
     with pytest.raises(ProviderRejected) as caught:
         adapter.generate(PARAMS, timeout_s=5, client_request_id="j:1")
     assert odd_key not in caught.value.message and "[redacted]" in caught.value.message
+
+
+def test_compressed_answers_are_neither_asked_for_nor_decoded() -> None:
+    # Given a gateway that compresses anyway (a gzip bomb of a few KB can decode to gigabytes)
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, content=gzip.compress(b" " * 1_000_000), headers={"content-encoding": "gzip"})
+
+    # When it answers / Then the answer is refused unread, and darkroom had asked for none
+    with pytest.raises(ProviderBadResponse, match="encoding"):
+        provider(handler).generate(PARAMS, timeout_s=5, client_request_id="j:1")
+    assert seen[0].headers["accept-encoding"] == "identity"
+
+
+@pytest.mark.parametrize("where", ["headers", "body"])
+def test_a_server_trickling_its_answer_is_cut_at_the_calls_deadline(where: str) -> None:
+    # Given a server that sends a byte every 0.2 s (each read timeout is reset by every byte)
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def trickle() -> None:
+        connection, _ = server.accept()
+        with connection:
+            connection.recv(65536)
+            head = b"HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\n\r\n"
+            if where == "body":
+                connection.sendall(head + b'{"data": [{"b64_json": "')
+            give_up = time.monotonic() + 10  # so that without a deadline the test fails rather than hangs
+            while not stop.is_set() and time.monotonic() < give_up:
+                try:
+                    connection.sendall(b"X-Slow: 1\r\n"[:1] if where == "headers" else b"A")
+                except OSError:
+                    return
+                stop.wait(0.2)
+
+    threading.Thread(target=trickle, daemon=True).start()
+    adapter = OpenAICompatibleProvider(f"http://127.0.0.1:{server.getsockname()[1]}/v1", lambda: "sk-test")
+    started = time.monotonic()
+    # When darkroom calls it with a 1.5 s timeout
+    try:
+        with pytest.raises(ProviderAmbiguous) as caught:
+            adapter.generate(PARAMS, timeout_s=1.5, client_request_id="j:1")
+    finally:
+        stop.set()
+        server.close()
+    # Then the call ends at its deadline, as a timeout, not when the server stops
+    assert caught.value.code == "provider_timeout"
+    assert time.monotonic() - started < 3

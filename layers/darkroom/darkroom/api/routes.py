@@ -47,8 +47,8 @@ def openapi(request: Request) -> Response:
 @router.route("POST", "/v1/images/generations", summary="Queue an image generation job.")
 def create_generation(request: Request) -> Response:
     body = request.json()
-    key = idempotency.from_request(request.tenant, request.headers, "generations", body)
     generation = parse_generation_request(body, allow_http_webhooks=settings().allow_http_webhooks)
+    key = idempotency.from_request(request.tenant, request.headers, "generations", body)  # of a body known valid
     job, replayed = submit_generation(request.tenant, generation, key)
     headers = {"location": f"/v1/jobs/{job.id}"}
     if replayed:

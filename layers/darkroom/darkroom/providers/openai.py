@@ -2,8 +2,9 @@
 
 One call, no retries: the worker owns the retry policy (through the queue), so a retried POST can never bill twice
 without the job store knowing. Errors come back as darkroom.errors.Provider* classes, split by what matters for
-billing: `ProviderUnavailable` when the request certainly did not generate (it never left, or a quick 5xx said it
-failed), `ProviderAmbiguous` when it may have (no answer after sending, an answer cut short, a slow 5xx or 504).
+billing: `ProviderUnavailable` when the request certainly did not generate (it never left, or a quick 500/503/408/409
+said it failed), `ProviderAmbiguous` when it may have (no answer after sending, an answer cut short, a 502 or 504 or
+any slow failure). The whole call, headers and body, ends by its deadline (providers/deadline.py).
 """
 
 from __future__ import annotations
@@ -21,20 +22,24 @@ import httpx
 
 from darkroom.errors import (
     ProviderAmbiguous,
+    ProviderBadResponse,
     ProviderError,
     ProviderRateLimited,
     ProviderRefused,
     ProviderRejected,
     ProviderUnavailable,
 )
+from darkroom.providers import deadline
 from darkroom.providers.images_response import GenerationResult, ImagesResponseReader
 
 REFUSAL_CODES = {"moderation_blocked", "content_policy_violation"}
 DEFAULT_RETRY_AFTER_S = 10.0
 MAX_RETRY_AFTER_S = 3600.0
-# A 5xx that comes back sooner than the quickest render cannot be reporting a render that ran; a later one (a
-# gateway giving up on its upstream) may follow a render the upstream still bills.
+# A failure answered sooner than the quickest render cannot be reporting a render that ran, if it is the provider's
+# (or a gateway's) own: 500 and 503, 408 and 409. A 502 or 504 reports an upstream that may have been rendering (a
+# gateway forwards first), and so does any failure after a long wait: those are ambiguous whatever their speed.
 QUICK_FAILURE_S = 5.0
+QUICK_FAILURES_UNBILLED = (408, 409, 500, 503)
 ERROR_BODY_LIMIT = 64 * 1024
 # Provider messages can quote part of a key ("Incorrect API key provided: sk-ab***yz"): never pass that on.
 _SECRET_PATTERN = re.compile(r"\b(sk|dr|whsec)[-_][A-Za-z0-9_\-*.]{4,}")
@@ -64,7 +69,13 @@ class OpenAICompatibleProvider:
     def _http(self) -> httpx.Client:
         with self._lock:
             if self._client is None:
-                self._client = httpx.Client(transport=self._transport, follow_redirects=False)
+                # Answers arrive as they are: a compressed body is decoded whole by httpx, past any size check
+                # (a gzip bomb of 1.8 KB decoded to 1 GB), and base64 images barely compress anyway.
+                self._client = httpx.Client(
+                    transport=self._transport or deadline.transport(),
+                    follow_redirects=False,
+                    headers={"Accept-Encoding": "identity"},
+                )
             return self._client
 
     def prepare(self) -> None:
@@ -82,15 +93,21 @@ class OpenAICompatibleProvider:
         # httpx's timeouts are per read: the deadline also bounds a provider that trickles its answer.
         timeout = httpx.Timeout(timeout_s, connect=min(10.0, timeout_s))
         sent = time.monotonic()
-        deadline = sent + timeout_s
+        ends_at = sent + timeout_s
         answered = False
         try:
-            with self._http().stream(
-                "POST", f"{self.base_url}/images/generations", json=params, headers=headers, timeout=timeout
-            ) as response:
+            with (
+                deadline.within(timeout_s),
+                self._http().stream(
+                    "POST", f"{self.base_url}/images/generations", json=params, headers=headers, timeout=timeout
+                ) as response,
+            ):
                 answered = True
+                if response.headers.get("content-encoding", "identity").lower() != "identity":
+                    # Refused before reading, so iter_bytes below never decompresses anything.
+                    raise ProviderBadResponse("the provider answered in an encoding darkroom did not ask for")
                 if response.status_code >= 300:
-                    body = _read_bounded(response, deadline)
+                    body = _read_bounded(response, ends_at)
                     raise error_from_response(
                         response.status_code,
                         response.headers,
@@ -101,7 +118,7 @@ class OpenAICompatibleProvider:
                 reader = ImagesResponseReader(max_images=int(params.get("n") or 1))
                 for chunk in response.iter_bytes():
                     reader.feed(chunk)
-                    if time.monotonic() > deadline:
+                    if time.monotonic() > ends_at:
                         raise ProviderAmbiguous(
                             f"the provider's answer took longer than {timeout_s:.0f} s",
                             code="provider_timeout",
@@ -126,12 +143,12 @@ class OpenAICompatibleProvider:
             ) from None
 
 
-def _read_bounded(response: httpx.Response, deadline: float) -> bytes:
+def _read_bounded(response: httpx.Response, ends_at: float) -> bytes:
     """An error body, up to ERROR_BODY_LIMIT: it only has to carry a code and a message."""
     body = bytearray()
     for chunk in response.iter_bytes():
         body += chunk
-        if len(body) >= ERROR_BODY_LIMIT or time.monotonic() > deadline:
+        if len(body) >= ERROR_BODY_LIMIT or time.monotonic() > ends_at:
             break
     return bytes(body[:ERROR_BODY_LIMIT])
 
@@ -151,14 +168,14 @@ def error_from_response(
         if code == "insufficient_quota":
             return ProviderRejected("the provider account has no quota left", code="provider_quota", status=status)
         return ProviderRateLimited(message or "rate limited", retry_after_s=retry_after_s(headers))
-    if status == 504 or (status >= 500 and elapsed_s >= QUICK_FAILURE_S):
+    if status in QUICK_FAILURES_UNBILLED and elapsed_s < QUICK_FAILURE_S:
+        return ProviderUnavailable(f"the provider answered {status}: {message}".rstrip(": "), status=status)
+    if status >= 500 or status in QUICK_FAILURES_UNBILLED:
         return ProviderAmbiguous(
             f"the provider answered {status} after {elapsed_s:.0f} s: {message}".rstrip(": "),
             code="provider_unavailable",
             status=status,
         )
-    if status in (408, 409) or status >= 500:
-        return ProviderUnavailable(f"the provider answered {status}: {message}".rstrip(": "), status=status)
     if status in (401, 403):
         # The provider's own text may describe darkroom's credentials: keep it out of jobs and webhooks.
         return ProviderRejected(
