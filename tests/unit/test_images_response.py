@@ -102,3 +102,16 @@ def test_an_answer_with_more_image_bytes_than_any_request_can_produce_is_refused
     monkeypatch.setattr(images_response, "MAX_ANSWER_IMAGE_BYTES", 2048)
     with pytest.raises(ProviderBadResponse, match="more image bytes"):
         read_images_response(chunks(body([b"a" * 1024, b"b" * 1024, b"c" * 1024]), 100))
+
+
+def test_usage_keeps_only_documented_whole_token_counts() -> None:
+    # Given a usage block with non-finite numbers, text, and half a megabyte of extra fields
+    raw = (
+        b'{"data": [{"b64_json": "aW1n"}], "usage": {"input_tokens": NaN, "output_tokens": 1e999, '
+        b'"total_tokens": 12, "input_tokens_details": {"text_tokens": 3, "image_tokens": "9"}, '
+        b'"output_tokens_details": {"image_tokens": true}, "note": "' + b"x" * 500_000 + b'"}}'
+    )
+    # When it is read / Then what is stored is small, valid JSON of whole counts
+    usage = read_images_response([raw]).usage
+    assert usage == {"total_tokens": 12, "input_tokens_details": {"text_tokens": 3}}
+    json.dumps(usage, allow_nan=False)

@@ -34,6 +34,10 @@ def make_router() -> Router:
     def boom(request: Request) -> Response:
         raise RuntimeError("secret internals")
 
+    @router.route("GET", "/echo", summary="", public=True)
+    def echo(request: Request) -> Response:
+        return Response(422, {"error": {"message": "Unknown model '\ud800'."}})
+
     @router.route("GET", "/aws/{code}", summary="", public=True)
     def aws_error(request: Request) -> Response:
         code = request.path_params["code"]
@@ -107,3 +111,11 @@ def test_an_undecodable_body_is_400() -> None:
     event = {**http_event("GET", "/open"), "body": "%%%not base64", "isBase64Encoded": True}
     response = make_router().resolve(event)
     assert response["statusCode"] == 400 and response_json(response)["error"]["fields"][0]["rule"] == "body_encoding"
+
+
+def test_an_answer_echoing_a_lone_surrogate_is_still_valid_utf8_json() -> None:
+    # Given an answer quoting a client's text that holds a lone surrogate (it has no UTF-8 form)
+    response = make_router().resolve(http_event("GET", "/echo"))
+    # Then the body encodes, and reads back as the same text
+    response["body"].encode()
+    assert response_json(response)["error"]["message"] == "Unknown model '\ud800'."

@@ -66,11 +66,17 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
 
     def to_event(self) -> dict[str, Any]:
+        # UTF-8 rather than \u escapes: a non-Latin prompt would otherwise take up to six times the bytes. But a
+        # client's own text echoed in an error may hold a lone surrogate, which has no UTF-8: then escape it all.
+        body = json.dumps(self.body, ensure_ascii=False)
+        try:
+            body.encode()
+        except UnicodeEncodeError:
+            body = json.dumps(self.body)
         return {
             "statusCode": self.status,
             "headers": {"content-type": "application/json", **self.headers},
-            # UTF-8 rather than \u escapes: a non-Latin prompt would otherwise take up to six times the bytes.
-            "body": json.dumps(self.body, ensure_ascii=False),
+            "body": body,
             "isBase64Encoded": False,
         }
 

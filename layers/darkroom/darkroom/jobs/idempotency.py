@@ -112,5 +112,5 @@ def from_request(tenant: str, headers: dict[str, str], route: str, body: Any) ->
             rule="idempotency_key_invalid",
         )
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    fingerprint = hashlib.sha256(f"{route}\n{canonical}".encode()).hexdigest()
+    fingerprint = hashlib.sha256(f"{route}\n{canonical}".encode(errors="surrogatepass")).hexdigest()
     return IdempotencyKey(tenant, key, fingerprint)

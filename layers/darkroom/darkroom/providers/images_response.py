@@ -133,13 +133,38 @@ class ImagesResponseReader:
             raise ProviderBadResponse("the provider answered with no images")
         if indexes != list(range(len(self._images))):
             raise ProviderBadResponse("the provider's answer had no readable images")
-        usage = body.get("usage") if isinstance(body.get("usage"), dict) else None
+        usage = token_counts(body.get("usage"))
         prompts = [item.get("revised_prompt") if isinstance(item, dict) else None for item in data]
         return GenerationResult(
             images=self._images,
             usage=usage,
             revised_prompts=[p if isinstance(p, str) else None for p in prompts],
         )
+
+
+# The counts darkroom prices and shows. Anything else a provider puts in `usage` (NaN, 1e999, half a megabyte of
+# text) would be stored on the job and served back, or make its record too large to write, after the call billed.
+_COUNTS = ("input_tokens", "output_tokens", "total_tokens")
+_DETAIL_COUNTS = ("text_tokens", "image_tokens", "cached_tokens")
+_MAX_COUNT = 10**12
+
+
+def token_counts(usage: Any) -> dict[str, Any] | None:
+    """The documented token counts of a `usage` block, each a whole number; None when there are none."""
+    if not isinstance(usage, dict):
+        return None
+    kept: dict[str, Any] = {name: usage[name] for name in _COUNTS if _is_count(usage.get(name))}
+    for name in ("input_tokens_details", "output_tokens_details"):
+        details = usage.get(name)
+        if isinstance(details, dict):
+            counts = {key: details[key] for key in _DETAIL_COUNTS if _is_count(details.get(key))}
+            if counts:
+                kept[name] = counts
+    return kept or None
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < _MAX_COUNT
 
 
 def read_images_response(chunks: Any, *, max_images: int = 10) -> GenerationResult:
