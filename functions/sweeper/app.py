@@ -11,10 +11,4 @@ from darkroom.observability import logger, metrics
 @logger.inject_lambda_context
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    report = sweep(context.get_remaining_time_in_millis)
-    return {
-        "examined": report.examined,
-        "resent": report.resent,
-        "recovered": report.recovered,
-        "failed": report.failed,
-    }
+    return sweep(context.get_remaining_time_in_millis).as_dict()

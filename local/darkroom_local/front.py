@@ -13,7 +13,7 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
@@ -83,7 +83,7 @@ def http_api_event(
             text_body = body.decode()
         except UnicodeDecodeError:
             text_body, is_base64 = base64.b64encode(body).decode(), True
-    query = dict(parse_qsl(url.query, keep_blank_values=True))
+    query = _joined(parse_qsl(url.query, keep_blank_values=True))
     event: dict[str, Any] = {
         "version": "2.0",
         "routeKey": f"{method} {route_path}",
@@ -117,6 +117,14 @@ def http_api_event(
     if text_body is not None:
         event["body"] = text_body
     return event
+
+
+def _joined(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Repeated names joined with commas, as payload 2.0 gives repeated query parameters and headers."""
+    joined: dict[str, str] = {}
+    for name, value in pairs:
+        joined[name] = f"{joined[name]},{value}" if name in joined else value
+    return joined
 
 
 class ApiFront(BackgroundHTTPServer):
@@ -212,7 +220,7 @@ class _FrontHandler(BaseHTTPRequestHandler):
                 event = http_api_event(
                     method,
                     self.path,
-                    dict(self.headers.items()),
+                    _joined((name.lower(), value) for name, value in self.headers.items()),
                     body,
                     route_path,
                     match.groupdict(),

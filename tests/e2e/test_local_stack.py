@@ -162,3 +162,19 @@ def test_a_job_whose_message_is_lost_is_revived_by_the_scheduled_sweeper(
     job_id = re.search(r"job_[0-9a-z]{26}", answer.json()["error"]["message"]).group(0)  # type: ignore[union-attr]
     # When nothing but the stack's own schedule runs / Then the sweeper sends its message and the job succeeds
     assert wait_for_end(client, job_id, timeout_s=20)["status"] == "succeeded"
+
+
+def test_repeated_query_parameters_and_headers_are_joined_as_api_gateway_joins_them(running: LocalStack) -> None:
+    # Given a query naming status twice, and a request carrying two Authorization headers, the second one good
+    good = f"Bearer {running.api_keys['dev']}"
+    twice = httpx.get(
+        f"{running.api_url}/v1/jobs",
+        params=[("status", "queued"), ("status", "failed")],
+        headers={"Authorization": good},
+    )
+    two_keys = httpx.get(
+        f"{running.api_url}/v1/jobs", headers=[("Authorization", "Bearer dr_wrong"), ("Authorization", good)]
+    )
+    # Then the function sees "queued,failed" and "Bearer dr_wrong,Bearer ...", as in AWS: neither is valid
+    assert twice.status_code == 422 and twice.json()["error"]["fields"][0]["field"] == "status"
+    assert two_keys.status_code == 401

@@ -7,8 +7,9 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 
-from darkroom import aws, queue
+from darkroom import aws, queue, storage
 from darkroom.jobs.store import JobStore
 from darkroom_local.stack import LocalStack
 from tests.pipeline import deliver, generations, job, manifest, queue_url, receive, submit
@@ -122,3 +123,38 @@ def test_the_index_is_not_scanned(stack: LocalStack, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(JobStore, "__init__", spy)
     sweep(stack)
     assert "query" in calls and "scan" not in calls
+
+
+def s3_down(*args: Any, **kwargs: Any) -> None:
+    raise ClientError({"Error": {"Code": "InternalError", "Message": "S3 down"}}, "PutObject")
+
+
+def test_a_canceled_job_whose_manifest_was_lost_gets_it_from_the_sweeper(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a job with no message, canceled while S3 refused its manifest (the client got a 503)
+    job_id = submit(stack)
+    drain(queue_url(stack))
+    with monkeypatch.context() as outage:
+        outage.setattr(storage, "write_manifest", s3_down)
+        event = http_event("DELETE", f"/v1/jobs/{job_id}", api_key=stack.api_keys["dev"])
+        assert stack.functions["ApiFunction"].invoke(event)["statusCode"] == 503
+    canceled = job(job_id)
+    assert canceled.status == "canceled" and canceled.sweep_at is not None  # ended, manifest not confirmed
+    # When the sweeper runs (no message exists to bring the job back, and the client never retried)
+    report = sweep(stack)
+    # Then the manifest is written, and the job leaves the index
+    assert report["manifests"] == [job_id]
+    assert manifest(stack, job(job_id))["status"] == "canceled" and job(job_id).sweep_at is None
+
+
+def test_a_repeated_cancel_writes_a_manifest_the_first_one_lost(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = submit(stack)
+    event = http_event("DELETE", f"/v1/jobs/{job_id}", api_key=stack.api_keys["dev"])
+    with monkeypatch.context() as outage:
+        outage.setattr(storage, "write_manifest", s3_down)
+        stack.functions["ApiFunction"].invoke(event)
+    assert stack.functions["ApiFunction"].invoke(event)["statusCode"] == 200
+    assert manifest(stack, job(job_id))["status"] == "canceled" and job(job_id).sweep_at is None

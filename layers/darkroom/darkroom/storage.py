@@ -74,13 +74,11 @@ def write_manifest(job: Job, document: dict[str, Any]) -> None:
 
 
 def manifest_exists(job: Job) -> bool:
-    try:
-        aws.client("s3").head_object(Bucket=settings().outputs_bucket, Key=job_prefix(job) + MANIFEST)
-    except Exception as exc:
-        if _is_missing(exc):
-            return False
-        raise
-    return True
+    """Listed, not HeadObject: a listing under the job's prefix says "absent" the same way whatever a role's
+    ListBucket grant looks like, where HeadObject of a missing key answers 403 or 404 depending on it."""
+    key = job_prefix(job) + MANIFEST
+    listed = aws.client("s3").list_objects_v2(Bucket=settings().outputs_bucket, Prefix=key, MaxKeys=1)
+    return any(item["Key"] == key for item in listed.get("Contents", []))
 
 
 def presign(key: str) -> str:
@@ -91,7 +89,3 @@ def presign(key: str) -> str:
             ExpiresIn=settings().presign_ttl_s,
         )
     )
-
-
-def _is_missing(exc: Exception) -> bool:
-    return aws.error_code(exc) in {"404", "NoSuchKey", "NotFound"}

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 
-from darkroom import queue, storage
+from darkroom import queue
 from darkroom.errors import Conflict, NotFound, ServiceUnavailable
 from darkroom.ids import new_job_id, now_iso
+from darkroom.jobs import manifests
 from darkroom.jobs.idempotency import IdempotencyKey, IdempotencyKeyInProgress
 from darkroom.jobs.store import Job, JobStore, LeaseLost, TransactionConflict, confirm_sent
-from darkroom.jobs.views import manifest_document
 from darkroom.models import GenerationRequest
 from darkroom.observability import logger
 
@@ -97,6 +97,7 @@ def cancel_job(tenant: str, job_id: str) -> Job:
     if job is None:
         raise NotFound(f"No job {job_id}.")
     if job.status == "canceled":
+        manifests.ensure(store, job)  # an earlier cancel may have been cut off before its manifest
         return job
     if job.status != "queued":
         raise _not_cancelable(job)
@@ -105,10 +106,11 @@ def cancel_job(tenant: str, job_id: str) -> Job:
     except LeaseLost:
         latest = store.get(job_id) or job
         if latest.status == "canceled":
+            manifests.ensure(store, latest)
             return latest
         raise _not_cancelable(latest) from None
     # The queued message is still on its way; the worker will see `canceled` and drop it.
-    storage.write_manifest(job, manifest_document(job))
+    manifests.publish(store, job)
     return job
 
 

@@ -36,8 +36,8 @@ from darkroom.errors import (
     ProviderRejected,
     ProviderUnavailable,
 )
+from darkroom.jobs import manifests
 from darkroom.jobs.store import Job, JobStore, LeaseLost, confirm_sent
-from darkroom.jobs.views import manifest_document
 from darkroom.observability import logger, metrics
 from darkroom.providers.images_response import GenerationResult
 from darkroom.providers.registry import provider_for
@@ -127,7 +127,7 @@ def _open_job(store: JobStore, body: dict[str, Any]) -> Job | None:
     if job is None:
         logger.warning("message for an unknown job, dropped", extra={"job_id": body["job_id"]})
     elif job.terminal:
-        ensure_manifest(job)
+        manifests.ensure(store, job)
         return None
     return job
 
@@ -173,7 +173,7 @@ def handle_dead_letter(body: dict[str, Any]) -> None:
         _settle_after_conflict(store, job.id)
         return
     logger.error("dead-lettered job failed", extra={"job_id": job.id, "tenant": job.tenant})
-    ensure_manifest(job)
+    manifests.ensure(store, job)
 
 
 def _settle_after_conflict(store: JobStore, job_id: str) -> None:
@@ -182,7 +182,7 @@ def _settle_after_conflict(store: JobStore, job_id: str) -> None:
     if latest is None:
         return
     if latest.terminal:
-        ensure_manifest(latest)
+        manifests.ensure(store, latest)
         return
     raise JobBusy(f"job {job_id} changed under this worker ({latest.status}); its message will be seen again")
 
@@ -252,7 +252,7 @@ def _complete(store: JobStore, job: Job, result: GenerationResult, log: dict[str
         outputs.append(storage.put_output(job, index, data, info))
     cost = _cost(job, result.usage)
     job = store.finish(job, "succeeded", outputs=outputs, cost_usd=cost)
-    storage.write_manifest(job, manifest_document(job))
+    manifests.publish(store, job)
     metrics.add_metric(name="JobsSucceeded", unit="Count", value=1)
     metrics.add_metric(name="ProviderLatency", unit="Milliseconds", value=log["latency_ms"])
     metrics.add_metric(name="ImagesGenerated", unit="Count", value=len(outputs))
@@ -283,7 +283,7 @@ def recover_abandoned(store: JobStore, job: Job) -> None:
         expected = int(job.request.get("n", 1))
         if sorted(found) == list(range(expected)):
             job = _finish_abandoned(store, job, outputs=[found[i] for i in range(expected)])
-            storage.write_manifest(job, manifest_document(job))
+            manifests.publish(store, job)
             return
     job = store.fail_abandoned(
         job,
@@ -291,7 +291,7 @@ def recover_abandoned(store: JobStore, job: Job) -> None:
         message="The worker stopped during this job after the provider was called; " + NOT_REPEATED,
     )
     logger.error("job interrupted mid-call", extra={"job_id": job.id, "tenant": job.tenant})
-    ensure_manifest(job)
+    manifests.ensure(store, job)
 
 
 def _finish_abandoned(store: JobStore, job: Job, outputs: list[dict[str, Any]]) -> Job:
@@ -330,11 +330,6 @@ def _requeue(store: JobStore, job: Job, delay_s: float, **counters: int) -> None
 
 def _fail(store: JobStore, job: Job, code: str, message: str) -> None:
     job = store.finish(job, "failed", error={"code": code, "message": message})
-    storage.write_manifest(job, manifest_document(job))
+    manifests.publish(store, job)
     metrics.add_metric(name="JobsFailed", unit="Count", value=1)
     logger.info("job failed", extra={"job_id": job.id, "tenant": job.tenant, "error_code": code})
-
-
-def ensure_manifest(job: Job) -> None:
-    if not storage.manifest_exists(job):
-        storage.write_manifest(job, manifest_document(job))

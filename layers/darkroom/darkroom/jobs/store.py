@@ -8,9 +8,10 @@ a real conflict. Within `running`, `phase` says how far the owner got: `calling`
 claim is taken right before the provider call, which may be in flight), then `storing` (the provider answered).
 
 `sweep_at` puts a job in the sparse `by_sweep` index for as long as something could leave it stranded: from the
-moment it is queued until its message is confirmed sent, and while it runs, from the end of its lease. The sweeper
-looks only at entries older than its grace period, so a healthy job never reaches it, and a job whose message is
-confirmed sent has no entry at all: a backlogged queue gets no extra messages.
+moment it is queued until its message is confirmed sent, while it runs from the end of its lease, and once it has
+ended until its manifest is confirmed written. The sweeper looks only at entries older than its grace period, so a
+healthy job never reaches it, and a job whose message is confirmed sent has no entry at all: a backlogged queue
+gets no extra messages.
 """
 
 from __future__ import annotations
@@ -351,14 +352,26 @@ class JobStore:
                 removes=("sweep_at",),
             )
 
+    def manifest_written(self, job: Job) -> None:
+        """An ended job's manifest is in S3: it leaves the sweep index. Nothing to do if it already has."""
+        with contextlib.suppress(LeaseLost):
+            self._update(
+                job,
+                status=job.status,
+                condition="#s = :status AND attribute_exists(sweep_at)",
+                values={":status": {"S": job.status}},
+                sets={},
+                removes=("sweep_at",),
+            )
+
     def finish(self, job: Job, status: str, *, error: dict[str, str] | None = None, **sets: Any) -> Job:
         """running -> a terminal state, for the lease holder."""
         return self._update(
             job,
             status=status,
             **self._lease_condition(job),
-            sets={"completed_at": now_iso(), "error": error, "lease_until": 0.0, **sets},
-            removes=("phase", "lease_id", "sweep_at"),
+            sets={"completed_at": now_iso(), "error": error, "lease_until": 0.0, "sweep_at": time.time(), **sets},
+            removes=("phase", "lease_id"),
         )
 
     def fail_abandoned(self, job: Job, *, code: str, message: str) -> Job:
@@ -373,8 +386,13 @@ class JobStore:
                 ":running": {"S": "running"},
                 ":now": {"N": str(time.time())},
             },
-            sets={"completed_at": now_iso(), "error": {"code": code, "message": message}, "lease_until": 0.0},
-            removes=("phase", "lease_id", "sweep_at"),
+            sets={
+                "completed_at": now_iso(),
+                "error": {"code": code, "message": message},
+                "lease_until": 0.0,
+                "sweep_at": time.time(),
+            },
+            removes=("phase", "lease_id"),
         )
 
     def cancel(self, job: Job) -> Job:
@@ -387,8 +405,9 @@ class JobStore:
             sets={
                 "completed_at": now_iso(),
                 "error": {"code": "canceled", "message": "Canceled at the tenant's request."},
+                "sweep_at": time.time(),
             },
-            removes=("next_attempt_at", "sweep_at"),
+            removes=("next_attempt_at",),
         )
 
     @staticmethod

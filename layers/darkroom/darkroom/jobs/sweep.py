@@ -4,7 +4,8 @@ It reads only the sparse `by_sweep` index (never a scan), and only entries older
 - a `queued` job whose message was never confirmed sent (the api or a worker died between its write and its send,
   or SQS refused the send and the withdrawal failed too) gets its message, then the confirmation;
 - a `running` job whose lease ran out (its worker died) is recovered without a provider call: finished from S3 if
-  the provider had answered and every output is stored, failed as `interrupted` otherwise.
+  the provider had answered and every output is stored, failed as `interrupted` otherwise;
+- an ended job whose manifest was never confirmed written gets it (written again only if missing).
 A job whose message was confirmed sent is not in the index, so a backlogged queue is never sent duplicates. Every
 change is a conditional write, so a sweep racing a worker or another sweep changes nothing twice.
 """
@@ -13,10 +14,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from darkroom import queue
+from darkroom.jobs import manifests
 from darkroom.jobs.run import recover_abandoned
 from darkroom.jobs.store import Job, JobStore, LeaseLost, confirm_sent
 from darkroom.observability import logger, metrics
@@ -33,11 +36,15 @@ class SweepReport:
     examined: int = 0
     resent: list[str] = field(default_factory=list)
     recovered: list[str] = field(default_factory=list)
+    manifests: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
 
     @property
     def moved(self) -> int:
-        return len(self.resent) + len(self.recovered)
+        return len(self.resent) + len(self.recovered) + len(self.manifests)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "moved": self.moved}
 
 
 def sweep(remaining_ms: Callable[[], int]) -> SweepReport:
@@ -59,16 +66,25 @@ def sweep(remaining_ms: Callable[[], int]) -> SweepReport:
         metrics.add_metric(name="JobsSwept", unit="Count", value=report.moved)
     logger.info(
         "sweep done",
-        extra={"examined": report.examined, "resent": len(report.resent), "recovered": len(report.recovered)},
+        extra={
+            "examined": report.examined,
+            "resent": len(report.resent),
+            "recovered": len(report.recovered),
+            "manifests": len(report.manifests),
+        },
     )
     return report
 
 
 def _sweep_job(store: JobStore, job_id: str, report: SweepReport) -> None:
     job = store.get(job_id)
-    if job is None or job.terminal or job.sweep_at is None:
+    if job is None or job.sweep_at is None:
         return  # the index lags the table: already handled
-    if job.status == "queued":
+    if job.terminal:
+        manifests.ensure(store, job)
+        report.manifests.append(job.id)
+        logger.warning("sweeper confirmed an ended job's manifest", extra={"job_id": job.id, "tenant": job.tenant})
+    elif job.status == "queued":
         _resend(store, job)
         report.resent.append(job.id)
     elif job.status == "running" and job.lease_expired():

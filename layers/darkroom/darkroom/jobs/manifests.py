@@ -1,0 +1,34 @@
+"""Result manifests: the last word on a job, and what tells the rest of darkroom (webhooks) that it ended.
+
+A terminal write keeps the job in the sweep index; only a confirmed manifest takes it out. So a job that ended but
+lost its manifest (S3 failed right after, the writer died) is found by the sweeper and given one, even when no
+message is left to bring it back: every ended job gets its manifest, and so its webhook.
+"""
+
+from __future__ import annotations
+
+from darkroom import storage
+from darkroom.jobs.store import Job, JobStore
+from darkroom.jobs.views import manifest_document
+from darkroom.observability import logger
+
+
+def publish(store: JobStore, job: Job) -> None:
+    """Write the manifest of a job that has just ended, then take it out of the sweeper's sight."""
+    storage.write_manifest(job, manifest_document(job))
+    _confirm(store, job)
+
+
+def ensure(store: JobStore, job: Job) -> None:
+    """Make sure an ended job has its manifest (written again only if missing), and say so."""
+    if not storage.manifest_exists(job):
+        storage.write_manifest(job, manifest_document(job))
+    if job.sweep_at is not None:
+        _confirm(store, job)
+
+
+def _confirm(store: JobStore, job: Job) -> None:
+    try:
+        store.manifest_written(job)
+    except Exception:  # the sweeper finds the job, sees its manifest, and confirms it later
+        logger.warning("could not confirm a written manifest", extra={"job_id": job.id}, exc_info=True)
