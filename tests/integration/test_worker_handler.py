@@ -38,6 +38,8 @@ def test_job_succeeds_with_real_images_usage_cost_and_manifest(stack: LocalStack
         image = Image.open(io.BytesIO(stored["Body"].read()))
         assert (image.format, image.size) == ("WEBP", (1536, 1024))
     assert manifest(stack, done)["status"] == "succeeded"
+    # The manifest agrees with the job to the millisecond: confirming it changed nothing a client sees
+    assert manifest(stack, done)["updated_at"] == done.updated_at and done.sweep_at is None
 
 
 def test_sample_worker_event_shape_is_accepted(stack: LocalStack) -> None:

@@ -320,3 +320,13 @@ def test_a_server_trickling_its_answer_is_cut_at_the_calls_deadline(where: str) 
     # Then the call ends at its deadline, as a timeout, not when the server stops
     assert caught.value.code == "provider_timeout"
     assert time.monotonic() - started < 3
+
+
+@pytest.mark.parametrize(("status", "expected"), [(429, ProviderRateLimited), (503, ProviderUnavailable)])
+def test_a_compressed_error_is_still_classified_by_its_status(status: int, expected: type[Exception]) -> None:
+    # Given a gateway that compresses its error answers anyway / Then the status decides, unread
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, content=gzip.compress(b"{}"), headers={"content-encoding": "gzip"})
+
+    with pytest.raises(expected):
+        provider(handler).generate(PARAMS, timeout_s=5, client_request_id="j:1")

@@ -350,6 +350,7 @@ class JobStore:
                 values={":queued": {"S": "queued"}, ":calls": {"N": str(job.provider_calls)}},
                 sets={},
                 removes=("sweep_at",),
+                bookkeeping=True,
             )
 
     def manifest_written(self, job: Job) -> None:
@@ -362,6 +363,7 @@ class JobStore:
                 values={":status": {"S": job.status}},
                 sets={},
                 removes=("sweep_at",),
+                bookkeeping=True,
             )
 
     def finish(self, job: Job, status: str, *, error: dict[str, str] | None = None, **sets: Any) -> Job:
@@ -426,9 +428,14 @@ class JobStore:
         values: dict[str, Any],
         sets: dict[str, Any],
         removes: tuple[str, ...] = (),
+        bookkeeping: bool = False,
     ) -> Job:
+        """One conditional write. `bookkeeping` writes (the sweep index) change nothing a client sees, so they leave
+        `updated_at` as it is: the job and its manifest keep agreeing."""
         sets = {**sets, "write_id": uuid.uuid4().hex}
-        changed = Job(**{**job.__dict__, **sets, "status": status, "updated_at": now_iso()})
+        changed = Job(**{**job.__dict__, **sets, "status": status})
+        if not bookkeeping:
+            changed.updated_at = now_iso()
         for name in removes:
             setattr(changed, name, None)
         item = _to_item(changed)
@@ -436,7 +443,8 @@ class JobStore:
         values = dict(values)
         set_parts, remove_parts = [], []
         derived = ("sweep_shard",) if "sweep_at" in sets or "sweep_at" in removes else ()
-        for i, name in enumerate(dict.fromkeys(("status", "updated_at", "tenant_status", *sets, *removes, *derived))):
+        stamped = () if bookkeeping else ("updated_at",)
+        for i, name in enumerate(dict.fromkeys(("status", *stamped, "tenant_status", *sets, *removes, *derived))):
             names[f"#f{i}"] = name
             if name in item:  # a field set to None is absent from the item: remove it
                 values[f":v{i}"] = item[name]

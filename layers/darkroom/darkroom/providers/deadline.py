@@ -18,6 +18,12 @@ import httpcore
 import httpx
 
 _local = threading.local()
+_WRITE_PIECE = 64 * 1024
+# httpx's own defaults (httpx.Limits()), which a pool built by hand would otherwise lose: without the keep-alive expiry
+# a connection idle for minutes between invocations is reused, and a middlebox that dropped it resets the next call.
+_MAX_CONNECTIONS = 100
+_MAX_KEEPALIVE = 20
+_KEEPALIVE_EXPIRY_S = 5.0
 
 
 @contextlib.contextmanager
@@ -48,7 +54,11 @@ class _Stream(httpcore.NetworkStream):
         return self._stream.read(max_bytes, _left(timeout, httpcore.ReadTimeout))
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._stream.write(buffer, _left(timeout, httpcore.WriteTimeout))
+        # In pieces, each given what is left, since the stream applies a timeout to every send() and a server that
+        # reads slowly but steadily would stretch one large write far past the deadline. Nothing to send (h11's
+        # end of message) is no write at all, and must not time out a request already sent whole.
+        for start in range(0, len(buffer), _WRITE_PIECE):
+            self._stream.write(buffer[start : start + _WRITE_PIECE], _left(timeout, httpcore.WriteTimeout))
 
     def close(self) -> None:
         self._stream.close()
@@ -87,8 +97,18 @@ class _Backend(httpcore.NetworkBackend):
 
 
 def transport() -> httpx.HTTPTransport:
-    """httpx's own transport, its connections made through the deadline-aware backend."""
-    base = httpx.HTTPTransport()
-    # httpx builds its pool with no way to name a network backend; this is the pool it would build, plus that.
-    base._pool = httpcore.ConnectionPool(ssl_context=httpx.create_ssl_context(), network_backend=_Backend())
-    return base
+    """httpx's own transport, its connections made through the deadline-aware backend.
+
+    httpx offers no parameter for the network backend, so its pool is the one HTTPTransport() would build (its
+    defaults, its TLS context) plus that backend; __init__, which would build a second pool and TLS context only to
+    be discarded, is skipped. Environment proxies (HTTPS_PROXY) are not used for provider calls: httpx reads them only
+    when no transport is given."""
+    built = httpx.HTTPTransport.__new__(httpx.HTTPTransport)
+    built._pool = httpcore.ConnectionPool(
+        ssl_context=httpx.create_ssl_context(),
+        max_connections=_MAX_CONNECTIONS,
+        max_keepalive_connections=_MAX_KEEPALIVE,
+        keepalive_expiry=_KEEPALIVE_EXPIRY_S,
+        network_backend=_Backend(),
+    )
+    return built

@@ -103,11 +103,11 @@ class OpenAICompatibleProvider:
                 ) as response,
             ):
                 answered = True
-                if response.headers.get("content-encoding", "identity").lower() != "identity":
-                    # Refused before reading, so iter_bytes below never decompresses anything.
-                    raise ProviderBadResponse("the provider answered in an encoding darkroom did not ask for")
+                # An encoded body is never read, so iter_bytes below never decompresses anything; an error is
+                # still classified by its status (a compressed 429 is still a 429).
+                encoded = response.headers.get("content-encoding", "").strip().lower() not in ("", "identity")
                 if response.status_code >= 300:
-                    body = _read_bounded(response, ends_at)
+                    body = b"" if encoded else _read_bounded(response, ends_at)
                     raise error_from_response(
                         response.status_code,
                         response.headers,
@@ -115,6 +115,8 @@ class OpenAICompatibleProvider:
                         elapsed_s=time.monotonic() - sent,
                         secrets=(api_key,),
                     )
+                if encoded:
+                    raise ProviderBadResponse("the provider answered in an encoding darkroom did not ask for")
                 reader = ImagesResponseReader(max_images=int(params.get("n") or 1))
                 for chunk in response.iter_bytes():
                     reader.feed(chunk)
