@@ -1,6 +1,8 @@
 """A stand-in for OpenAI's Images API: real images from Pillow, OpenAI's usage and error shapes, and faults on demand.
 
-Endpoints: POST /v1/images/generations (JSON), POST /v1/images/edits (multipart, as the openai SDK sends it).
+Endpoints: POST /v1/images/generations (JSON), POST /v1/images/edits (multipart, as the openai SDK sends it), and
+WaveSpeedAI's asynchronous submit-then-poll API (darkroom_local.wavespeed_emulator) with the same auth, latency and
+faults; its submissions are counted per prompt alongside the generations.
 
 It refuses what OpenAI refuses, with OpenAI's status and `{"error": {"message", "type", "param", "code"}}` body,
 judged from darkroom's model table (`darkroom.catalog`) but never through darkroom's own request validation, so that
@@ -34,7 +36,8 @@ Knobs (environment, read when the emulator starts, shared with the local stack):
 - DARKROOM_EMULATOR_HANG_MS: how long a hang or a slow answer waits at most (it ends early when the client gives up);
 - DARKROOM_EMULATOR_RETRY_AFTER_S: the retry-after sent with 429s;
 - DARKROOM_EMULATOR_TEXTURE: `gradient` (default: small, quick images) or `noise` (images that do not compress, as
-  large as a real provider's photographs at worst, for measuring memory and bandwidth).
+  large as a real provider's photographs at worst, for measuring memory and bandwidth);
+- DARKROOM_EMULATOR_ASYNC_MS: how long a WaveSpeed prediction takes from submission to its end (default 3000).
 A prompt containing `[refuse]` is refused as OpenAI refuses content-policy violations (400 `moderation_blocked`).
 """
 
@@ -63,6 +66,16 @@ from PIL import Image, ImageDraw
 
 from darkroom import catalog
 from darkroom_local.http_server import BackgroundHTTPServer
+from darkroom_local.wavespeed_emulator import (
+    OUTPUT_PATH,
+    RESULT_PATH,
+    SUBMIT_PATH,
+    Prediction,
+    WaveSpeedError,
+    WaveSpeedService,
+    check_submission,
+    envelope,
+)
 
 STANDARD_SIZE = (1024, 1024)
 # Output image tokens for a 1024x1024 image by quality; other sizes scale with their area.
@@ -122,6 +135,8 @@ class EmulatorConfig:
     # Which faults the fault rate draws from (tests narrow it to one kind).
     fault_kinds: tuple[str, ...] = FAULT_KINDS
     texture: str = "gradient"
+    # How long a WaveSpeed prediction takes from submission to its end.
+    async_ms: int = 3000
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> EmulatorConfig:
@@ -132,6 +147,7 @@ class EmulatorConfig:
             hang_ms=int(env.get("DARKROOM_EMULATOR_HANG_MS", "600000")),
             retry_after_s=float(env.get("DARKROOM_EMULATOR_RETRY_AFTER_S", "1")),
             texture=env.get("DARKROOM_EMULATOR_TEXTURE", "gradient"),
+            async_ms=int(env.get("DARKROOM_EMULATOR_ASYNC_MS", "3000")),
         )
 
 
@@ -141,6 +157,8 @@ class CallCount:
 
     requests: int = 0
     generations: int = 0
+    # Asynchronous predictions accepted (WaveSpeed's API): each one is billed, whatever becomes of it.
+    submissions: int = 0
 
 
 @dataclass
@@ -183,6 +201,11 @@ class EmulatorStats:
             self.generations[job_key or f"call-{self.calls}"] += 1
             self.prompts.setdefault(prompt, CallCount()).generations += 1
             self.totals.generations += 1
+
+    def count_submission(self, prompt: str) -> None:
+        with self.lock:
+            self.prompts.setdefault(prompt, CallCount()).submissions += 1
+            self.totals.submissions += 1
 
 
 class ApiError(Exception):
@@ -435,6 +458,7 @@ class Emulator(BackgroundHTTPServer):
         self._random = random.Random(self.config.seed)
         self._fault_round: list[str] = []
         self.stopping = threading.Event()
+        self.wavespeed = self._wavespeed_service()
         # Told (X-Client-Request-Id, outcome) for every accepted call: the local stack's trail of a job.
         self.observer: Callable[[str, str], None] | None = None
 
@@ -448,6 +472,24 @@ class Emulator(BackgroundHTTPServer):
 
     def reset(self) -> None:
         self.stats = EmulatorStats()
+        self.wavespeed = self._wavespeed_service()
+
+    def _wavespeed_service(self) -> WaveSpeedService:
+        def render(prediction: Prediction) -> bytes:
+            return render_image(
+                prediction.width,
+                prediction.height,
+                prediction.output_format,
+                background="auto",
+                compression=None,
+                seed=f"{prediction.prompt}:0",
+                texture=self.config.texture,
+            )
+
+        def count_generation(prompt: str) -> None:
+            self.stats.count_generation(prompt, f"wavespeed:{prompt}")
+
+        return WaveSpeedService(render, count_generation, self.config.async_ms / 1000)
 
     def calls(self) -> dict[str, Any]:
         """What `GET /_emulator/calls` answers: requests and generations per prompt, and totals."""
@@ -527,7 +569,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
-        if self.path == "/_emulator/stats":
+        if RESULT_PATH.fullmatch(self.path) or OUTPUT_PATH.fullmatch(self.path):
+            self._wavespeed_get()
+        elif self.path == "/_emulator/stats":
             self._send(200, self.emulator.stats.as_dict())
         elif self.path == "/_emulator/calls":
             self._send(200, self.emulator.calls())
@@ -551,6 +595,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if self.path == "/_emulator/reset":
             self.emulator.reset()
             self._send(200, {"reset": True})
+            return
+        submit = SUBMIT_PATH.fullmatch(self.path)
+        if submit:
+            self._wavespeed_submit(submit.group(1), body)
             return
         try:
             self._check_auth()
@@ -617,6 +665,74 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if fault == "hang":
             self._hang()
         return fault
+
+    # WaveSpeed's side: the same auth, latency and faults as the OpenAI side, in WaveSpeed's envelope.
+
+    def _wavespeed_submit(self, model: str, body: bytes) -> None:
+        try:
+            if not self.headers.get("authorization", "").lower().startswith("bearer "):
+                raise WaveSpeedError(401, "missing API key")
+            try:
+                params = json.loads(body or b"{}")
+            except ValueError:
+                raise WaveSpeedError(400, "the body is not valid JSON") from None
+            prompt = params.get("prompt") if isinstance(params, dict) else None
+            self.emulator.stats.count_request(prompt)
+            check_submission(model, params)  # refused before latency, faults or billing
+            self._wavespeed_delay()
+            request_id = self.headers.get("x-client-request-id", "")
+            fault = self._wavespeed_fault(request_id)
+            data = self.emulator.wavespeed.submit(model, params, self.emulator.url)
+            self.emulator.stats.count_submission(str(prompt))
+            self.emulator.observe(request_id, "submitted" + (", answered after the client gave up" if fault else ""))
+            if fault == "slow":
+                self._hang()  # accepted and billed; the answer comes too late to be read
+            if params.get("enable_sync_mode"):
+                data = self.emulator.wavespeed.wait(data["id"], self.emulator.url, self.emulator.stopping)
+            self._send(200, envelope(data))
+        except WaveSpeedError as exc:
+            self._send(exc.status, exc.body, exc.headers)
+        except _Hung:
+            self.close_connection = True
+
+    def _wavespeed_get(self) -> None:
+        try:
+            output = OUTPUT_PATH.fullmatch(self.path)
+            if output:  # the CDN: no auth, no faults
+                data, content_type = self.emulator.wavespeed.output(output.group(1), int(output.group(2)))
+                self._send_bytes(200, data, content_type)
+                return
+            if not self.headers.get("authorization", "").lower().startswith("bearer "):
+                raise WaveSpeedError(401, "missing API key")
+            self._wavespeed_delay()
+            if self._wavespeed_fault(self.headers.get("x-client-request-id", "")) == "slow":
+                self._hang()  # a slow poll is a hang: polling bills nothing
+            result = RESULT_PATH.fullmatch(self.path)
+            assert result is not None
+            self._send(200, envelope(self.emulator.wavespeed.result(result.group(1), self.emulator.url)))
+        except WaveSpeedError as exc:
+            self._send(exc.status, exc.body, exc.headers)
+        except _Hung:
+            self.close_connection = True
+
+    def _wavespeed_delay(self) -> None:
+        if self.emulator.config.latency_ms:
+            self.emulator.stopping.wait(self.emulator.config.latency_ms / 1000)
+            if self.emulator.stopping.is_set():
+                raise _Hung()
+
+    def _wavespeed_fault(self, request_id: str) -> str | None:
+        try:
+            return self._maybe_fault(request_id)
+        except ApiError as exc:  # the same fault, in WaveSpeed's envelope
+            raise WaveSpeedError(exc.status, str(exc.body["error"]["message"]), exc.headers) from None
+
+    def _send_bytes(self, status: int, data: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("content-type", content_type)
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def _hang(self) -> None:
         """Say nothing until the client gives up (or the hang's limit), then drop the connection."""
