@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,23 +26,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "layers" / "darkroom"), str(REPO / "local"), str(REPO)]
 
 from darkroom_local.stack import LocalStack, StackConfig  # noqa: E402
+from lambda_child import invocation, run, write_event  # noqa: E402
 from tests.support import http_event, load_event  # noqa: E402
 
 TARGETS = {"api": 1.5, "worker": 2.0}
 # The boto3 clients each handler builds while handling its sample event.
 CLIENTS = {"api": ("dynamodb", "sqs"), "worker": ("dynamodb", "secretsmanager", "s3")}
 
-HANDLER = """
-import importlib.util, json, sys
-sys.path.insert(0, {layer!r})
-event = json.load(open({event_file!r}))
-class Context:
-    function_name = "bench"; memory_limit_in_mb = 512; invoked_function_arn = "arn:aws:lambda:us-east-1:1:function:b"
-    aws_request_id = "bench"
-    def get_remaining_time_in_millis(self): return 600000  # the template's worker timeout
-spec = importlib.util.spec_from_file_location("app", {app!r})
-app = importlib.util.module_from_spec(spec); spec.loader.exec_module(app)
-result = app.lambda_handler(event, Context())
+CHECK_CLIENTS = """
 from darkroom import aws
 assert aws.client.cache_info().currsize == {clients}, "the handler built other clients than the baseline"
 print(json.dumps(result)[:200])
@@ -55,13 +45,10 @@ clients = [boto3.client(name) for name in {services!r}]
 """
 
 
-def timed(code: str, env: dict[str, str]) -> tuple[float, str]:
+def timed(code: str, env: dict[str, str]) -> float:
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    elapsed = time.perf_counter() - started
-    if result.returncode:
-        raise SystemExit(f"bench subprocess failed:\n{result.stderr[-2000:]}")
-    return elapsed, result.stdout
+    run(code, env)
+    return time.perf_counter() - started
 
 
 def api_event(stack: LocalStack) -> dict[str, Any]:
@@ -99,17 +86,11 @@ def main() -> int:
         print(f"cold start, median of {args.runs} fresh interpreters each (Python {sys.version.split()[0]})")
         for name, make_event in makers.items():
             handler_times, baseline_times = [], []
-            for run in range(args.runs):
-                event_file = Path(scratch) / f"{name}-{run}.json"
-                event_file.write_text(json.dumps(make_event(stack)))
-                code = HANDLER.format(
-                    layer=str(REPO / "layers" / "darkroom"),
-                    event_file=str(event_file),
-                    app=str(REPO / "functions" / name / "app.py"),
-                    clients=len(CLIENTS[name]),
-                )
-                handler_times.append(timed(code, env)[0])
-                baseline_times.append(timed(BASELINE.format(services=CLIENTS[name]), env)[0])
+            for attempt in range(args.runs):
+                event_file = write_event(make_event(stack), Path(scratch) / f"{name}-{attempt}.json")
+                code = invocation(name, event_file, CHECK_CLIENTS.format(clients=len(CLIENTS[name])))
+                handler_times.append(timed(code, env))
+                baseline_times.append(timed(BASELINE.format(services=CLIENTS[name]), env))
             handler, baseline = statistics.median(handler_times), statistics.median(baseline_times)
             ratio = handler / baseline
             verdict = "ok" if ratio <= TARGETS[name] else "OVER TARGET"

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -28,6 +27,7 @@ sys.path[:0] = [str(REPO / "layers" / "darkroom"), str(REPO / "local"), str(REPO
 from darkroom.jobs.store import JobStore  # noqa: E402
 from darkroom_local.emulator import EmulatorConfig  # noqa: E402
 from darkroom_local.stack import LocalStack, StackConfig  # noqa: E402
+from lambda_child import invocation, run, write_event  # noqa: E402
 from tests.support import http_event, load_event  # noqa: E402
 
 GOAL_SHARE = 0.75
@@ -46,20 +46,10 @@ CASES = {
 
 # Peak RSS from VmHWM, the high-water mark of this process image alone. Not getrusage's ru_maxrss: Linux keeps that
 # across fork and exec, so a child of a parent holding moto's objects would report the parent's size as its own.
-HANDLER = """
-import importlib.util, json, sys
-sys.path.insert(0, {layer!r})
-event = json.load(open({event_file!r}))
-class Context:
-    function_name = "bench"; memory_limit_in_mb = 1024; invoked_function_arn = "arn:aws:lambda:us-east-1:1:function:b"
-    aws_request_id = "bench"
-    def get_remaining_time_in_millis(self): return 600000
-spec = importlib.util.spec_from_file_location("app", {app!r})
-app = importlib.util.module_from_spec(spec); spec.loader.exec_module(app)
-result = app.lambda_handler(event, Context())
-assert result == {{"batchItemFailures": []}}, result
+REPORT_PEAK = """
+assert result == {"batchItemFailures": []}, result
 status = dict(line.split(":", 1) for line in open("/proc/self/status"))
-print(json.dumps({{"peak_mib": int(status["VmHWM"].split()[0]) / 1024}}))
+print(json.dumps({"peak_mib": int(status["VmHWM"].split()[0]) / 1024}))
 """
 
 
@@ -78,17 +68,8 @@ def job_event(stack: LocalStack, body: dict[str, Any], *, cancel: bool = False) 
 
 
 def peak_mib(event: dict[str, Any], scratch: Path, env: dict[str, str]) -> float:
-    event_file = scratch / "event.json"
-    event_file.write_text(json.dumps(event))
-    code = HANDLER.format(
-        layer=str(REPO / "layers" / "darkroom"),
-        event_file=str(event_file),
-        app=str(REPO / "functions" / "worker" / "app.py"),
-    )
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    if result.returncode:
-        raise SystemExit(f"bench subprocess failed:\n{result.stderr[-2000:]}")
-    return float(json.loads(result.stdout.strip().splitlines()[-1])["peak_mib"])
+    code = invocation("worker", write_event(event, scratch / "event.json"), REPORT_PEAK)
+    return float(json.loads(run(code, env).strip().splitlines()[-1])["peak_mib"])
 
 
 def main() -> int:

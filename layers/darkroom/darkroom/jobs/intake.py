@@ -9,7 +9,7 @@ from darkroom.errors import Conflict, NotFound, ServiceUnavailable
 from darkroom.ids import new_job_id, now_iso
 from darkroom.jobs import manifests
 from darkroom.jobs.idempotency import IdempotencyKey, IdempotencyKeyInProgress
-from darkroom.jobs.store import Job, JobStore, LeaseLost, TransactionConflict, confirm_sent
+from darkroom.jobs.store import Job, JobStore, LeaseLost, TransactionConflict
 from darkroom.models import GenerationRequest
 from darkroom.observability import logger
 
@@ -47,7 +47,7 @@ def submit_generation(
         logger.exception("could not enqueue job", extra={"job_id": job.id, "tenant": tenant})
         _withdraw(store, job, idempotency)
     else:
-        confirm_sent(store, job)
+        store.message_sent(job)  # if this write fails, the sweeper sends one harmless duplicate
     logger.info(
         "job accepted",
         extra={

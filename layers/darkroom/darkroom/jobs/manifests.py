@@ -10,13 +10,12 @@ from __future__ import annotations
 from darkroom import storage
 from darkroom.jobs.store import Job, JobStore
 from darkroom.jobs.views import manifest_document
-from darkroom.observability import logger
 
 
 def publish(store: JobStore, job: Job) -> None:
     """Write the manifest of a job that has just ended, then take it out of the sweeper's sight."""
     storage.write_manifest(job, manifest_document(job))
-    _confirm(store, job)
+    store.manifest_written(job)
 
 
 def ensure(store: JobStore, job: Job) -> None:
@@ -24,11 +23,4 @@ def ensure(store: JobStore, job: Job) -> None:
     if not storage.manifest_exists(job):
         storage.write_manifest(job, manifest_document(job))
     if job.sweep_at is not None:
-        _confirm(store, job)
-
-
-def _confirm(store: JobStore, job: Job) -> None:
-    try:
         store.manifest_written(job)
-    except Exception:  # the sweeper finds the job, sees its manifest, and confirms it later
-        logger.warning("could not confirm a written manifest", extra={"job_id": job.id}, exc_info=True)

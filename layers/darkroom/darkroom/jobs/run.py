@@ -37,7 +37,7 @@ from darkroom.errors import (
     ProviderUnavailable,
 )
 from darkroom.jobs import manifests
-from darkroom.jobs.store import Job, JobStore, LeaseLost, confirm_sent
+from darkroom.jobs.store import Job, JobStore, LeaseLost
 from darkroom.observability import logger, metrics
 from darkroom.providers.images_response import GenerationResult
 from darkroom.providers.registry import provider_for
@@ -114,10 +114,8 @@ def message_verdict(job: Job, attempt: Any, now: datetime | None = None) -> str:
 
 
 def _retry_overdue(job: Job, now: datetime) -> bool:
-    if not job.next_attempt_at:
-        return True
-    due = datetime.fromisoformat(job.next_attempt_at.replace("Z", "+00:00"))
-    return now > due + timedelta(seconds=RETRY_OVERDUE_S)
+    due = job.next_attempt_due
+    return due is None or now > due + timedelta(seconds=RETRY_OVERDUE_S)
 
 
 def _open_job(store: JobStore, body: dict[str, Any]) -> Job | None:
@@ -323,7 +321,7 @@ def _requeue(store: JobStore, job: Job, delay_s: float, **counters: int) -> None
     at = (datetime.now(UTC) + timedelta(seconds=delay)).isoformat(timespec="seconds").replace("+00:00", "Z")
     job = store.requeue(job, next_attempt_at=at, **counters)
     queue.send_job(job.id, job.tenant, attempt=job.provider_calls, delay_s=delay)
-    confirm_sent(store, job)
+    store.message_sent(job)
     metrics.add_metric(name="JobsRetried", unit="Count", value=1)
     logger.info("job requeued", extra={"job_id": job.id, "tenant": job.tenant, "delay_s": delay, **counters})
 

@@ -17,13 +17,13 @@ gets no extra messages.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import re
 import time
 import uuid
 import zlib
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -88,6 +88,13 @@ class Job:
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL
+
+    @property
+    def next_attempt_due(self) -> datetime | None:
+        """When a requeued job's retry is due (its message is delayed until then)."""
+        if not self.next_attempt_at:
+            return None
+        return datetime.fromisoformat(self.next_attempt_at.replace("Z", "+00:00"))
 
     def lease_expired(self, now: float | None = None) -> bool:
         return self.lease_until < (time.time() if now is None else now)
@@ -264,10 +271,8 @@ class JobStore:
                 self._transact([{"Delete": delete}, *together_with], token=uuid.uuid4().hex)
             else:
                 self.db.delete_item(**delete)
-        except TransactionConflict:
-            return self.get(job_id) is None
         except Exception as exc:
-            if not _is_conditional_failure(exc):
+            if not (isinstance(exc, TransactionConflict) or _is_conditional_failure(exc)):
                 raise
             return self.get(job_id) is None
         return True
@@ -308,6 +313,7 @@ class JobStore:
 
     def take_over(self, job: Job, lease_s: float) -> Job:
         """Take a running job whose owner's lease ran out (the owner crashed or timed out), to finish it."""
+        lease_until = time.time() + lease_s
         return self._update(
             job,
             status="running",
@@ -317,11 +323,7 @@ class JobStore:
                 ":lease": {"S": job.lease_id or ""},
                 ":now": {"N": str(time.time())},
             },
-            sets={
-                "lease_id": uuid.uuid4().hex,
-                "lease_until": time.time() + lease_s,
-                "sweep_at": time.time() + lease_s,
-            },
+            sets={"lease_id": uuid.uuid4().hex, "lease_until": lease_until, "sweep_at": lease_until},
         )
 
     def advance(self, job: Job, **sets: Any) -> Job:
@@ -339,32 +341,38 @@ class JobStore:
         )
 
     def message_sent(self, job: Job) -> None:
-        """Confirm that the queued job's message went out: the queue owns it now, so it leaves the sweep index.
-
-        Nothing to do when the job has moved on meanwhile (a worker already took it)."""
-        with contextlib.suppress(LeaseLost):
-            self._update(
-                job,
-                status="queued",
-                condition="#s = :queued AND provider_calls = :calls",
-                values={":queued": {"S": "queued"}, ":calls": {"N": str(job.provider_calls)}},
-                sets={},
-                removes=("sweep_at",),
-                bookkeeping=True,
-            )
+        """The queued job's message went out: the queue owns it now, so it leaves the sweep index. Nothing to do
+        when the job has moved on meanwhile (a worker already took it)."""
+        self._leave_sweep_index(
+            job,
+            condition="#s = :queued AND provider_calls = :calls",
+            values={":queued": {"S": "queued"}, ":calls": {"N": str(job.provider_calls)}},
+        )
 
     def manifest_written(self, job: Job) -> None:
         """An ended job's manifest is in S3: it leaves the sweep index. Nothing to do if it already has."""
-        with contextlib.suppress(LeaseLost):
+        self._leave_sweep_index(
+            job, condition="#s = :status AND attribute_exists(sweep_at)", values={":status": {"S": job.status}}
+        )
+
+    def _leave_sweep_index(self, job: Job, *, condition: str, values: dict[str, Any]) -> None:
+        """A confirmation, never an error: if this write fails, the job stays in the index and the sweeper does
+        once more what was just done (one more message, which the worker's rules make harmless, or a manifest
+        found already written)."""
+        try:
             self._update(
                 job,
                 status=job.status,
-                condition="#s = :status AND attribute_exists(sweep_at)",
-                values={":status": {"S": job.status}},
+                condition=condition,
+                values=values,
                 sets={},
                 removes=("sweep_at",),
                 bookkeeping=True,
             )
+        except LeaseLost:
+            pass
+        except Exception:
+            logger.warning("could not take a job out of the sweep index", extra={"job_id": job.id}, exc_info=True)
 
     def finish(self, job: Job, status: str, *, error: dict[str, str] | None = None, **sets: Any) -> Job:
         """running -> a terminal state, for the lease holder."""
@@ -475,15 +483,6 @@ class JobStore:
 def cursor_after(job: Job) -> str:
     """The cursor of the page that starts after `job`."""
     return base64.urlsafe_b64encode(f"{job.created_at}#{job.id}".encode()).decode().rstrip("=")
-
-
-def confirm_sent(store: JobStore, job: Job) -> None:
-    """Take the job out of the sweeper's sight now that its message is out. If this write fails the sweeper sends
-    one more message after its grace period, which the worker's rules make harmless."""
-    try:
-        store.message_sent(job)
-    except Exception:
-        logger.warning("could not confirm a sent message", extra={"job_id": job.id}, exc_info=True)
 
 
 # A cursor is the position of the last job of a page: its `list_key`, exactly as darkroom writes it.

@@ -21,7 +21,7 @@ from typing import Any
 from darkroom import queue
 from darkroom.jobs import manifests
 from darkroom.jobs.run import recover_abandoned
-from darkroom.jobs.store import Job, JobStore, LeaseLost, confirm_sent
+from darkroom.jobs.store import Job, JobStore, LeaseLost
 from darkroom.observability import logger, metrics
 from darkroom.settings import settings
 
@@ -64,15 +64,8 @@ def sweep(remaining_ms: Callable[[], int]) -> SweepReport:
             logger.exception("sweeper could not move a job on", extra={"job_id": job_id})
     if report.moved:
         metrics.add_metric(name="JobsSwept", unit="Count", value=report.moved)
-    logger.info(
-        "sweep done",
-        extra={
-            "examined": report.examined,
-            "resent": len(report.resent),
-            "recovered": len(report.recovered),
-            "manifests": len(report.manifests),
-        },
-    )
+    counts = {name: len(ids) if isinstance(ids, list) else ids for name, ids in report.as_dict().items()}
+    logger.info("sweep done", extra=counts)
     return report
 
 
@@ -95,10 +88,8 @@ def _sweep_job(store: JobStore, job_id: str, report: SweepReport) -> None:
 
 def _resend(store: JobStore, job: Job) -> None:
     """The message the job waits for, at its current call count and not before its retry is due."""
-    delay_s = 0
-    if job.next_attempt_at:
-        due = datetime.fromisoformat(job.next_attempt_at.replace("Z", "+00:00"))
-        delay_s = max(0, round((due - datetime.now(UTC)).total_seconds()))
+    due = job.next_attempt_due
+    delay_s = max(0, round((due - datetime.now(UTC)).total_seconds())) if due else 0
     queue.send_job(job.id, job.tenant, attempt=job.provider_calls, delay_s=delay_s)
-    confirm_sent(store, job)
+    store.message_sent(job)
     logger.warning("sweeper re-sent a job's lost message", extra={"job_id": job.id, "tenant": job.tenant})
