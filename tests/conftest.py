@@ -16,6 +16,9 @@ FAST = {
     "JobsQueueVisibilitySeconds": "20",
     "WorkerTimeoutSeconds": "20",
     "ProviderTimeoutSeconds": "5",
+    "AsyncFirstPollSeconds": "1",
+    "PollMaxWaitSeconds": "1",
+    "PollFailuresTolerated": "2",
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import boto3
@@ -65,3 +66,32 @@ def faults(stack: LocalStack, *kinds: str) -> None:
     assert stack.emulator is not None
     stack.emulator.config.fault_rate = 1.0
     stack.emulator.config.fault_kinds = kinds
+
+
+def submissions(stack: LocalStack, prompt: str) -> int:
+    """Submissions the emulator's WaveSpeed side took (and billed) for this prompt."""
+    assert stack.emulator is not None
+    count = stack.emulator.stats.prompts.get(prompt)
+    return count.submissions if count else 0
+
+
+def execution(stack: LocalStack, job_id: str, *, timeout_s: float = 30.0) -> dict[str, Any]:
+    """The job's poller execution once it has ended (moto's executor runs it in real time), with its history."""
+    sfn = boto3.client("stepfunctions")
+    machine = stack.template.attributes["PollerStateMachine"]["Arn"]
+    arn = machine.replace(":stateMachine:", ":execution:") + ":" + job_id
+    deadline = time.monotonic() + timeout_s
+    while True:
+        described = sfn.describe_execution(executionArn=arn)
+        if described["status"] != "RUNNING":
+            break
+        assert time.monotonic() < deadline, f"execution {job_id} still running after {timeout_s} s"
+        time.sleep(0.1)
+    events = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+    return {"status": described["status"], "events": events}
+
+
+def transitions(history: dict[str, Any]) -> list[str]:
+    """The states the execution entered, in order: what Step Functions bills as state transitions."""
+    entered = [e for e in history["events"] if e["type"].endswith("StateEntered")]
+    return [next(v for k, v in e.items() if k.endswith("EventDetails"))["name"] for e in entered]

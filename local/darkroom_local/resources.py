@@ -7,34 +7,36 @@ from typing import Any
 
 import boto3
 
-from darkroom_local.template import LocalTemplate
+from darkroom_local.template import REPO, LocalTemplate
 
 PREFIX = "darkroom-local"
 # Types the local stack knows how to stand up; the rest are named here so a new type in the template fails loudly.
 _NOT_NEEDED_LOCALLY = {
-    "AWS::Serverless::Function",  # run in-process by the stack
     "AWS::Serverless::LayerVersion",  # the darkroom package is importable as it is
     "AWS::S3::BucketPolicy",  # moto does not enforce bucket policies
-    "AWS::IAM::Role",  # moto does not enforce IAM: the functions run in-process with the stack's own credentials
     "AWS::KMS::Key",  # it only encrypts the alarm topic, and moto's SNS stores nothing encrypted
     "AWS::SNS::Subscription",  # no alarm mail leaves the machine
     "AWS::CloudWatch::Alarm",  # local metrics go to the terminal as EMF lines: CloudWatch would never see them
 }
 
 
-def create_resources(template: LocalTemplate, *, provider_key: str) -> None:
+def create_resources(template: LocalTemplate, *, secrets: dict[str, str]) -> None:
+    """Every resource of the template, in moto or as what names it; `secrets` holds each secret's value by logical
+    id (a provider key)."""
     region = template.pseudo["AWS::Region"]
     account = template.pseudo["AWS::AccountId"]
     resources = template.resources
     unknown = {r["Type"] for r in resources.values()} - _NOT_NEEDED_LOCALLY - set(_CREATORS)
     if unknown:
         raise NotImplementedError(f"the local stack cannot create {sorted(unknown)} yet")
-    # Queues first without redrive (a queue may name its dead-letter queue), then everything else.
-    ordered = sorted(resources.items(), key=lambda item: item[1]["Type"] != "AWS::SQS::Queue")
+    # Queues first without redrive (a queue may name its dead-letter queue), state machines last (they name functions
+    # and roles), everything else between.
+    first, last = ("AWS::SQS::Queue",), ("AWS::Serverless::StateMachine",)
+    ordered = sorted(resources.items(), key=lambda item: (item[1]["Type"] not in first) + (item[1]["Type"] in last))
     for logical_id, resource in ordered:
         creator = _CREATORS.get(resource["Type"])
         if creator:
-            creator(template, logical_id, resource.get("Properties", {}), region, account, provider_key)
+            creator(template, logical_id, resource.get("Properties", {}), region, account, secrets.get(logical_id, ""))
     for logical_id, resource in template.of_type("AWS::SQS::Queue").items():
         redrive = resource.get("Properties", {}).get("RedrivePolicy")
         if redrive:
@@ -96,9 +98,9 @@ def _bucket(template: LocalTemplate, logical_id: str, props: dict[str, Any], reg
 
 
 def _secret(
-    template: LocalTemplate, logical_id: str, props: dict[str, Any], region: str, account: str, provider_key: str
+    template: LocalTemplate, logical_id: str, props: dict[str, Any], region: str, account: str, value: str
 ) -> None:
-    arn = boto3.client("secretsmanager").create_secret(Name=_name(logical_id), SecretString=provider_key)["ARN"]
+    arn = boto3.client("secretsmanager").create_secret(Name=_name(logical_id), SecretString=value or "unset")["ARN"]
     template.attributes[logical_id] = {"Ref": arn, "Id": arn}
 
 
@@ -125,7 +127,41 @@ def _topic(template: LocalTemplate, logical_id: str, props: dict[str, Any], regi
     template.attributes[logical_id] = {"Ref": arn, "TopicArn": arn, "TopicName": _name(logical_id)}
 
 
+def _function(
+    template: LocalTemplate, logical_id: str, props: dict[str, Any], region: str, account: str, _: str
+) -> None:
+    # Run in-process by the stack (and by state machines, through darkroom_local.step_functions): only named here.
+    name = _name(logical_id)
+    template.attributes[logical_id] = {"Ref": name, "Arn": f"arn:aws:lambda:{region}:{account}:function:{name}"}
+
+
+def _role(template: LocalTemplate, logical_id: str, props: dict[str, Any], region: str, account: str, _: str) -> None:
+    # moto does not enforce IAM: the functions run with the stack's own credentials. A role is only its ARN here.
+    name = _name(logical_id)
+    template.attributes[logical_id] = {"Ref": name, "Arn": f"arn:aws:iam::{account}:role/{name}"}
+
+
+def _state_machine(
+    template: LocalTemplate, logical_id: str, props: dict[str, Any], region: str, account: str, _: str
+) -> None:
+    """The definition file as `sam deploy` sends it, with its DefinitionSubstitutions applied."""
+    definition = (REPO / props["DefinitionUri"]).read_text()
+    for name, value in template.resolve(props.get("DefinitionSubstitutions", {})).items():
+        definition = definition.replace("${" + name + "}", str(value))
+    name = _name(logical_id)
+    arn = boto3.client("stepfunctions").create_state_machine(
+        name=name,
+        definition=definition,
+        roleArn=str(template.resolve(props["Role"])),
+        type=props.get("Type", "STANDARD"),
+    )["stateMachineArn"]
+    template.attributes[logical_id] = {"Ref": arn, "Arn": arn, "Name": name}
+
+
 _CREATORS = {
+    "AWS::Serverless::Function": _function,
+    "AWS::IAM::Role": _role,
+    "AWS::Serverless::StateMachine": _state_machine,
     "AWS::DynamoDB::Table": _table,
     "AWS::SQS::Queue": _queue,
     "AWS::S3::Bucket": _bucket,

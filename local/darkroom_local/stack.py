@@ -14,6 +14,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
+from darkroom_local import step_functions
 from darkroom_local.emulator import Emulator, EmulatorConfig
 from darkroom_local.front import ApiFront
 from darkroom_local.lambdas import LocalFunction
@@ -117,11 +118,21 @@ class LocalStack:
                 "MOTO_PORT": str(moto_port),
             }
         )
-        create_resources(self.template, provider_key=provider_key)
+        step_functions.enable_executor(self.moto_url)
+        create_resources(
+            self.template, secrets={"ProviderSecret": provider_key, "WaveSpeedSecret": self._wavespeed_key()}
+        )
         specs = self.template.functions()
         self._set_env(self._function_environment(specs, provider_base_url))
         self._reset_darkroom()
         self.functions = {spec.logical_id: LocalFunction(spec) for spec in specs}
+        step_functions.install(
+            {
+                key: function
+                for logical_id, function in self.functions.items()
+                for key in (self.template.attributes[logical_id]["Ref"], self.template.attributes[logical_id]["Arn"])
+            }
+        )
         self._seed_api_keys()
         if not self.config.serve:
             return
@@ -170,6 +181,7 @@ class LocalStack:
             self._moto.stop()
             self._moto = None
         watch_writes(None)
+        step_functions.uninstall()
         for name, value in self._saved_env.items():
             if value is None:
                 os.environ.pop(name, None)
@@ -200,6 +212,10 @@ class LocalStack:
         self.emulator.start("127.0.0.1", 0)
         return f"{self.emulator.url}/v1", EMULATOR_KEY
 
+    def _wavespeed_key(self) -> str:
+        """The emulator's key; with real providers WAVESPEED_API_KEY (unset: WaveSpeed jobs fail as unauthorized)."""
+        return EMULATOR_KEY if self.config.provider == "emulator" else os.environ.get("WAVESPEED_API_KEY", "")
+
     def _function_environment(self, specs: list[Any], provider_base_url: str) -> dict[str, str]:
         """One process runs every function, so their environments must agree where they overlap."""
         merged: dict[str, str] = {}
@@ -209,6 +225,9 @@ class LocalStack:
                     raise ValueError(f"functions disagree on {name}; the local stack runs them in one process")
                 merged[name] = value
         merged["PROVIDER_BASE_URL"] = provider_base_url
+        if self.emulator:
+            merged["WAVESPEED_BASE_URL"] = self.emulator.url  # the emulator speaks WaveSpeed's API at its root
+            merged["ALLOW_PRIVATE_URLS"] = "true"  # its output links point at 127.0.0.1
         merged["ALLOW_HTTP_WEBHOOKS"] = "true"  # local subscribers listen on plain http
         merged["POWERTOOLS_METRICS_DISABLED"] = "true"  # EMF lines would drown the logs
         merged.update(self.config.environment)

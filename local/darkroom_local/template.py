@@ -6,6 +6,8 @@ parameters); anything else fails loudly rather than wiring the local stack diffe
 
 from __future__ import annotations
 
+import copy
+import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +44,15 @@ for _name in (*_TAGS, "ImportValue"):
 
 
 def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
-    return yaml.load(path.read_text(), Loader=_CfnLoader)
+    """The template as a fresh dict (callers may change theirs), parsed once per version of the file: parsing the
+    whole template takes a noticeable fraction of a second, and tests build many stacks and templates."""
+    text = path.read_text()
+    return copy.deepcopy(_parsed(text))
+
+
+@functools.lru_cache(maxsize=4)
+def _parsed(text: str) -> dict[str, Any]:
+    return dict(yaml.load(text, Loader=_CfnLoader))
 
 
 @dataclass

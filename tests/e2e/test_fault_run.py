@@ -1,11 +1,13 @@
-"""The fault run: 100 jobs through the local stack while the emulator fails a fifth of its calls.
+"""The fault runs: 100 jobs (and 50 on the asynchronous WaveSpeed route) through the local stack while the emulator
+fails a fifth of its calls.
 
 Faults are an even mix of 429 with retry-after, 500, hangs longer than the worker's provider timeout, and slow
 answers: the emulator renders (and bills) the images, then answers only after the worker's provider timeout, so
 the call is ambiguous and must never be repeated. On top, the SQS pollers deliver a tenth of the messages twice, as
 SQS's at-least-once delivery may. Whatever happens, every job must end in exactly one terminal state with its
-manifest, nothing may stay on the queue, and no prompt may be generated more than once by the emulator's own count
-(the provider's side of billing, not darkroom's records).
+manifest, nothing may stay on the queue, and no prompt may be generated, or submitted, more than once by the
+emulator's own count (the provider's side of billing, not darkroom's records). On the asynchronous route the faults
+also hit the poller's polls, which run in the real state machine on moto's executor.
 
 Replayable: DARKROOM_FAULT_SEED fixes the emulator's fault draws and the pollers' duplicates (thread timing still
 varies). Every run prints its seed; a run that finds a job breaking a rule also prints that job's trail, every
@@ -19,6 +21,7 @@ import os
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -32,6 +35,7 @@ from tests.conftest import QUIET
 pytestmark = [pytest.mark.e2e, pytest.mark.fault]
 
 JOBS = 100
+ASYNC_JOBS = 50
 FAULT_RATE = 0.2
 DUPLICATE_RATE = 0.1
 TERMINAL = {"succeeded", "failed", "canceled"}
@@ -50,6 +54,27 @@ def queue_depth(stack: LocalStack, name: str) -> int:
 
 
 def test_fault_run_loses_nothing_and_bills_each_job_at_most_once(capsys: pytest.CaptureFixture[str]) -> None:
+    fault_run(capsys, jobs=JOBS, body=lambda i: {"n": 1 + i % 2})
+
+
+def test_async_fault_run_loses_nothing_and_submits_each_job_at_most_once(capsys: pytest.CaptureFixture[str]) -> None:
+    fault_run(
+        capsys,
+        jobs=ASYNC_JOBS,
+        body=lambda i: {"provider": "wavespeed"},
+        parameters={"AsyncFirstPollSeconds": "1", "PollMaxWaitSeconds": "2"},
+        async_ms=1500,
+    )
+
+
+def fault_run(
+    capsys: pytest.CaptureFixture[str],
+    *,
+    jobs: int,
+    body: Callable[[int], dict[str, Any]],
+    parameters: dict[str, str] | None = None,
+    async_ms: int = 3000,
+) -> None:
     seed = int(os.environ.get("DARKROOM_FAULT_SEED", random.randrange(1_000_000)))
     random.seed(seed)  # the pollers' duplicate draws
     print(f"fault run seed {seed} (replay with DARKROOM_FAULT_SEED={seed})")  # shown by pytest if anything fails
@@ -63,11 +88,14 @@ def test_fault_run_loses_nothing_and_bills_each_job_at_most_once(capsys: pytest.
             "WorkerTimeoutSeconds": "15",
             "JobsQueueVisibilitySeconds": "15",
             "WorkerMaxConcurrency": "8",
+            **(parameters or {}),
         },
         environment=dict(QUIET),
         duplicate_rate=DUPLICATE_RATE,
         trail=True,
-        emulator=EmulatorConfig(latency_ms=20, fault_rate=FAULT_RATE, hang_ms=10_000, retry_after_s=1, seed=seed),
+        emulator=EmulatorConfig(
+            latency_ms=20, fault_rate=FAULT_RATE, hang_ms=10_000, retry_after_s=1, seed=seed, async_ms=async_ms
+        ),
     )
     started = time.monotonic()
     with (
@@ -76,22 +104,23 @@ def test_fault_run_loses_nothing_and_bills_each_job_at_most_once(capsys: pytest.
             base_url=stack.api_url, headers={"Authorization": f"Bearer {stack.api_keys['dev']}"}, timeout=30
         ) as client,
     ):
-        # Given 100 accepted jobs
+        # Given the accepted jobs
         ids = []
-        for i in range(JOBS):
+        for i in range(jobs):
             answer = client.post(
                 "/v1/images/generations",
-                json={"prompt": f"fault run {i}", "quality": "low", "size": "1024x1024", "n": 1 + i % 2},
+                json={"prompt": f"fault run {i}", "quality": "low", "size": "1024x1024", **body(i)},
             )
             assert answer.status_code == 202, answer.text
             ids.append(answer.json()["id"])
+        expected_outputs = {job_id: body(i).get("n", 1) for i, job_id in enumerate(ids)}
 
         # When the stack works through them under faults
-        jobs: dict[str, dict[str, Any]] = {}
+        found: dict[str, dict[str, Any]] = {}
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
-            jobs = {job_id: client.get(f"/v1/jobs/{job_id}").json() for job_id in ids}
-            if all(job["status"] in TERMINAL for job in jobs.values()):
+            found = {job_id: client.get(f"/v1/jobs/{job_id}").json() for job_id in ids}
+            if all(job["status"] in TERMINAL for job in found.values()):
                 break
             time.sleep(1)
         # Then every job ended once, with a manifest that agrees, and the provider generated it at most once
@@ -100,13 +129,19 @@ def test_fault_run_loses_nothing_and_bills_each_job_at_most_once(capsys: pytest.
             time.sleep(1)
         assert stack.emulator is not None and stack.trail is not None
         stats = stack.emulator.stats.as_dict()
-        statuses: Counter[str] = Counter(job["status"] for job in jobs.values())
-        errors: Counter[str] = Counter(job["error"]["code"] for job in jobs.values() if job.get("error"))
-        problems = {job_id: problem for job_id in ids if (problem := job_problem(stack, jobs[job_id], stats, ids))}
+        statuses: Counter[str] = Counter(job["status"] for job in found.values())
+        errors: Counter[str] = Counter(job["error"]["code"] for job in found.values() if job.get("error"))
+        problems = {
+            job_id: problem
+            for job_id in ids
+            if (problem := job_problem(stack, found[job_id], expected_outputs[job_id]))
+        }
         duplicates = sum(poller.duplicates_sent for poller in stack.pollers)
         dead_letters = queue_depth(stack, "JobsDeadLetterQueue")
         left_on_queue = queue_depth(stack, "JobsQueue")
-        most_generations = max((c["generations"] for c in stack.emulator.calls()["prompts"].values()), default=0)
+        prompts = stack.emulator.calls()["prompts"].values()
+        most_generations = max((c["generations"] for c in prompts), default=0)
+        most_submissions = max((c["submissions"] for c in prompts), default=0)
         report = "\n".join(f"{job_id}: {problem}\n{stack.trail.format(job_id)}" for job_id, problem in problems.items())
         assert not problems, f"fault run seed {seed}: {len(problems)} job(s) broke a rule\n{report}"
         assert left_on_queue == 0, f"fault run seed {seed}: {left_on_queue} message(s) left on the jobs queue"
@@ -118,34 +153,37 @@ def test_fault_run_loses_nothing_and_bills_each_job_at_most_once(capsys: pytest.
     elapsed = time.monotonic() - started
     with capsys.disabled():
         print(
-            f"\nfault run (seed {seed}): {JOBS} jobs in {elapsed:.1f} s -> {dict(statuses)}"
+            f"\nfault run (seed {seed}): {jobs} jobs in {elapsed:.1f} s -> {dict(statuses)}"
             f"{' failures ' + str(dict(errors)) if errors else ''}; provider calls {stats['calls']}, "
+            f"submissions {sum(c['submissions'] for c in prompts)}, "
             f"faults {stats['faults']}; most generations for one prompt (the emulator's count): "
-            f"{most_generations}; "
+            f"{most_generations}, most submissions {most_submissions}; "
             f"duplicate deliveries {duplicates}; stuck 0; "
             f"dead-lettered {dead_letters}"
         )
 
 
-EXPECTED_FAILURES = {"provider_unavailable", "rate_limited", "provider_timeout", "provider_disconnected"}
+# `interrupted`: an asynchronous submission whose answer was lost (the `slow` fault), never repeated.
+EXPECTED_FAILURES = {"provider_unavailable", "rate_limited", "provider_timeout", "provider_disconnected", "interrupted"}
 
 
-def job_problem(stack: LocalStack, job: dict[str, Any], stats: dict[str, Any], ids: list[str]) -> str | None:
-    """What, if anything, this job did wrong: no terminal state, a manifest that disagrees, a second generation,
-    missing outputs, or a failure no fault explains."""
+def job_problem(stack: LocalStack, job: dict[str, Any], expected_outputs: int) -> str | None:
+    """What, if anything, this job did wrong: no terminal state, a manifest that disagrees, a second generation or
+    submission, missing outputs, or a failure no fault explains."""
     if job["status"] not in TERMINAL:
         return f"never ended ({job['status']})"
-    made = stack.emulator.generations_for(job["request"]["prompt"]) if stack.emulator else 0
-    if made > 1:
-        return f"generated {made} times by the provider's own count"
+    assert stack.emulator is not None
+    made = stack.emulator.generations_for(job["request"]["prompt"])
+    count = stack.emulator.calls()["prompts"].get(job["request"]["prompt"], {})
+    if made > 1 or count.get("submissions", 0) > 1:
+        return f"generated {made} and submitted {count.get('submissions', 0)} times by the provider's own count"
     bucket = stack.template.attributes["OutputsBucket"]["Ref"]
     s3 = boto3.client("s3")
     manifest = json.loads(s3.get_object(Bucket=bucket, Key=f"outputs/dev/{job['id']}/result.json")["Body"].read())
     if manifest["status"] != job["status"]:
         return f"manifest says {manifest['status']}"
     if job["status"] == "succeeded":
-        expected = 1 + ids.index(job["id"]) % 2
-        if made != 1 or len(job["outputs"]) != expected:
+        if made != 1 or len(job["outputs"]) != expected_outputs:
             return f"succeeded with {made} generation(s) and {len(job['outputs'])} output(s)"
         for output in job["outputs"]:
             if s3.head_object(Bucket=bucket, Key=output["key"])["ContentLength"] != output["bytes"]:

@@ -25,6 +25,7 @@ from darkroom.errors import (
     ProviderRejected,
     ProviderUnavailable,
 )
+from darkroom.providers import failures
 from darkroom.providers import openai as openai_adapter
 from darkroom.providers.openai import OpenAICompatibleProvider, retry_after_s
 
@@ -110,7 +111,7 @@ def test_a_gateway_reporting_its_upstream_may_have_generated_however_fast(status
 @pytest.mark.parametrize("status", [408, 409, 500, 503])
 def test_any_failure_after_a_long_wait_may_have_generated(monkeypatch: pytest.MonkeyPatch, status: int) -> None:
     # Given any wait counting as long / When the failure comes back / Then the call is ambiguous, not retryable
-    monkeypatch.setattr(openai_adapter, "QUICK_FAILURE_S", 0.0)
+    monkeypatch.setattr(failures, "QUICK_FAILURE_S", 0.0)
     with pytest.raises(ProviderAmbiguous):
         provider(lambda r: error(status, None)).generate(PARAMS, timeout_s=5, client_request_id="j:1")
 

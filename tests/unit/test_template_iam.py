@@ -19,6 +19,10 @@ from darkroom_local.template import REPO
 
 TOOLS_PYTHON = REPO / ".venv-tools" / "bin" / "python"
 
+POLLER_EXECUTIONS = (
+    "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:execution:${PollerStateMachine.Name}:*"
+)
+
 # function -> resource -> actions. A resource is a logical id (its ARN), or a logical id and a path under it.
 EXPECTED_GRANTS: dict[str, dict[str, set[str]]] = {
     "ApiFunction": {
@@ -30,6 +34,7 @@ EXPECTED_GRANTS: dict[str, dict[str, set[str]]] = {
         "JobsQueue": {"sqs:SendMessage"},
         "OutputsBucket/outputs/*": {"s3:PutObject", "s3:GetObject"},
         "OutputsBucket": {"s3:ListBucket"},
+        POLLER_EXECUTIONS: {"states:StopExecution"},
     },
     "WorkerFunction": {
         "WorkerFunctionLogs": {"logs:CreateLogStream", "logs:PutLogEvents"},
@@ -39,6 +44,8 @@ EXPECTED_GRANTS: dict[str, dict[str, set[str]]] = {
         "OutputsBucket/outputs/*": {"s3:PutObject", "s3:GetObject"},
         "OutputsBucket": {"s3:ListBucket"},
         "ProviderSecret": {"secretsmanager:GetSecretValue"},
+        "WaveSpeedSecret": {"secretsmanager:GetSecretValue"},
+        "PollerStateMachine": {"states:StartExecution"},
     },
     "SweeperFunction": {
         "SweeperFunctionLogs": {"logs:CreateLogStream", "logs:PutLogEvents"},
@@ -47,6 +54,15 @@ EXPECTED_GRANTS: dict[str, dict[str, set[str]]] = {
         "JobsQueue": {"sqs:SendMessage"},
         "OutputsBucket/outputs/*": {"s3:PutObject", "s3:GetObject"},
         "OutputsBucket": {"s3:ListBucket"},
+        "PollerStateMachine": {"states:StartExecution"},
+        POLLER_EXECUTIONS: {"states:DescribeExecution", "states:StopExecution"},
+        "WaveSpeedSecret": {"secretsmanager:GetSecretValue"},
+    },
+    "PollerFunction": {
+        "PollerFunctionLogs": {"logs:CreateLogStream", "logs:PutLogEvents"},
+        "JobsTable": {"dynamodb:GetItem", "dynamodb:UpdateItem"},
+        "OutputsBucket/outputs/*": {"s3:PutObject"},
+        "WaveSpeedSecret": {"secretsmanager:GetSecretValue"},
     },
 }
 
@@ -64,7 +80,7 @@ NEVER_GRANTED = [
 ]
 
 # Types whose Ref is their ARN; any other Ref in a policy is a name or a URL, which IAM would never match.
-REF_IS_ARN = {"AWS::SecretsManager::Secret", "AWS::SNS::Topic"}
+REF_IS_ARN = {"AWS::SecretsManager::Secret", "AWS::SNS::Topic", "AWS::StepFunctions::StateMachine"}
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +188,6 @@ def test_role_carries_no_managed_policy_and_only_lambda_may_assume_it(cfn: dict[
 @pytest.mark.parametrize("function_id", sorted(EXPECTED_GRANTS))
 def test_bucket_listing_is_limited_to_outputs(cfn: dict[str, Any], function_id: str) -> None:
     listing = [s for s in statements(cfn, role_of(cfn, function_id)) if "s3:ListBucket" in as_list(s["Action"])]
-    assert listing
     for statement in listing:
         assert as_list(statement["Action"]) == ["s3:ListBucket"]
         assert statement["Condition"] == {"StringLike": {"s3:prefix": "outputs/*"}}
@@ -195,3 +210,13 @@ def test_functions_log_only_to_their_own_log_groups(cfn: dict[str, Any]) -> None
         assert cfn["Resources"][own]["Type"] == "AWS::Logs::LogGroup"
         logged_to = {name for name, actions in grants(cfn, function_id).items() if "logs:PutLogEvents" in actions}
         assert logged_to == {own}
+
+
+def test_the_poller_state_machine_may_only_invoke_the_poller(cfn: dict[str, Any]) -> None:
+    machine = cfn["Resources"]["PollerStateMachine"]["Properties"]
+    role = cfn["Resources"][machine["RoleArn"]["Fn::GetAtt"][0]]["Properties"]
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "states.amazonaws.com"}
+    (statement,) = [s for p in role["Policies"] for s in as_list(p["PolicyDocument"]["Statement"])]
+    assert as_list(statement["Action"]) == ["lambda:InvokeFunction"]
+    assert {resource_name(cfn, r) for r in statement["Resource"]} == {"PollerFunction", "PollerFunction:*"}

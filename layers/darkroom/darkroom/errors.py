@@ -138,6 +138,13 @@ class ProviderAmbiguous(ProviderError):
         self.code = code
 
 
+class ProviderPollFailed(ProviderError):
+    """Asking an asynchronous provider how a job is going failed (an error answer, no answer, an output that could
+    not be fetched). Polling bills nothing, so the poller asks again, a few times in a row at most."""
+
+    code = "provider_unavailable"
+
+
 class ProviderBadResponse(ProviderError):
     """A 2xx whose body is not what the API promises. The call may have been billed, so it is not retried."""
 

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from darkroom import catalog
+from darkroom import catalog, routing
 from darkroom.errors import FieldError, ValidationFailed
 
 MAX_PROMPT_CHARS = 32_000
@@ -47,6 +47,9 @@ class GenerationRequest(BaseModel):
     response_format: str | None = None
     style: str | None = None
     # darkroom's own fields, kept with the job.
+    provider: Annotated[str, StringConstraints(max_length=64)] | None = Field(
+        default=None, description="The provider route to run on (openai, wavespeed); the model's default if absent."
+    )
     webhook_url: Annotated[str, StringConstraints(max_length=2048)] | None = None
     metadata: Annotated[dict[MetadataKey, MetadataValue], Field(max_length=MAX_METADATA_PAIRS)] | None = None
 
@@ -54,36 +57,47 @@ class GenerationRequest(BaseModel):
         """The body to send to an OpenAI-compatible provider: only what it understands, defaults left out."""
         params = self.model_dump(
             exclude_none=True,
-            exclude={"webhook_url", "metadata", "user", "stream", "partial_images", "response_format", "style"},
+            exclude={
+                "provider",
+                "webhook_url",
+                "metadata",
+                "user",
+                "stream",
+                "partial_images",
+                "response_format",
+                "style",
+            },
         )
         if self.user and not self.safety_identifier:
             params["safety_identifier"] = self.user
         return params
 
 
-def parse_generation_request(body: Any, *, allow_http_webhooks: bool = False) -> GenerationRequest:
-    """Validate a decoded JSON body; raises ValidationFailed listing every broken rule."""
+def parse_generation_request(
+    body: Any, *, allow_http_webhooks: bool = False, route_defaults: dict[str, str] | None = None
+) -> GenerationRequest:
+    """Validate a decoded JSON body; raises ValidationFailed listing every broken rule. `route_defaults` is the
+    configured default route per model (settings().provider_routes)."""
+    rules: dict[str, Any] = {"allow_http_webhooks": allow_http_webhooks, "route_defaults": route_defaults or {}}
     try:
         request = GenerationRequest.model_validate(body)
     except ValidationError as exc:
         errors = field_errors_from_pydantic(exc)
         if isinstance(body, dict):
-            errors += _rule_errors_of_valid_fields(body, errors, allow_http_webhooks=allow_http_webhooks)
+            errors += _rule_errors_of_valid_fields(body, errors, **rules)
         raise ValidationFailed(errors) from None
-    errors = generation_rule_errors(request, allow_http_webhooks=allow_http_webhooks)
+    errors = generation_rule_errors(request, **rules)
     if errors:
         raise ValidationFailed(errors)
     return request
 
 
-def _rule_errors_of_valid_fields(
-    body: dict[str, Any], type_errors: list[FieldError], *, allow_http_webhooks: bool
-) -> list[FieldError]:
+def _rule_errors_of_valid_fields(body: dict[str, Any], type_errors: list[FieldError], **rules: Any) -> list[FieldError]:
     """The model rules, checked on the fields that passed the type checks, so one answer lists every problem."""
     failed = {error.field.split(".")[0] for error in type_errors}
     valid = {k: v for k, v in body.items() if k in GenerationRequest.model_fields and k not in failed}
     partial = GenerationRequest.model_construct(**{"prompt": "-", **valid})  # fields already checked: no revalidation
-    rule_errors = generation_rule_errors(partial, allow_http_webhooks=allow_http_webhooks)
+    rule_errors = generation_rule_errors(partial, **rules)
     return [error for error in rule_errors if error.field.split(".")[0] not in failed]
 
 
@@ -95,7 +109,9 @@ def field_errors_from_pydantic(exc: ValidationError) -> list[FieldError]:
     return errors
 
 
-def generation_rule_errors(request: GenerationRequest, *, allow_http_webhooks: bool) -> list[FieldError]:
+def generation_rule_errors(
+    request: GenerationRequest, *, allow_http_webhooks: bool, route_defaults: dict[str, str]
+) -> list[FieldError]:
     errors: list[FieldError] = []
     if not request.prompt.strip():
         errors.append(FieldError("prompt", "prompt_blank", "The prompt must contain more than white space."))
@@ -109,6 +125,7 @@ def generation_rule_errors(request: GenerationRequest, *, allow_http_webhooks: b
     errors += _size_errors(request.size, spec)
     errors += _quality_errors(request.quality, spec)
     errors += _background_errors(request, spec)
+    errors += routing.route_errors(dict(request), request.provider, route_defaults)
     return errors
 
 

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from functools import cache
 
+from darkroom import routing
+
 
 def _flag(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
@@ -33,6 +35,21 @@ class Settings:
     # the sweeper never races a submission still under way.
     sweep_grace_s: float
     allow_http_webhooks: bool
+    # Default provider route per model ({model or "*": route}), from PROVIDER_ROUTES (darkroom.routing).
+    provider_routes: dict[str, str]
+    wavespeed_base_url: str
+    wavespeed_secret_arn: str
+    poller_state_machine_arn: str
+    # The poller's first wait after a submission: about the provider's typical render time, so a job that takes that
+    # long is usually seen done at the first or second poll. Later waits start shorter and grow to poll_max_wait_s.
+    async_first_poll_s: float
+    poll_max_wait_s: float
+    # How long a job may stay `polling` before it fails as provider_timeout.
+    poll_timeout_s: float
+    # Failed polls in a row (provider errors, unreachable outputs) before the job fails.
+    poll_failures_tolerated: int
+    # Let provider output URLs point at private addresses: only the local stack, whose emulator is on 127.0.0.1.
+    allow_private_urls: bool
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -54,6 +71,15 @@ class Settings:
             presign_ttl_s=int(env.get("PRESIGN_TTL_S", "900")),
             sweep_grace_s=float(env.get("SWEEP_GRACE_S", "60")),
             allow_http_webhooks=_flag(env.get("ALLOW_HTTP_WEBHOOKS")),
+            provider_routes=routing.parse_defaults(env.get("PROVIDER_ROUTES", "*=openai")),
+            wavespeed_base_url=env.get("WAVESPEED_BASE_URL", "https://api.wavespeed.ai").rstrip("/"),
+            wavespeed_secret_arn=env.get("WAVESPEED_SECRET_ARN", ""),
+            poller_state_machine_arn=env.get("POLLER_STATE_MACHINE_ARN", ""),
+            async_first_poll_s=float(env.get("ASYNC_FIRST_POLL_S", "15")),
+            poll_max_wait_s=float(env.get("POLL_MAX_WAIT_S", "30")),
+            poll_timeout_s=float(env.get("POLL_TIMEOUT_S", "1800")),
+            poll_failures_tolerated=int(env.get("POLL_FAILURES_TOLERATED", "5")),
+            allow_private_urls=_flag(env.get("ALLOW_PRIVATE_URLS")),
         )
 
 

@@ -47,7 +47,9 @@ def openapi(request: Request) -> Response:
 @router.route("POST", "/v1/images/generations", summary="Queue an image generation job.")
 def create_generation(request: Request) -> Response:
     body = request.json()
-    generation = parse_generation_request(body, allow_http_webhooks=settings().allow_http_webhooks)
+    generation = parse_generation_request(
+        body, allow_http_webhooks=settings().allow_http_webhooks, route_defaults=settings().provider_routes
+    )
     key = idempotency.from_request(request.tenant, request.headers, "generations", body)  # of a body known valid
     job, replayed = submit_generation(request.tenant, generation, key)
     headers = {"location": f"/v1/jobs/{job.id}"}
@@ -101,7 +103,7 @@ def _within_page_budget(jobs: list[Job], next_cursor: str | None) -> tuple[list[
     return data, next_cursor
 
 
-@router.route("DELETE", "/v1/jobs/{id}", summary="Cancel a queued job.")
+@router.route("DELETE", "/v1/jobs/{id}", summary="Cancel a queued job, or one a provider is working on.")
 def delete_job(request: Request) -> Response:
     job = cancel_job(request.tenant, request.path_params["id"])
     return Response(200, job_document(job, with_urls=False))

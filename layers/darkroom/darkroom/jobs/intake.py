@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import hashlib
 
-from darkroom import queue
+from darkroom import queue, routing
 from darkroom.errors import Conflict, NotFound, ServiceUnavailable
 from darkroom.ids import new_job_id, now_iso
-from darkroom.jobs import manifests
+from darkroom.jobs import executions, manifests
 from darkroom.jobs.idempotency import IdempotencyKey, IdempotencyKeyInProgress
 from darkroom.jobs.store import Job, JobStore, LeaseLost, TransactionConflict
 from darkroom.models import GenerationRequest
 from darkroom.observability import logger
+from darkroom.settings import settings
 
 
 def submit_generation(
@@ -30,6 +31,7 @@ def submit_generation(
         kind="generate",
         status="queued",
         request=request.provider_params(),  # exactly what the worker will send
+        route=routing.route_for(request.model, request.provider, settings().provider_routes),
         webhook_url=request.webhook_url,
         metadata=request.metadata or {},
         created_at=now,
@@ -54,6 +56,7 @@ def submit_generation(
             "job_id": job.id,
             "tenant": tenant,
             "model": request.model,
+            "route": job.route,
             "size": request.size,
             "quality": request.quality,
             "n": request.n,
@@ -99,19 +102,30 @@ def cancel_job(tenant: str, job_id: str) -> Job:
     if job.status == "canceled":
         manifests.ensure(store, job)  # an earlier cancel may have been cut off before its manifest
         return job
-    if job.status != "queued":
+    if job.status not in ("queued", "polling"):
         raise _not_cancelable(job)
     try:
-        job = store.cancel(job)
+        job = store.cancel(job, message=CANCELED_WHILE_POLLING if job.status == "polling" else CANCELED)
     except LeaseLost:
         latest = store.get(job_id) or job
         if latest.status == "canceled":
             manifests.ensure(store, latest)
             return latest
         raise _not_cancelable(latest) from None
-    # The queued message is still on its way; the worker will see `canceled` and drop it.
+    # A queued job's message is still on its way: the worker will see `canceled` and drop it. A polling job's
+    # execution is stopped; if that fails, its next poll finds the job canceled and ends there.
+    if job.prediction_id:
+        executions.stop(job.id, cause="canceled at the tenant's request")
     manifests.publish(store, job)
     return job
+
+
+CANCELED = "Canceled at the tenant's request."
+# WaveSpeed, the one asynchronous provider, has no way to cancel a job it has taken.
+CANCELED_WHILE_POLLING = (
+    "Canceled at the tenant's request while the provider was working on it. The provider cannot be told to stop, "
+    "so it may still charge for the job."
+)
 
 
 def _not_cancelable(job: Job) -> Conflict:

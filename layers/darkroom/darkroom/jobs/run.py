@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from darkroom import aws, images, pricing, queue, storage
+from darkroom import aws, images, pricing, queue, routing, storage
 from darkroom.errors import (
     ProviderAmbiguous,
     ProviderBadResponse,
@@ -36,11 +36,12 @@ from darkroom.errors import (
     ProviderRejected,
     ProviderUnavailable,
 )
-from darkroom.jobs import manifests
+from darkroom.jobs import manifests, polling
 from darkroom.jobs.store import Job, JobStore, LeaseLost
 from darkroom.observability import logger, metrics
 from darkroom.providers.images_response import GenerationResult
-from darkroom.providers.registry import provider_for
+from darkroom.providers.registry import async_provider_for, provider_for
+from darkroom.providers.wavespeed import Submission, WaveSpeedProvider
 from darkroom.settings import settings
 
 # Time kept back from the invocation for storing outputs after the provider answers.
@@ -51,6 +52,8 @@ MIN_CALL_S = 60.0
 LEASE_MARGIN_S = 30.0
 # How late a retry's own message may be (queue backlog) before an older message of the job may start it instead.
 RETRY_OVERDUE_S = 900
+# An asynchronous provider's submission only queues the job: it answers in seconds, not minutes.
+SUBMIT_TIMEOUT_S = 30.0
 
 
 class JobBusy(Exception):
@@ -119,13 +122,17 @@ def _retry_overdue(job: Job, now: datetime) -> bool:
 
 
 def _open_job(store: JobStore, body: dict[str, Any]) -> Job | None:
-    """The job a message names, or None when nothing is left to do: no such job, or it has ended (then its
-    manifest is made sure of)."""
+    """The job a message names, or None when nothing is left to do: no such job, it has ended (then its manifest is
+    made sure of), or an asynchronous provider has it (then its poller is: the worker that submitted it may have died
+    before starting it)."""
     job = store.get(str(body["job_id"]))
     if job is None:
         logger.warning("message for an unknown job, dropped", extra={"job_id": body["job_id"]})
     elif job.terminal:
         manifests.ensure(store, job)
+        return None
+    elif job.status == "polling":
+        polling.ensure_poller(store, job)
         return None
     return job
 
@@ -185,12 +192,11 @@ def _settle_after_conflict(store: JobStore, job_id: str) -> None:
     raise JobBusy(f"job {job_id} changed under this worker ({latest.status}); its message will be seen again")
 
 
-def _call_budget(remaining_ms: RemainingMs) -> tuple[float, float]:
-    """(timeout for the provider call, seconds this invocation has left). The call gets ProviderTimeoutSeconds, or
+def _call_budget(remaining_ms: RemainingMs, configured: float) -> tuple[float, float]:
+    """(timeout for the provider call, seconds this invocation has left). The call gets `configured` seconds, or
     what the invocation can give after keeping time to store the images; JobBusy when that is too short to start."""
     budget_s = remaining_ms() / 1000
     reserve_s = min(STORE_RESERVE_S, budget_s / 4)
-    configured = settings().provider_timeout_s
     timeout_s = min(configured, budget_s - reserve_s)
     if timeout_s < min(configured, MIN_CALL_S):
         # A cut-short call would burn an attempt, and if it timed out it would end the job as ambiguous.
@@ -199,14 +205,22 @@ def _call_budget(remaining_ms: RemainingMs) -> tuple[float, float]:
 
 
 def _run(store: JobStore, job: Job, remaining_ms: RemainingMs) -> None:
-    timeout_s, budget_s = _call_budget(remaining_ms)
-    provider = provider_for(job.model)
+    """One provider call for a queued job: the images themselves, or (asynchronous routes) the submission that
+    hands the job to the provider and its poller. Either is billed, so each is made once per claim."""
+    asynchronous = routing.ROUTES[job.route].asynchronous
+    configured = settings().provider_timeout_s
+    timeout_s, budget_s = _call_budget(remaining_ms, min(configured, SUBMIT_TIMEOUT_S) if asynchronous else configured)
+    provider = async_provider_for(job.route) if asynchronous else provider_for(job.route)
     provider.prepare()  # key and connection pool first: nothing slow may sit between the claim and the call
     job = store.claim(job, lease_s=budget_s + LEASE_MARGIN_S)
     log = {"job_id": job.id, "tenant": job.tenant, "model": job.model, "attempt": job.provider_calls}
+    call_id = f"{job.id}:{job.provider_calls}"
     started = time.monotonic()
     try:
-        result = provider.generate(job.request, timeout_s=timeout_s, client_request_id=f"{job.id}:{job.provider_calls}")
+        if isinstance(provider, WaveSpeedProvider):
+            outcome: Any = provider.submit(job.model, job.request, timeout_s=timeout_s, client_request_id=call_id)
+        else:
+            outcome = provider.generate(job.request, timeout_s=timeout_s, client_request_id=call_id)
     except ProviderRateLimited as exc:
         _retry_rate_limited(store, job, exc)
         return
@@ -224,9 +238,12 @@ def _run(store: JobStore, job: Job, remaining_ms: RemainingMs) -> None:
         logger.exception("provider call failed unexpectedly", extra=log)
         _fail(store, job, "internal_error", "darkroom failed while calling the provider; " + NOT_REPEATED)
         return
+    if isinstance(outcome, Submission):
+        polling.begin(store, job, outcome)  # an error here brings the message back, which finds the job polling
+        return
     latency_ms = round((time.monotonic() - started) * 1000)
     try:
-        _complete(store, job, result, {**log, "latency_ms": latency_ms})
+        _complete(store, job, outcome, {**log, "latency_ms": latency_ms})
     except Exception as exc:
         if isinstance(exc, LeaseLost) or aws.is_aws_error(exc):
             raise  # the message comes back; an expired lease is recovered from what reached S3
@@ -270,6 +287,10 @@ def _after_ambiguous_call(store: JobStore, job: Job, exc: ProviderAmbiguous) -> 
     logger.warning("provider call may have been billed without an answer", extra={"job_id": job.id, "code": exc.code})
     if settings().retry_ambiguous_provider_calls:
         _retry_unavailable(store, job, exc)
+        return
+    if routing.ROUTES[job.route].asynchronous:
+        # The provider may have taken the job and be rendering it now, with no id for darkroom to follow it by.
+        _fail(store, job, "interrupted", f"The submission's answer was lost ({exc.message}); {NOT_REPEATED}")
         return
     _fail(store, job, exc.code, f"{exc.message}; {NOT_REPEATED}")
 

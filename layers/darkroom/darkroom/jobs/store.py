@@ -34,7 +34,9 @@ from darkroom.observability import logger
 from darkroom.settings import settings
 
 TERMINAL = ("succeeded", "failed", "canceled")
-STATUSES = ("queued", "running", *TERMINAL)
+# `polling`: an asynchronous provider took the job (its prediction id is recorded) and the poller state machine
+# follows it; no worker lease, the execution named after the job owns it.
+STATUSES = ("queued", "running", "polling", *TERMINAL)
 BY_TENANT = "by_tenant"
 BY_TENANT_STATUS = "by_tenant_status"
 BY_SWEEP = "by_sweep"
@@ -80,6 +82,12 @@ class Job:
     error: dict[str, str] | None = None
     write_id: str | None = None
     sweep_at: float | None = None
+    # The provider route the job runs on (darkroom.routing), decided when it was accepted.
+    route: str = "openai"
+    # Asynchronous routes: the provider's id for the submission, its last reported status, and when polling gives up.
+    prediction_id: str | None = None
+    provider_status: str | None = None
+    poll_until: float | None = None
 
     @property
     def model(self) -> str:
@@ -103,7 +111,17 @@ class Job:
 # Attributes stored as JSON strings: nested maps of arbitrary shape, read back exactly as written.
 _JSON_FIELDS = ("request", "metadata", "outputs", "usage", "error")
 _INT_FIELDS = ("provider_calls", "transient_failures", "rate_limits")
-_OPTIONAL_STR = ("webhook_url", "started_at", "completed_at", "phase", "lease_id", "next_attempt_at", "write_id")
+_OPTIONAL_STR = (
+    "webhook_url",
+    "started_at",
+    "completed_at",
+    "phase",
+    "lease_id",
+    "next_attempt_at",
+    "write_id",
+    "prediction_id",
+    "provider_status",
+)
 
 
 def _to_item(job: Job) -> dict[str, Any]:
@@ -117,6 +135,7 @@ def _to_item(job: Job) -> dict[str, Any]:
         "list_key": {"S": f"{job.created_at}#{job.id}"},
         "tenant_status": {"S": f"{job.tenant}#{job.status}"},
         "lease_until": {"N": str(job.lease_until)},
+        "route": {"S": job.route},
     }
     for name in _JSON_FIELDS:
         item[name] = {"S": json.dumps(getattr(job, name), ensure_ascii=False)}  # \u escapes would triple a prompt
@@ -130,6 +149,8 @@ def _to_item(job: Job) -> dict[str, Any]:
     if job.sweep_at is not None:
         item["sweep_at"] = {"N": str(job.sweep_at)}
         item["sweep_shard"] = {"S": sweep_shard(job.id)}
+    if job.poll_until is not None:
+        item["poll_until"] = {"N": str(job.poll_until)}
     return item
 
 
@@ -151,6 +172,8 @@ def _from_item(item: dict[str, Any]) -> Job:
         lease_until=float(item.get("lease_until", {"N": "0"})["N"]),
         cost_usd=Decimal(item["cost_usd"]["N"]) if "cost_usd" in item else None,
         sweep_at=float(item["sweep_at"]["N"]) if "sweep_at" in item else None,
+        route=item.get("route", {"S": "openai"})["S"],
+        poll_until=float(item["poll_until"]["N"]) if "poll_until" in item else None,
         **extra,
     )
 
@@ -359,20 +382,65 @@ class JobStore:
         """A confirmation, never an error: if this write fails, the job stays in the index and the sweeper does
         once more what was just done (one more message, which the worker's rules make harmless, or a manifest
         found already written)."""
+        self._bookkeeping(job, condition=condition, values=values, sets={}, removes=("sweep_at",))
+
+    def _bookkeeping(
+        self, job: Job, *, condition: str, values: dict[str, Any], sets: dict[str, Any], removes: tuple[str, ...] = ()
+    ) -> None:
+        """A write of the sweep index alone: it never fails its caller, who has already done the real work."""
         try:
             self._update(
                 job,
                 status=job.status,
                 condition=condition,
                 values=values,
-                sets={},
-                removes=("sweep_at",),
+                sets=sets,
+                removes=removes,
                 bookkeeping=True,
             )
         except LeaseLost:
             pass
         except Exception:
-            logger.warning("could not take a job out of the sweep index", extra={"job_id": job.id}, exc_info=True)
+            logger.warning("could not update a job's sweep index entry", extra={"job_id": job.id}, exc_info=True)
+
+    # Asynchronous providers: after the submission, the job is `polling` and its prediction id is what every later
+    # write is conditional on.
+
+    def start_polling(self, job: Job, *, prediction_id: str, provider_status: str, poll_until: float) -> Job:
+        """running -> polling, right after the provider took the submission; the lease ends here. The job stays in
+        the sweep index until `poller_started` confirms an execution follows it."""
+        return self._update(
+            job,
+            status="polling",
+            **self._lease_condition(job),
+            sets={
+                "prediction_id": prediction_id,
+                "provider_status": provider_status,
+                "poll_until": poll_until,
+                "lease_until": 0.0,
+                "sweep_at": time.time(),
+            },
+            removes=("phase", "lease_id"),
+        )
+
+    def poller_started(self, job: Job, *, check_at: float) -> None:
+        """An execution follows this polling job: the sweeper looks at it again at `check_at`, once it should long
+        have ended, and not before."""
+        self._bookkeeping(job, **self._polling_condition(job), sets={"sweep_at": check_at})
+
+    def record_provider_status(self, job: Job, provider_status: str) -> Job:
+        return self._update(
+            job, status="polling", **self._polling_condition(job), sets={"provider_status": provider_status}
+        )
+
+    def finish_polling(self, job: Job, status: str, *, error: dict[str, str] | None = None, **sets: Any) -> Job:
+        """polling -> a terminal state, for whoever follows the job's prediction (the poller, or the sweeper)."""
+        return self._update(
+            job,
+            status=status,
+            **self._polling_condition(job),
+            sets={"completed_at": now_iso(), "error": error, "sweep_at": time.time(), **sets},
+        )
 
     def finish(self, job: Job, status: str, *, error: dict[str, str] | None = None, **sets: Any) -> Job:
         """running -> a terminal state, for the lease holder."""
@@ -405,20 +473,29 @@ class JobStore:
             removes=("phase", "lease_id"),
         )
 
-    def cancel(self, job: Job) -> Job:
-        """queued -> canceled. LeaseLost when the job is no longer queued."""
+    def cancel(self, job: Job, *, message: str = "Canceled at the tenant's request.") -> Job:
+        """queued or polling -> canceled. LeaseLost when the job is no longer in the state it was read in."""
+        if job.status not in ("queued", "polling"):
+            raise LeaseLost(f"job {job.id} is {job.status}")
         return self._update(
             job,
             status="canceled",
-            condition="#s = :queued",
-            values={":queued": {"S": "queued"}},
+            condition="#s = :seen",
+            values={":seen": {"S": job.status}},
             sets={
                 "completed_at": now_iso(),
-                "error": {"code": "canceled", "message": "Canceled at the tenant's request."},
+                "error": {"code": "canceled", "message": message},
                 "sweep_at": time.time(),
             },
             removes=("next_attempt_at",),
         )
+
+    @staticmethod
+    def _polling_condition(job: Job) -> dict[str, Any]:
+        return {
+            "condition": "#s = :polling AND prediction_id = :prediction",
+            "values": {":polling": {"S": "polling"}, ":prediction": {"S": job.prediction_id or ""}},
+        }
 
     @staticmethod
     def _lease_condition(job: Job) -> dict[str, Any]:

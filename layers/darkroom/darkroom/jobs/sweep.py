@@ -5,6 +5,9 @@ It reads only the sparse `by_sweep` index (never a scan), and only entries older
   or SQS refused the send and the withdrawal failed too) gets its message, then the confirmation;
 - a `running` job whose lease ran out (its worker died) is recovered without a provider call: finished from S3 if
   the provider had answered and every output is stored, failed as `interrupted` otherwise;
+- a `polling` job is looked at once its poller should long have ended, or at once if its poller's start was never
+  confirmed: an execution that was never started is started (by the job's name, so never twice); one that ended
+  without ending the job (aborted, or its last write failed) gets one last poll, which ends the job either way;
 - an ended job whose manifest was never confirmed written gets it (written again only if missing).
 A job whose message was confirmed sent is not in the index, so a backlogged queue is never sent duplicates. Every
 change is a conditional write, so a sweep racing a worker or another sweep changes nothing twice.
@@ -19,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from darkroom import queue
-from darkroom.jobs import manifests
+from darkroom.jobs import manifests, polling
 from darkroom.jobs.run import recover_abandoned
 from darkroom.jobs.store import Job, JobStore, LeaseLost
 from darkroom.observability import logger, metrics
@@ -37,11 +40,12 @@ class SweepReport:
     resent: list[str] = field(default_factory=list)
     recovered: list[str] = field(default_factory=list)
     manifests: list[str] = field(default_factory=list)
+    pollers: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
 
     @property
     def moved(self) -> int:
-        return len(self.resent) + len(self.recovered) + len(self.manifests)
+        return len(self.resent) + len(self.recovered) + len(self.manifests) + len(self.pollers)
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "moved": self.moved}
@@ -84,6 +88,11 @@ def _sweep_job(store: JobStore, job_id: str, report: SweepReport) -> None:
         recover_abandoned(store, job)
         report.recovered.append(job.id)
         logger.warning("sweeper recovered a job whose worker died", extra={"job_id": job.id, "tenant": job.tenant})
+    elif job.status == "polling":
+        outcome = polling.check_on(store, job)
+        if outcome != "running":
+            report.pollers.append(job.id)
+            logger.warning("sweeper took care of a polling job", extra={"job_id": job.id, "outcome": outcome})
 
 
 def _resend(store: JobStore, job: Job) -> None:

@@ -17,6 +17,8 @@ from typing import Any
 import httpcore
 import httpx
 
+from darkroom.addresses import AddressRefused, public_address
+
 _local = threading.local()
 _WRITE_PIECE = 64 * 1024
 # httpx's own defaults (httpx.Limits()), which a pool built by hand would otherwise lose: without the keep-alive expiry
@@ -72,8 +74,9 @@ class _Stream(httpcore.NetworkStream):
 
 
 class _Backend(httpcore.NetworkBackend):
-    def __init__(self) -> None:
+    def __init__(self, *, public_only: bool = False) -> None:
         self._backend = httpcore.SyncBackend()
+        self._public_only = public_only
 
     def connect_tcp(
         self,
@@ -84,6 +87,12 @@ class _Backend(httpcore.NetworkBackend):
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
         left = _left(timeout, httpcore.ConnectTimeout)
+        if self._public_only:
+            # The checked address is the one connected to; TLS still verifies the certificate against the host name.
+            try:
+                host = public_address(host, port)
+            except AddressRefused as exc:
+                raise httpcore.ConnectError(str(exc)) from None
         return _Stream(self._backend.connect_tcp(host, port, left, local_address, socket_options))
 
     def connect_unix_socket(
@@ -96,8 +105,9 @@ class _Backend(httpcore.NetworkBackend):
         self._backend.sleep(seconds)
 
 
-def transport() -> httpx.HTTPTransport:
-    """httpx's own transport, its connections made through the deadline-aware backend.
+def transport(*, public_only: bool = False) -> httpx.HTTPTransport:
+    """httpx's own transport, its connections made through the deadline-aware backend; with `public_only`, only to
+    public addresses (darkroom.addresses), for URLs that come from outside.
 
     httpx offers no parameter for the network backend, so its pool is the one HTTPTransport() would build (its
     defaults, its TLS context) plus that backend; __init__, which would build a second pool and TLS context only to
@@ -109,6 +119,18 @@ def transport() -> httpx.HTTPTransport:
         max_connections=_MAX_CONNECTIONS,
         max_keepalive_connections=_MAX_KEEPALIVE,
         keepalive_expiry=_KEEPALIVE_EXPIRY_S,
-        network_backend=_Backend(),
+        network_backend=_Backend(public_only=public_only),
     )
     return built
+
+
+def client(given: httpx.BaseTransport | None = None, *, public_only: bool = False) -> httpx.Client:
+    """An httpx client for provider calls, on the `given` transport (tests) or this module's. It never follows
+    redirects (a redirecting answer is a failure, not a new place to send darkroom's key or to fetch from), and asks
+    for answers as they are: httpx decodes a compressed body whole, past any size check (a gzip bomb of 1.8 KB
+    decoded to 1 GB), and images barely compress anyway."""
+    return httpx.Client(
+        transport=given or transport(public_only=public_only),
+        follow_redirects=False,
+        headers={"Accept-Encoding": "identity"},
+    )

@@ -1,7 +1,7 @@
-"""Which provider serves a model, and the key it is called with.
+"""The adapter for each provider route (darkroom.routing), and the keys they are called with.
 
-Every model in the catalog is served by the one OpenAI-compatible endpoint configured by PROVIDER_BASE_URL (OpenAI,
-a gateway, or the emulator). Asynchronous providers join this table as they arrive.
+`openai` calls the OpenAI-compatible endpoint at PROVIDER_BASE_URL (OpenAI, a gateway, or the emulator) with the key
+in PROVIDER_SECRET_ARN; `wavespeed` calls WAVESPEED_BASE_URL with the key in WAVESPEED_SECRET_ARN.
 """
 
 from __future__ import annotations
@@ -9,29 +9,34 @@ from __future__ import annotations
 import json
 import threading
 import time
-from functools import cache
+from functools import cache, partial
 
 from darkroom import aws
 from darkroom.providers.openai import OpenAICompatibleProvider
+from darkroom.providers.wavespeed import WaveSpeedProvider
 from darkroom.settings import settings
 
 SECRET_TTL_S = 300.0  # a rotated key is picked up within five minutes
 
 _secret_lock = threading.Lock()
-_secret: tuple[float, str] | None = None
+_secrets: dict[str, tuple[float, str]] = {}
+
+
+def _secret(secret_arn: str) -> str:
+    """A key from Secrets Manager: the secret string itself, or its `api_key` field if it is JSON."""
+    with _secret_lock:
+        cached = _secrets.get(secret_arn)
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+        value = aws.client("secretsmanager").get_secret_value(SecretId=secret_arn)["SecretString"]
+        if value.lstrip().startswith("{"):
+            value = json.loads(value).get("api_key", "")
+        _secrets[secret_arn] = (time.monotonic() + SECRET_TTL_S, value)
+        return value
 
 
 def provider_api_key() -> str:
-    """The provider key from Secrets Manager: the secret string itself, or its `api_key` field if it is JSON."""
-    global _secret
-    with _secret_lock:
-        if _secret and _secret[0] > time.monotonic():
-            return _secret[1]
-        value = aws.client("secretsmanager").get_secret_value(SecretId=settings().provider_secret_arn)["SecretString"]
-        if value.lstrip().startswith("{"):
-            value = json.loads(value).get("api_key", "")
-        _secret = (time.monotonic() + SECRET_TTL_S, value)
-        return value
+    return _secret(settings().provider_secret_arn)
 
 
 @cache
@@ -39,11 +44,24 @@ def _openai_compatible(base_url: str) -> OpenAICompatibleProvider:
     return OpenAICompatibleProvider(base_url, provider_api_key)
 
 
-def provider_for(model: str) -> OpenAICompatibleProvider:
+@cache
+def _wavespeed(base_url: str, secret_arn: str, allow_private_urls: bool) -> WaveSpeedProvider:
+    return WaveSpeedProvider(base_url, partial(_secret, secret_arn), allow_private_urls=allow_private_urls)
+
+
+def provider_for(route: str) -> OpenAICompatibleProvider:
+    """The adapter of a synchronous route (the only one is `openai`)."""
     return _openai_compatible(settings().provider_base_url)
 
 
+def async_provider_for(route: str) -> WaveSpeedProvider:
+    """The adapter of an asynchronous route (the only one is `wavespeed`)."""
+    s = settings()
+    return _wavespeed(s.wavespeed_base_url, s.wavespeed_secret_arn, s.allow_private_urls)
+
+
 def reset() -> None:
-    global _secret
-    _secret = None
+    with _secret_lock:
+        _secrets.clear()
     _openai_compatible.cache_clear()
+    _wavespeed.cache_clear()

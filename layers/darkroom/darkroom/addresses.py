@@ -1,0 +1,41 @@
+"""The SSRF guard: darkroom connects to URLs others give it (a provider's output links, later webhook targets) only
+when every address their host resolves to is on the public internet.
+
+Refused: private, loopback, link-local (169.254.169.254, the instance metadata service), CGNAT (100.64/10),
+unique-local IPv6, multicast, reserved and unspecified addresses, and IPv6 forms that embed one of them (IPv4-mapped,
+6to4, Teredo). The caller connects to the address checked here, never to a second lookup of the name, so a host
+that answers a public address once and a private one the next time (DNS rebinding) gains nothing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+
+
+class AddressRefused(OSError):
+    """The host resolves to an address darkroom must not connect to (or does not resolve at all)."""
+
+
+def is_public(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])  # a scoped IPv6 address carries its zone after %
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if embedded is not None and not is_public(str(embedded)):
+            return False
+    return ip.is_global and not ip.is_multicast
+
+
+def public_address(host: str, port: int) -> str:
+    """One address of `host` to connect to, after checking that every address it resolves to is public."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise AddressRefused(f"cannot resolve {host!r}: {exc.__class__.__name__}") from None
+    addresses = [str(info[4][0]) for info in infos]
+    if not addresses:
+        raise AddressRefused(f"{host!r} resolves to no address")
+    refused = [address for address in addresses if not is_public(address)]
+    if refused:
+        raise AddressRefused(f"{host!r} resolves to a non-public address")
+    return addresses[0]
