@@ -29,6 +29,8 @@ log = logging.getLogger("darkroom.local")
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 EMULATOR_KEY = "sk-emulator-local"
 STOP_GRACE_S = 10.0  # how long Ctrl-C waits for invocations under way
+# Where the local stack's defaults differ from a fresh deployment's: the emulator serves WaveSpeed's API too.
+LOCAL_PARAMETERS = {"EnabledProviderRoutes": "openai,wavespeed"}
 
 
 def free_port() -> int:
@@ -69,7 +71,7 @@ class StackConfig:
 class LocalStack:
     def __init__(self, config: StackConfig | None = None) -> None:
         self.config = config or StackConfig()
-        self.template = LocalTemplate(self.config.parameters)
+        self.template = LocalTemplate({**LOCAL_PARAMETERS, **self.config.parameters})
         self.template.check_rules()  # the stack CloudFormation would refuse is refused here too
         self.emulator: Emulator | None = None
         self.front: ApiFront | None = None

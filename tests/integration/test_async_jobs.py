@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import boto3
 import pytest
 
 from darkroom import aws
+from darkroom.api import openapi
 from darkroom.jobs import executions, polling
 from darkroom.jobs.store import JobStore
 from darkroom_local.stack import LocalStack
@@ -96,6 +98,7 @@ def test_get_shows_polling_and_the_providers_status(stack: LocalStack) -> None:
     event = http_event("GET", f"/v1/jobs/{job_id}", api_key=stack.api_keys["dev"])
     event["pathParameters"] = {"id": job_id}
     document = response_json(stack.functions["ApiFunction"].invoke(event))
+    openapi.Job.model_validate(document)  # what the published OpenAPI document promises clients
     assert document["status"] == "polling"
     assert document["provider"]["route"] == "wavespeed"
     assert document["provider"]["status"] in ("created", "processing") and document["provider"]["job_id"]
@@ -258,6 +261,43 @@ def test_a_polling_job_whose_execution_was_aborted_is_finished_by_the_sweepers_l
     done = job(job_id)
     assert done.status == "succeeded" and len(done.outputs) == 1
     assert submissions(stack, "a lighthouse abandoned") == 1
+
+
+def test_the_sweepers_last_poll_ends_the_job_even_when_its_output_cannot_be_fetched(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a polling job whose execution was aborted, and a provider that finished but links an output darkroom
+    # will not fetch (here the emulator's own 127.0.0.1, with the SSRF guard on as in AWS)
+    job_id = start_async_job(stack, "a lighthouse behind a dead link")
+    cancel_execution_but_keep_the_job(job_id)
+    time.sleep(RENDER_S + 0.5)
+    settings_for_this_test(monkeypatch, ALLOW_PRIVATE_URLS="false")
+    # When the sweeper's last look comes / Then the job ends, failed, with its manifest: nothing will look again
+    assert polling.check_on(JobStore(), job(job_id)) == "ended"
+    failed = job(job_id)
+    assert failed.status == "failed" and failed.error and failed.error["code"] == "poller_failed"
+    assert "does not fetch" in failed.error["message"]
+    assert manifest(stack, failed)["status"] == "failed"
+
+
+def test_a_cancel_that_read_the_job_queued_still_cancels_it_once_it_is_polling(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert stack.emulator is not None
+    stack.emulator.wavespeed.processing_s = 30
+    job_id = start_async_job(stack, "a lighthouse canceled mid-submission")
+    # The api read the job while it was still queued; the worker submitted it before the cancel's write
+    real_get = JobStore.get_for_tenant
+
+    def stale(self: JobStore, wanted: str, tenant: str) -> Any:
+        found = real_get(self, wanted, tenant)
+        return replace(found, status="queued", prediction_id=None) if found else None
+
+    monkeypatch.setattr(JobStore, "get_for_tenant", stale)
+    response = cancel(stack, job_id)
+    assert response["statusCode"] == 200, response["body"]
+    assert job(job_id).status == "canceled"
+    assert execution(stack, job_id)["status"] == "ABORTED"
 
 
 def cancel(stack: LocalStack, job_id: str) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from darkroom import aws
-from darkroom.jobs.polling import first_wait_s, next_wait_s
+from darkroom.jobs.polling import MAX_POLLS, first_wait_s, next_wait_s
 from darkroom.jobs.store import Job
 
 
@@ -62,3 +62,17 @@ def test_waits_grow_to_the_cap_so_a_slow_job_costs_few_polls() -> None:
     assert [next_wait_s(n, polled) for n in range(1, 6)] == [5, 10, 20, 30, 30]
     # A 4-minute job: 11 polls, 34 transitions ($0.00085 at $0.025 per 1,000)
     assert transitions(240, polled) == 34
+
+
+def test_however_the_waits_are_configured_a_job_fits_the_execution_history(monkeypatch: pytest.MonkeyPatch) -> None:
+    # One-second waits over a day would be 86,400 polls: 777,600 history events against Step Functions' 25,000
+    monkeypatch.setenv("POLL_MAX_WAIT_S", "1")
+    monkeypatch.setenv("POLL_TIMEOUT_S", "86400")
+    aws.reset()
+    polled = job()
+    at, polls = float(first_wait_s(polled)), 1
+    while at < 86_400:
+        at += next_wait_s(polls, polled)
+        polls += 1
+    assert polls <= MAX_POLLS
+    assert 9 * polls + 4 < 25_000

@@ -10,38 +10,45 @@ from darkroom import routing
 from darkroom.errors import ValidationFailed
 from darkroom.models import parse_generation_request
 
-WAVESPEED_DEFAULT = routing.parse_defaults("gpt-image-2=wavespeed,*=openai")
+BOTH = "openai,wavespeed"
+WAVESPEED_DEFAULT = routing.RouteConfig.parse(BOTH, "gpt-image-2=wavespeed,*=openai")
+ENABLED = routing.RouteConfig.parse(BOTH, "*=openai")
 
 
-def rules_broken(body: dict[str, Any], defaults: dict[str, str] | None = None) -> set[tuple[str, str]]:
+def rules_broken(body: dict[str, Any], routes: routing.RouteConfig = ENABLED) -> set[tuple[str, str]]:
     try:
-        parse_generation_request({"prompt": "a cat", **body}, route_defaults=defaults or {})
+        parse_generation_request({"prompt": "a cat", **body}, routes=routes)
     except ValidationFailed as exc:
         return {(e.field, e.rule) for e in exc.errors}
     return set()
 
 
 def test_configuration_parses_model_and_wildcard_entries_and_skips_unknown_routes() -> None:
-    assert routing.parse_defaults(" gpt-image-2 = wavespeed , *=openai,x=nowhere,=openai") == {
-        "gpt-image-2": "wavespeed",
-        "*": "openai",
-    }
+    config = routing.RouteConfig.parse("wavespeed, nowhere", " gpt-image-2 = wavespeed , *=openai,x=nowhere,=openai")
+    assert config.defaults == {"gpt-image-2": "wavespeed", "*": "openai"}
+    assert config.enabled == {"openai", "wavespeed"}  # openai always
 
 
 @pytest.mark.parametrize(
     ("defaults", "model", "route"),
     [
-        ({}, "gpt-image-2", "openai"),
-        (WAVESPEED_DEFAULT, "gpt-image-2", "wavespeed"),
-        (WAVESPEED_DEFAULT, "gpt-image-1.5", "openai"),
+        ("*=openai", "gpt-image-2", "openai"),
+        ("gpt-image-2=wavespeed,*=openai", "gpt-image-2", "wavespeed"),
+        ("gpt-image-2=wavespeed,*=openai", "gpt-image-1.5", "openai"),
         # A wildcard to a route that does not serve the model is passed over for it.
-        ({"*": "wavespeed"}, "gpt-image-2", "wavespeed"),
-        ({"*": "wavespeed"}, "gpt-image-1-mini", "openai"),
-        ({"gpt-image-1.5": "wavespeed"}, "gpt-image-1.5", "openai"),
+        ("*=wavespeed", "gpt-image-2", "wavespeed"),
+        ("*=wavespeed", "gpt-image-1-mini", "openai"),
+        ("gpt-image-1.5=wavespeed", "gpt-image-1.5", "openai"),
     ],
 )
-def test_the_default_route_comes_from_configuration(defaults: dict[str, str], model: str, route: str) -> None:
-    assert routing.default_route(model, defaults) == route
+def test_the_default_route_comes_from_configuration(defaults: str, model: str, route: str) -> None:
+    assert routing.default_route(model, routing.RouteConfig.parse(BOTH, defaults)) == route
+
+
+def test_a_disabled_route_is_never_a_default_and_never_chosen() -> None:
+    openai_only = routing.RouteConfig.parse("openai", "gpt-image-2=wavespeed")
+    assert routing.default_route("gpt-image-2", openai_only) == "openai"
+    assert rules_broken({"provider": "wavespeed"}, openai_only) == {("provider", "provider_disabled")}
 
 
 def test_a_request_may_name_its_provider() -> None:

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from darkroom.addresses import AddressRefused, public_address
+from darkroom.addresses import AddressRefused, public_addresses
 from darkroom.errors import (
     ProviderAmbiguous,
     ProviderBadResponse,
@@ -250,15 +250,31 @@ def test_outputs_are_never_fetched_from_private_addresses(local_cdn: int, host: 
 
 
 @pytest.mark.parametrize(
-    "address", ["127.0.0.1", "10.1.2.3", "169.254.169.254", "100.64.0.1", "fd00::1", "::1", "::ffff:10.0.0.1"]
+    "address",
+    [
+        "127.0.0.1",
+        "10.1.2.3",
+        "169.254.169.254",
+        "100.64.0.1",
+        "fd00::1",
+        "::1",
+        "::ffff:10.0.0.1",
+        # IPv6 forms that embed a private IPv4 address, or are never public (found by review on Python 3.11)
+        "64:ff9b::a9fe:a9fe",
+        "::a9fe:a9fe",
+        "::ffff:0:a9fe:a9fe",
+        "64:ff9b:1::1",
+        "fec0::1",
+    ],
 )
 def test_the_address_guard_refuses_non_public_addresses(address: str) -> None:
     with pytest.raises(AddressRefused):
-        public_address(address, 443)
+        public_addresses(address, 443)
 
 
 def test_the_address_guard_lets_public_addresses_through() -> None:
-    assert public_address("8.8.8.8", 443) == "8.8.8.8"
+    assert public_addresses("8.8.8.8", 443) == ["8.8.8.8"]
+    assert public_addresses("64:ff9b::808:808", 443) == ["64:ff9b::808:808"]  # NAT64 to a public IPv4 address
 
 
 def test_the_guarded_transport_refuses_a_private_address_that_answers(local_cdn: int) -> None:
@@ -271,3 +287,25 @@ def test_the_guarded_transport_refuses_a_private_address_that_answers(local_cdn:
         pytest.raises(httpx.ConnectError, match="non-public"),
     ):
         guarded.get(url)
+
+
+@pytest.mark.parametrize(("status", "expected"), [(200, ProviderBadResponse), (500, ProviderUnavailable)])
+def test_a_compressed_answer_is_never_inflated(status: int, expected: type[Exception]) -> None:
+    # Stacked gzip inflates a kilobyte to gigabytes: the answer is judged by its status, its body never read
+    class Unreadable(httpx.SyncByteStream):
+        def __iter__(self) -> Iterator[bytes]:
+            raise AssertionError("a compressed body was read")
+
+    answer = httpx.Response(status, stream=Unreadable(), headers={"content-encoding": "gzip, gzip"})
+    with pytest.raises(expected):
+        submit(lambda request: answer)
+
+
+def test_the_providers_error_text_never_carries_darkrooms_key() -> None:
+    answer = envelope({"status": "failed", "error": "upstream refused Authorization: Bearer ws-test-secret-key"})
+    prediction = provider(lambda request: answer).poll(PREDICTION, timeout_s=5)
+    assert "ws-test-secret-key" not in prediction.error and "[redacted]" in prediction.error
+
+
+def test_a_deleted_prediction_has_ended() -> None:
+    assert provider(lambda request: envelope({"status": "deleted"})).poll(PREDICTION, timeout_s=5).ended

@@ -17,17 +17,28 @@ class AddressRefused(OSError):
     """The host resolves to an address darkroom must not connect to (or does not resolve at all)."""
 
 
+# IPv6 ranges whose last 32 bits are an IPv4 address a host may reach through them: IPv4-compatible (deprecated),
+# NAT64's well-known prefix, SIIT's IPv4-translated form. IPv4-mapped, 6to4 and Teredo have Python's own accessors.
+_EMBEDDING_IPV4 = tuple(ipaddress.ip_network(n) for n in ("::/96", "64:ff9b::/96", "::ffff:0:0:0/96"))
+# Not public whatever Python's tables say in a given version: NAT64 for local use, site-local (deprecated).
+_NEVER_PUBLIC = tuple(ipaddress.ip_network(n) for n in ("64:ff9b:1::/48", "fec0::/10"))
+
+
 def is_public(address: str) -> bool:
     ip = ipaddress.ip_address(address.split("%", 1)[0])  # a scoped IPv6 address carries its zone after %
     if isinstance(ip, ipaddress.IPv6Address):
+        if any(ip in network for network in _NEVER_PUBLIC):
+            return False
         embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if embedded is None and any(ip in network for network in _EMBEDDING_IPV4):
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
         if embedded is not None and not is_public(str(embedded)):
             return False
     return ip.is_global and not ip.is_multicast
 
 
-def public_address(host: str, port: int) -> str:
-    """One address of `host` to connect to, after checking that every address it resolves to is public."""
+def public_addresses(host: str, port: int) -> list[str]:
+    """The addresses of `host` to connect to, in the resolver's order, after checking that every one is public."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:
@@ -38,4 +49,4 @@ def public_address(host: str, port: int) -> str:
     refused = [address for address in addresses if not is_public(address)]
     if refused:
         raise AddressRefused(f"{host!r} resolves to a non-public address")
-    return addresses[0]
+    return list(dict.fromkeys(addresses))

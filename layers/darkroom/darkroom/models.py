@@ -74,11 +74,11 @@ class GenerationRequest(BaseModel):
 
 
 def parse_generation_request(
-    body: Any, *, allow_http_webhooks: bool = False, route_defaults: dict[str, str] | None = None
+    body: Any, *, allow_http_webhooks: bool = False, routes: routing.RouteConfig | None = None
 ) -> GenerationRequest:
-    """Validate a decoded JSON body; raises ValidationFailed listing every broken rule. `route_defaults` is the
-    configured default route per model (settings().provider_routes)."""
-    rules: dict[str, Any] = {"allow_http_webhooks": allow_http_webhooks, "route_defaults": route_defaults or {}}
+    """Validate a decoded JSON body; raises ValidationFailed listing every broken rule. `routes` is the deployment's
+    (settings().routes): which provider routes are enabled, and each model's default."""
+    rules: dict[str, Any] = {"allow_http_webhooks": allow_http_webhooks, "routes": routes or routing.RouteConfig()}
     try:
         request = GenerationRequest.model_validate(body)
     except ValidationError as exc:
@@ -110,7 +110,7 @@ def field_errors_from_pydantic(exc: ValidationError) -> list[FieldError]:
 
 
 def generation_rule_errors(
-    request: GenerationRequest, *, allow_http_webhooks: bool, route_defaults: dict[str, str]
+    request: GenerationRequest, *, allow_http_webhooks: bool, routes: routing.RouteConfig
 ) -> list[FieldError]:
     errors: list[FieldError] = []
     if not request.prompt.strip():
@@ -125,7 +125,7 @@ def generation_rule_errors(
     errors += _size_errors(request.size, spec)
     errors += _quality_errors(request.quality, spec)
     errors += _background_errors(request, spec)
-    errors += routing.route_errors(dict(request), request.provider, route_defaults)
+    errors += routing.route_errors(dict(request), request.provider, routes)
     return errors
 
 

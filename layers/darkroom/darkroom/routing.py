@@ -11,7 +11,7 @@ that is already under way.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from darkroom import catalog
@@ -54,33 +54,46 @@ ROUTES: dict[str, Route] = {
 }
 
 
-def parse_defaults(text: str) -> dict[str, str]:
-    """`PROVIDER_ROUTES` ("gpt-image-2=wavespeed,*=openai") as {model or "*": route}. Entries naming a route darkroom
-    does not have are left out (the template's AllowedPattern refuses them before they deploy)."""
-    defaults: dict[str, str] = {}
-    for entry in text.split(","):
-        model, _, route = (part.strip() for part in entry.partition("="))
-        if model and route in ROUTES:
-            defaults.setdefault(model, route)
-    return defaults
+@dataclass(frozen=True)
+class RouteConfig:
+    """A deployment's routes: which may be used at all (`ENABLED_PROVIDER_ROUTES`), and each model's default
+    ({model or "*": route}, from `PROVIDER_ROUTES`)."""
+
+    enabled: frozenset[str] = frozenset({DEFAULT_ROUTE})
+    defaults: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, enabled: str, defaults: str) -> RouteConfig:
+        """From "openai,wavespeed" and "gpt-image-2=wavespeed,*=openai". Names of routes darkroom does not have are
+        left out (the template's AllowedPatterns refuse them before they deploy); openai is always enabled."""
+        names = {name.strip() for name in enabled.split(",")} & set(ROUTES)
+        pairs: dict[str, str] = {}
+        for entry in defaults.split(","):
+            model, _, route = (part.strip() for part in entry.partition("="))
+            if model and route in ROUTES:
+                pairs.setdefault(model, route)
+        return cls(frozenset(names | {DEFAULT_ROUTE}), pairs)
+
+    def usable(self, route: str, model: str) -> bool:
+        return route in self.enabled and ROUTES[route].serves(model)
 
 
-def default_route(model: str, defaults: dict[str, str]) -> str:
-    """The model's own entry, else `*`, else openai; an entry whose route does not serve the model is passed over, so
-    `*=wavespeed` sends what WaveSpeed serves there and everything else to openai."""
+def default_route(model: str, config: RouteConfig) -> str:
+    """The model's own entry, else `*`, else openai; an entry whose route is disabled or does not serve the model is
+    passed over, so `*=wavespeed` sends what WaveSpeed serves there and everything else to openai."""
     for key in (model, "*"):
-        name = defaults.get(key)
-        if name and ROUTES[name].serves(model):
+        name = config.defaults.get(key)
+        if name and config.usable(name, model):
             return name
     return DEFAULT_ROUTE
 
 
-def route_for(model: str, requested: str | None, defaults: dict[str, str]) -> str:
+def route_for(model: str, requested: str | None, config: RouteConfig) -> str:
     """The route a valid request runs on (`route_errors` found nothing wrong with it)."""
-    return requested if requested is not None else default_route(model, defaults)
+    return requested if requested is not None else default_route(model, config)
 
 
-def route_errors(fields: dict[str, object], requested: str | None, defaults: dict[str, str]) -> list[FieldError]:
+def route_errors(fields: dict[str, object], requested: str | None, config: RouteConfig) -> list[FieldError]:
     """What the chosen route cannot do with this request, each naming its field. `fields` holds the request's
     values by name; a model the catalog does not know is reported elsewhere."""
     model = str(fields.get("model", ""))
@@ -92,7 +105,14 @@ def route_errors(fields: dict[str, object], requested: str | None, defaults: dic
                 "provider", "provider_unknown", f"Unknown provider '{requested}'. Known: {', '.join(sorted(ROUTES))}."
             )
         ]
-    route = ROUTES[route_for(model, requested, defaults)]
+    if requested is not None and requested not in config.enabled:
+        enabled = ", ".join(sorted(config.enabled))
+        return [
+            FieldError(
+                "provider", "provider_disabled", f"Provider '{requested}' is not enabled here; enabled: {enabled}."
+            )
+        ]
+    route = ROUTES[route_for(model, requested, config)]
     if not route.serves(model):
         served = ", ".join(route.models or ())
         return [

@@ -35,8 +35,8 @@ class Settings:
     # the sweeper never races a submission still under way.
     sweep_grace_s: float
     allow_http_webhooks: bool
-    # Default provider route per model ({model or "*": route}), from PROVIDER_ROUTES (darkroom.routing).
-    provider_routes: dict[str, str]
+    # Which provider routes may be used, and each model's default (darkroom.routing).
+    routes: routing.RouteConfig
     wavespeed_base_url: str
     wavespeed_secret_arn: str
     poller_state_machine_arn: str
@@ -71,7 +71,9 @@ class Settings:
             presign_ttl_s=int(env.get("PRESIGN_TTL_S", "900")),
             sweep_grace_s=float(env.get("SWEEP_GRACE_S", "60")),
             allow_http_webhooks=_flag(env.get("ALLOW_HTTP_WEBHOOKS")),
-            provider_routes=routing.parse_defaults(env.get("PROVIDER_ROUTES", "*=openai")),
+            routes=routing.RouteConfig.parse(
+                env.get("ENABLED_PROVIDER_ROUTES", "openai"), env.get("PROVIDER_ROUTES", "*=openai")
+            ),
             wavespeed_base_url=env.get("WAVESPEED_BASE_URL", "https://api.wavespeed.ai").rstrip("/"),
             wavespeed_secret_arn=env.get("WAVESPEED_SECRET_ARN", ""),
             poller_state_machine_arn=env.get("POLLER_STATE_MACHINE_ARN", ""),

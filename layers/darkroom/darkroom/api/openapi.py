@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from darkroom.api.http import Router
+from darkroom.jobs.store import STATUSES
 from darkroom.models import GenerationRequest
 
 
@@ -24,11 +25,19 @@ class JobError(BaseModel):
     message: str
 
 
+class ProviderState(BaseModel):
+    route: Literal["openai", "wavespeed"]
+    job_id: str | None = Field(description="The asynchronous provider's own id for the job.")
+    status: str | None = Field(
+        description="What the asynchronous provider last said of the job (created, processing...)."
+    )
+
+
 class Job(BaseModel):
     id: str
     object: Literal["image.job"]
     kind: Literal["generate", "edit"]
-    status: Literal["queued", "running", "succeeded", "failed", "canceled"]
+    status: Literal["queued", "running", "polling", "succeeded", "failed", "canceled"]
     model: str
     request: dict[str, Any]
     outputs: list[Output]
@@ -36,6 +45,7 @@ class Job(BaseModel):
     cost_usd: float | None
     error: JobError | None
     attempts: int
+    provider: ProviderState
     webhook_url: str | None
     metadata: dict[str, str]
     created_at: str
@@ -84,7 +94,7 @@ _ERRORS = {
 }
 _QUERY = {
     ("GET", "/v1/jobs"): [
-        {"name": "status", "in": "query", "schema": {"enum": ["queued", "running", "succeeded", "failed", "canceled"]}},
+        {"name": "status", "in": "query", "schema": {"enum": list(STATUSES)}},
         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}},
         {"name": "cursor", "in": "query", "schema": {"type": "string"}},
     ]

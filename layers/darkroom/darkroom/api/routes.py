@@ -48,7 +48,7 @@ def openapi(request: Request) -> Response:
 def create_generation(request: Request) -> Response:
     body = request.json()
     generation = parse_generation_request(
-        body, allow_http_webhooks=settings().allow_http_webhooks, route_defaults=settings().provider_routes
+        body, allow_http_webhooks=settings().allow_http_webhooks, routes=settings().routes
     )
     key = idempotency.from_request(request.tenant, request.headers, "generations", body)  # of a body known valid
     job, replayed = submit_generation(request.tenant, generation, key)

@@ -31,7 +31,7 @@ def submit_generation(
         kind="generate",
         status="queued",
         request=request.provider_params(),  # exactly what the worker will send
-        route=routing.route_for(request.model, request.provider, settings().provider_routes),
+        route=routing.route_for(request.model, request.provider, settings().routes),
         webhook_url=request.webhook_url,
         metadata=request.metadata or {},
         created_at=now,
@@ -99,19 +99,20 @@ def cancel_job(tenant: str, job_id: str) -> Job:
     job = store.get_for_tenant(job_id, tenant)
     if job is None:
         raise NotFound(f"No job {job_id}.")
-    if job.status == "canceled":
-        manifests.ensure(store, job)  # an earlier cancel may have been cut off before its manifest
-        return job
-    if job.status not in ("queued", "polling"):
+    # Twice at most: a queued job may become polling between the read and the write (a worker submitted it).
+    for _ in range(2):
+        if job.status == "canceled":
+            manifests.ensure(store, job)  # an earlier cancel may have been cut off before its manifest
+            return job
+        if job.status not in ("queued", "polling"):
+            raise _not_cancelable(job)
+        try:
+            job = store.cancel(job, message=CANCELED_WHILE_POLLING if job.status == "polling" else CANCELED)
+            break
+        except LeaseLost:
+            job = store.get(job_id) or job
+    else:
         raise _not_cancelable(job)
-    try:
-        job = store.cancel(job, message=CANCELED_WHILE_POLLING if job.status == "polling" else CANCELED)
-    except LeaseLost:
-        latest = store.get(job_id) or job
-        if latest.status == "canceled":
-            manifests.ensure(store, latest)
-            return latest
-        raise _not_cancelable(latest) from None
     # A queued job's message is still on its way: the worker will see `canceled` and drop it. A polling job's
     # execution is stopped; if that fails, its next poll finds the job canceled and ends there.
     if job.prediction_id:
@@ -131,4 +132,6 @@ CANCELED_WHILE_POLLING = (
 def _not_cancelable(job: Job) -> Conflict:
     if job.status == "running":
         return Conflict(f"Job {job.id} is already running and cannot be canceled.", code="job_running")
+    if not job.terminal:
+        return Conflict(f"Job {job.id} changed while it was being canceled; try again.", code="job_changed")
     return Conflict(f"Job {job.id} has already ended ({job.status}).", code="job_finished")

@@ -32,6 +32,10 @@ DOWNLOAD_TIMEOUT_S = 60.0
 # How long after its polling deadline a job's execution should surely have ended; the sweeper looks then.
 EXECUTION_MARGIN_S = 600.0
 MIN_WAIT_S = 1
+# An execution's history holds at most 25,000 events and one poll writes 9 (Wait, Task and Choice entered and exited,
+# the task scheduled, started and succeeded): room for 2,000 polls and their retries. A full history fails the
+# execution where no Catch can act.
+MAX_POLLS = 2_000
 QUALITY_FACTORS = {"low": 0.5, "medium": 1.0, "auto": 1.0, "high": 2.0}
 LARGE_PIXELS = 1536 * 1024  # larger than every standard size: twice the render time
 MAY_HAVE_CHARGED = "the provider may still have charged for it."
@@ -57,6 +61,8 @@ def next_wait_s(polls: int, job: Job) -> int:
     done within twice its typical time is seen done by the third poll: 10 state transitions at most."""
     s = settings()
     wait = min(s.poll_max_wait_s, max(MIN_WAIT_S, typical_render_s(job) / 3) * 2 ** min(polls - 1, 20))
+    # However the waits are configured, the whole deadline fits in MAX_POLLS polls.
+    wait = max(wait, s.poll_timeout_s / MAX_POLLS)
     if job.poll_until is not None:
         wait = min(wait, max(0.0, job.poll_until - time.time()) + 1)
     return max(MIN_WAIT_S, math.ceil(wait))
@@ -162,15 +168,18 @@ def check_on(store: JobStore, job: Job) -> str:
         return "running"
     if state == executions.RUNNING:
         executions.stop(job.id, cause="darkroom's sweeper: the job is past its polling deadline")
+    # One last look, which ends the job whatever it finds: nothing will look again.
+    provider = async_provider_for(job.route)
     try:
-        prediction = async_provider_for(job.route).poll(job.prediction_id or "", timeout_s=_poll_timeout_s())
-    except ProviderPollFailed:
-        prediction = None
-    if prediction is not None and prediction.ended:
-        _conclude(store, job, async_provider_for(job.route), prediction)
-    else:
-        message = f"The job's poller stopped before the provider finished; {MAY_HAVE_CHARGED}"
-        _end(store, job, "failed", error=("poller_failed", message))
+        prediction = provider.poll(job.prediction_id or "", timeout_s=_poll_timeout_s())
+        if prediction.ended:
+            _conclude(store, job, provider, prediction)
+            return "ended"
+        reason = f"the provider still reported {prediction.status}"
+    except ProviderPollFailed as exc:
+        reason = exc.message  # the provider unreachable, or an output that could not be fetched
+    message = f"The job's poller stopped before darkroom could finish it ({reason}); {MAY_HAVE_CHARGED}"
+    _end(store, job, "failed", error=("poller_failed", message))
     return "ended"
 
 

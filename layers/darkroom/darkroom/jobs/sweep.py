@@ -32,6 +32,9 @@ from darkroom.settings import settings
 MAX_JOBS_PER_PASS = 200
 # Time kept back so a pass never runs into its function's timeout mid-job.
 STOP_BEFORE_END_MS = 10_000
+# A polling job's last look may poll the provider and download its outputs (polling.POLL_TIMEOUT_S and
+# DOWNLOAD_TIMEOUT_S): one is only started with this much time left, else it waits for the next pass.
+LAST_POLL_MS = 90_000
 
 
 @dataclass
@@ -59,7 +62,7 @@ def sweep(remaining_ms: Callable[[], int]) -> SweepReport:
             break
         report.examined += 1
         try:
-            _sweep_job(store, job_id, report)
+            _sweep_job(store, job_id, report, remaining_ms)
         except LeaseLost:
             pass  # the job moved on while we looked: someone else is handling it
         except Exception:
@@ -73,7 +76,7 @@ def sweep(remaining_ms: Callable[[], int]) -> SweepReport:
     return report
 
 
-def _sweep_job(store: JobStore, job_id: str, report: SweepReport) -> None:
+def _sweep_job(store: JobStore, job_id: str, report: SweepReport, remaining_ms: Callable[[], int]) -> None:
     job = store.get(job_id)
     if job is None or job.sweep_at is None:
         return  # the index lags the table: already handled
@@ -88,7 +91,7 @@ def _sweep_job(store: JobStore, job_id: str, report: SweepReport) -> None:
         recover_abandoned(store, job)
         report.recovered.append(job.id)
         logger.warning("sweeper recovered a job whose worker died", extra={"job_id": job.id, "tenant": job.tenant})
-    elif job.status == "polling":
+    elif job.status == "polling" and remaining_ms() >= LAST_POLL_MS:
         outcome = polling.check_on(store, job)
         if outcome != "running":
             report.pollers.append(job.id)

@@ -17,7 +17,7 @@ from typing import Any
 import httpcore
 import httpx
 
-from darkroom.addresses import AddressRefused, public_address
+from darkroom.addresses import AddressRefused, public_addresses
 
 _local = threading.local()
 _WRITE_PIECE = 64 * 1024
@@ -87,13 +87,20 @@ class _Backend(httpcore.NetworkBackend):
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
         left = _left(timeout, httpcore.ConnectTimeout)
-        if self._public_only:
-            # The checked address is the one connected to; TLS still verifies the certificate against the host name.
+        if not self._public_only:
+            return _Stream(self._backend.connect_tcp(host, port, left, local_address, socket_options))
+        # The checked addresses are the ones connected to, each in turn; TLS still verifies the certificate against
+        # the host name.
+        try:
+            addresses = public_addresses(host, port)
+        except AddressRefused as exc:
+            raise httpcore.ConnectError(str(exc)) from None
+        for address in addresses[:-1]:
             try:
-                host = public_address(host, port)
-            except AddressRefused as exc:
-                raise httpcore.ConnectError(str(exc)) from None
-        return _Stream(self._backend.connect_tcp(host, port, left, local_address, socket_options))
+                return _Stream(self._backend.connect_tcp(address, port, left, local_address, socket_options))
+            except (httpcore.ConnectError, httpcore.ConnectTimeout):
+                left = _left(timeout, httpcore.ConnectTimeout)
+        return _Stream(self._backend.connect_tcp(addresses[-1], port, left, local_address, socket_options))
 
     def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None

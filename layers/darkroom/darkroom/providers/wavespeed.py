@@ -31,7 +31,7 @@ from darkroom.providers.images_response import MAX_IMAGE_BYTES
 
 ENVELOPE_LIMIT = 256 * 1024  # a submit or poll answer is a few hundred bytes; anything near this is not WaveSpeed's
 WAITING = ("created", "processing")
-ENDED = ("completed", "failed", "cancelled", "canceled", "timeout")
+ENDED = ("completed", "failed", "cancelled", "canceled", "timeout", "deleted")
 _STATUS = re.compile(r"[a-z_]{1,32}")
 _PREDICTION_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
@@ -123,7 +123,7 @@ class WaveSpeedProvider:
             data = self._call("GET", url, api_key, timeout_s, prediction_id)
         except ProviderError as exc:
             raise ProviderPollFailed(f"polling the provider failed: {exc.message}") from None
-        return _prediction(data)
+        return _prediction(data, secrets=(api_key,))
 
     def download(self, url: str, *, timeout_s: float, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:
         parts = urlsplit(url)
@@ -174,15 +174,17 @@ class WaveSpeedProvider:
             ) as response,
         ):
             progress.answered = True
+            # An encoded answer is not read at all: httpx would inflate it whole, past any limit (a gzip bomb of 1 KB
+            # makes gigabytes). An error is still judged by its status.
+            encoded = response.headers.get("content-encoding", "identity").strip().lower() != "identity"
             body = bytearray()
-            for chunk in response.iter_bytes():
+            for chunk in () if encoded else response.iter_bytes():
                 body += chunk
                 if len(body) > ENVELOPE_LIMIT:
                     break
             elapsed_s = time.monotonic() - sent
         code, message, data = _envelope(bytes(body), response.status_code, secrets=(api_key,))
         if 200 <= response.status_code < 300:
-            encoded = response.headers.get("content-encoding", "identity").strip().lower() != "identity"
             if code == 200 and not encoded and len(body) <= ENVELOPE_LIMIT:
                 return data
             if code in (0, 200):
@@ -211,7 +213,7 @@ def _status(value: Any) -> str:
     return value if isinstance(value, str) and _STATUS.fullmatch(value) else ""
 
 
-def _prediction(data: Any) -> Prediction:
+def _prediction(data: Any, *, secrets: tuple[str, ...]) -> Prediction:
     if not isinstance(data, dict):
         raise ProviderPollFailed("the provider's poll answer carried no prediction")
     status = _status(data.get("status"))
@@ -227,7 +229,7 @@ def _prediction(data: Any) -> Prediction:
     return Prediction(
         status=status,
         outputs=tuple(outputs),
-        error=redact(str(data.get("error") or ""))[:500],
+        error=redact(str(data.get("error") or ""), secrets)[:500],
         nsfw=flagged,
         inference_ms=inference if isinstance(inference, int) and not isinstance(inference, bool) else None,
     )
