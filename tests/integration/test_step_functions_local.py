@@ -16,6 +16,7 @@ from moto.awslambda.models import LambdaBackend
 
 from darkroom_local import step_functions
 from darkroom_local.stack import LocalStack
+from tests.support import load_event
 
 
 def test_the_hook_is_written_for_the_pinned_moto() -> None:
@@ -36,9 +37,8 @@ def test_the_method_it_replaces_still_has_the_shape_it_was_written_for(stack: Lo
 
 def test_a_lambda_invocation_of_a_template_function_runs_its_handler(stack: LocalStack) -> None:
     arn = stack.template.attributes["PollerFunction"]["Arn"]
-    answer = boto3.client("lambda").invoke(
-        FunctionName=arn, Payload=json.dumps({"action": "poll", "job_id": "job_00000000000000000000000000"})
-    )
+    # The sample event `sam local invoke PollerFunction -e events/poller_poll.json` sends, naming no stored job
+    answer = boto3.client("lambda").invoke(FunctionName=arn, Payload=json.dumps(load_event("poller_poll")))
     assert "FunctionError" not in answer
     assert json.loads(answer["Payload"].read())["done"] is True  # no such job: nothing to poll
 
