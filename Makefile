@@ -65,4 +65,4 @@ bench: install ## Cold-start ratios against a boto3-only baseline
 	$(PY) bench/coldstart.py
 
 clean: ## Remove environments and build output
-	rm -rf $(VENV) $(TOOLS) $(CHECKOV) build .aws-sam .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.*
+	rm -rf $(VENV) $(TOOLS) $(CHECKOV) build .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage .coverage.*

@@ -231,6 +231,8 @@ class LocalStack:
             merged["WAVESPEED_BASE_URL"] = self.emulator.url  # the emulator speaks WaveSpeed's API at its root
             merged["ALLOW_PRIVATE_URLS"] = "true"  # its output links point at 127.0.0.1
         merged["ALLOW_HTTP_WEBHOOKS"] = "true"  # local subscribers listen on plain http
+        # ... on 127.0.0.1, which the production guard refuses; DARKROOM_WEBHOOK_ALLOW_PRIVATE=0 turns it on.
+        merged["WEBHOOK_ALLOW_PRIVATE"] = "false" if os.environ.get("DARKROOM_WEBHOOK_ALLOW_PRIVATE") == "0" else "true"
         merged["POWERTOOLS_METRICS_DISABLED"] = "true"  # EMF lines would drown the logs
         merged.update(self.config.environment)
         return merged

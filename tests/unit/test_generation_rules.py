@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import pytest
@@ -9,6 +10,19 @@ import pytest
 from darkroom import catalog
 from darkroom.errors import ValidationFailed
 from darkroom.models import GenerationRequest, parse_generation_request
+
+
+@pytest.fixture(autouse=True)
+def public_dns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Webhook hosts resolve (the SSRF guard looks them up) to a public address, with no network."""
+    real = socket.getaddrinfo
+
+    def resolve(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(host, str) and host.endswith("example.com"):
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", port or 443))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
 
 
 def rules_broken(body: dict[str, Any], **kwargs: Any) -> set[tuple[str, str]]:
@@ -131,9 +145,10 @@ def test_retired_model_message_names_its_replacement() -> None:
     }
 
 
-def test_http_webhooks_are_allowed_only_when_configured() -> None:
+def test_http_and_private_webhooks_are_allowed_only_when_configured() -> None:
     body = {"prompt": "a cat", "webhook_url": "http://127.0.0.1:9000/hook"}
-    assert rules_broken(body, allow_http_webhooks=True) == set()
+    assert rules_broken(body, allow_http_webhooks=True, allow_private_webhooks=True) == set()  # the local stack
+    assert rules_broken(body, allow_http_webhooks=True) == {("webhook_url", "webhook_url_not_allowed")}
     assert rules_broken(body) == {("webhook_url", "webhook_url_https")}
 
 

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from darkroom import catalog, routing
+from darkroom import addresses, catalog, routing
 from darkroom.errors import FieldError, ValidationFailed
 
 MAX_PROMPT_CHARS = 32_000
@@ -74,11 +74,19 @@ class GenerationRequest(BaseModel):
 
 
 def parse_generation_request(
-    body: Any, *, allow_http_webhooks: bool = False, routes: routing.RouteConfig | None = None
+    body: Any,
+    *,
+    allow_http_webhooks: bool = False,
+    allow_private_webhooks: bool = False,
+    routes: routing.RouteConfig | None = None,
 ) -> GenerationRequest:
     """Validate a decoded JSON body; raises ValidationFailed listing every broken rule. `routes` is the deployment's
     (settings().routes): which provider routes are enabled, and each model's default."""
-    rules: dict[str, Any] = {"allow_http_webhooks": allow_http_webhooks, "routes": routes or routing.RouteConfig()}
+    rules: dict[str, Any] = {
+        "allow_http_webhooks": allow_http_webhooks,
+        "allow_private_webhooks": allow_private_webhooks,
+        "routes": routes or routing.RouteConfig(),
+    }
     try:
         request = GenerationRequest.model_validate(body)
     except ValidationError as exc:
@@ -110,13 +118,17 @@ def field_errors_from_pydantic(exc: ValidationError) -> list[FieldError]:
 
 
 def generation_rule_errors(
-    request: GenerationRequest, *, allow_http_webhooks: bool, routes: routing.RouteConfig
+    request: GenerationRequest,
+    *,
+    allow_http_webhooks: bool,
+    routes: routing.RouteConfig,
+    allow_private_webhooks: bool = False,
 ) -> list[FieldError]:
     errors: list[FieldError] = []
     if not request.prompt.strip():
         errors.append(FieldError("prompt", "prompt_blank", "The prompt must contain more than white space."))
     errors += _legacy_parameter_errors(request)
-    errors += _webhook_errors(request.webhook_url, allow_http=allow_http_webhooks)
+    errors += _webhook_errors(request.webhook_url, allow_http=allow_http_webhooks, allow_private=allow_private_webhooks)
     errors += _format_errors(request)
     spec = catalog.MODELS.get(request.model)
     if spec is None:
@@ -241,7 +253,7 @@ def _legacy_parameter_errors(request: GenerationRequest) -> list[FieldError]:
     return errors
 
 
-def _webhook_errors(url: str | None, *, allow_http: bool) -> list[FieldError]:
+def _webhook_errors(url: str | None, *, allow_http: bool, allow_private: bool) -> list[FieldError]:
     if url is None:
         return []
     try:
@@ -254,4 +266,10 @@ def _webhook_errors(url: str | None, *, allow_http: bool) -> list[FieldError]:
         return [FieldError("webhook_url", "webhook_url_https", "webhook_url must be an absolute https:// URL.")]
     if parts.username or parts.password:
         return [FieldError("webhook_url", "webhook_url_credentials", "webhook_url must not carry credentials.")]
+    # The SSRF guard: a host written as a number, or resolving to any non-public address, is never sent to.
+    problem = addresses.url_problem(url, allow_http=allow_http, allow_private=allow_private)
+    if problem:
+        return [
+            FieldError("webhook_url", "webhook_url_not_allowed", f"darkroom will not send to webhook_url: {problem}.")
+        ]
     return []

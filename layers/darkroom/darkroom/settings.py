@@ -35,6 +35,8 @@ class Settings:
     # the sweeper never races a submission still under way.
     sweep_grace_s: float
     allow_http_webhooks: bool
+    # Let webhook URLs reach private addresses (the SSRF guard off): only the local stack, for receivers on 127.0.0.1.
+    allow_private_webhooks: bool
     # Which provider routes may be used, and each model's default (darkroom.routing).
     routes: routing.RouteConfig
     wavespeed_base_url: str
@@ -71,6 +73,7 @@ class Settings:
             presign_ttl_s=int(env.get("PRESIGN_TTL_S", "900")),
             sweep_grace_s=float(env.get("SWEEP_GRACE_S", "60")),
             allow_http_webhooks=_flag(env.get("ALLOW_HTTP_WEBHOOKS")),
+            allow_private_webhooks=_flag(env.get("WEBHOOK_ALLOW_PRIVATE")),
             routes=routing.RouteConfig.parse(
                 env.get("ENABLED_PROVIDER_ROUTES", "openai"), env.get("PROVIDER_ROUTES", "*=openai")
             ),

@@ -47,8 +47,12 @@ def openapi(request: Request) -> Response:
 @router.route("POST", "/v1/images/generations", summary="Queue an image generation job.")
 def create_generation(request: Request) -> Response:
     body = request.json()
+    s = settings()
     generation = parse_generation_request(
-        body, allow_http_webhooks=settings().allow_http_webhooks, routes=settings().routes
+        body,
+        allow_http_webhooks=s.allow_http_webhooks,
+        allow_private_webhooks=s.allow_private_webhooks,
+        routes=s.routes,
     )
     key = idempotency.from_request(request.tenant, request.headers, "generations", body)  # of a body known valid
     job, replayed = submit_generation(request.tenant, generation, key)
