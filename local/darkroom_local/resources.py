@@ -14,7 +14,6 @@ PREFIX = "darkroom-local"
 _NOT_NEEDED_LOCALLY = {
     "AWS::Serverless::LayerVersion",  # the darkroom package is importable as it is
     "AWS::S3::BucketPolicy",  # moto does not enforce bucket policies
-    "AWS::KMS::Key",  # it only encrypts the alarm topic, and moto's SNS stores nothing encrypted
     "AWS::SNS::Subscription",  # no alarm mail leaves the machine
     "AWS::CloudWatch::Alarm",  # local metrics go to the terminal as EMF lines: CloudWatch would never see them
 }
@@ -158,7 +157,15 @@ def _state_machine(
     template.attributes[logical_id] = {"Ref": arn, "Arn": arn, "Name": name}
 
 
+def _kms_key(
+    template: LocalTemplate, logical_id: str, props: dict[str, Any], region: str, account: str, _: str
+) -> None:
+    key = boto3.client("kms").create_key(Description=str(template.resolve(props.get("Description", ""))))["KeyMetadata"]
+    template.attributes[logical_id] = {"Ref": key["KeyId"], "Arn": key["Arn"]}
+
+
 _CREATORS = {
+    "AWS::KMS::Key": _kms_key,
     "AWS::Serverless::Function": _function,
     "AWS::IAM::Role": _role,
     "AWS::Serverless::StateMachine": _state_machine,

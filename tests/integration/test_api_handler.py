@@ -100,7 +100,19 @@ def test_health_and_openapi_need_no_key(stack: LocalStack) -> None:
     assert call(stack, http_event("GET", "/health")) == (200, {"status": "ok"})
     status, document = call(stack, http_event("GET", "/openapi.json"))
     assert status == 200 and document["openapi"].startswith("3.")
-    assert set(document["paths"]) == {"/health", "/openapi.json", "/v1/images/generations", "/v1/jobs", "/v1/jobs/{id}"}
+    assert set(document["paths"]) == {
+        "/health",
+        "/openapi.json",
+        "/v1/images/generations",
+        "/v1/jobs",
+        "/v1/jobs/{id}",
+        "/v1/webhooks/endpoints",
+        "/v1/webhooks/endpoints/{id}",
+        "/v1/webhooks/endpoints/{id}/secret",
+        "/v1/webhooks/endpoints/{id}/rotate",
+        "/v1/webhooks/secret",
+        "/v1/webhooks/secret/rotate",
+    }
     assert "GenerationRequest" in document["components"]["schemas"]
 
 

@@ -40,7 +40,8 @@ def test_resources_come_from_the_template() -> None:
         assert '"maxReceiveCount": 5' in attributes["RedrivePolicy"]
         tables = boto3.client("dynamodb").list_tables()["TableNames"]
         assert set(tables) == {
-            stack.template.attributes[t]["Ref"] for t in ("JobsTable", "ApiKeysTable", "IdempotencyTable")
+            stack.template.attributes[t]["Ref"]
+            for t in ("JobsTable", "ApiKeysTable", "IdempotencyTable", "WebhooksTable")
         }
         worker = stack.functions["WorkerFunction"].spec
         assert worker.timeout_s == 600 and worker.sqs_events[0]["BatchSize"] == "1"

@@ -35,6 +35,14 @@ EXPECTED_GRANTS: dict[str, dict[str, set[str]]] = {
         "OutputsBucket/outputs/*": {"s3:PutObject", "s3:GetObject"},
         "OutputsBucket": {"s3:ListBucket"},
         POLLER_EXECUTIONS: {"states:StopExecution"},
+        "WebhooksTable": {
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:DeleteItem",
+            "dynamodb:Query",
+        },
+        "WebhookSecretsKey": {"kms:Encrypt", "kms:Decrypt"},
     },
     "WorkerFunction": {
         "WorkerFunctionLogs": {"logs:CreateLogStream", "logs:PutLogEvents"},

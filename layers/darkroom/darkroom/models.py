@@ -273,3 +273,34 @@ def _webhook_errors(url: str | None, *, allow_http: bool, allow_private: bool) -
             FieldError("webhook_url", "webhook_url_not_allowed", f"darkroom will not send to webhook_url: {problem}.")
         ]
     return []
+
+
+WebhookEvent = Literal["job.succeeded", "job.failed", "job.canceled"]
+WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = ("job.succeeded", "job.failed", "job.canceled")
+
+
+class WebhookEndpointRequest(BaseModel):
+    """`POST /v1/webhooks/endpoints`: where a tenant wants events about its jobs."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    url: Annotated[str, StringConstraints(min_length=1, max_length=2048)]
+    events: Annotated[list[WebhookEvent], Field(min_length=1)] = Field(
+        default_factory=lambda: list(WEBHOOK_EVENTS), description="Which events to send; all by default."
+    )
+    description: Annotated[str, StringConstraints(max_length=256)] = ""
+    enabled: bool = True
+
+
+def parse_webhook_endpoint(
+    body: Any, *, allow_http: bool = False, allow_private: bool = False
+) -> WebhookEndpointRequest:
+    """Validate an endpoint registration, the SSRF guard included; ValidationFailed naming each broken rule."""
+    try:
+        request = WebhookEndpointRequest.model_validate(body)
+    except ValidationError as exc:
+        raise ValidationFailed(field_errors_from_pydantic(exc)) from None
+    problem = addresses.url_problem(request.url, allow_http=allow_http, allow_private=allow_private)
+    if problem:
+        raise ValidationFailed([FieldError("url", "url_not_allowed", f"darkroom will not send to url: {problem}.")])
+    return request

@@ -37,6 +37,9 @@ class Settings:
     allow_http_webhooks: bool
     # Let webhook URLs reach private addresses (the SSRF guard off): only the local stack, for receivers on 127.0.0.1.
     allow_private_webhooks: bool
+    webhooks_table: str
+    # The KMS key that seals webhook signing secrets (its id or ARN).
+    webhook_secrets_key: str
     # Which provider routes may be used, and each model's default (darkroom.routing).
     routes: routing.RouteConfig
     wavespeed_base_url: str
@@ -74,6 +77,8 @@ class Settings:
             sweep_grace_s=float(env.get("SWEEP_GRACE_S", "60")),
             allow_http_webhooks=_flag(env.get("ALLOW_HTTP_WEBHOOKS")),
             allow_private_webhooks=_flag(env.get("WEBHOOK_ALLOW_PRIVATE")),
+            webhooks_table=env.get("WEBHOOKS_TABLE", ""),
+            webhook_secrets_key=env.get("WEBHOOK_SECRETS_KEY", ""),
             routes=routing.RouteConfig.parse(
                 env.get("ENABLED_PROVIDER_ROUTES", "openai"), env.get("PROVIDER_ROUTES", "*=openai")
             ),

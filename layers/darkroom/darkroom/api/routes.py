@@ -6,12 +6,12 @@ import json
 from typing import Any
 
 from darkroom.api.http import Request, Response, Router
-from darkroom.errors import FieldError, NotFound, ValidationFailed
+from darkroom.errors import Conflict, FieldError, NotFound, ValidationFailed
 from darkroom.jobs import idempotency
 from darkroom.jobs.intake import cancel_job, submit_generation
 from darkroom.jobs.store import STATUSES, Job, JobStore, cursor_after
 from darkroom.jobs.views import job_document, job_summary
-from darkroom.models import parse_generation_request
+from darkroom.models import parse_generation_request, parse_webhook_endpoint
 from darkroom.observability import metrics
 from darkroom.settings import settings
 from darkroom.tenants import tenant_for_authorization
@@ -111,3 +111,75 @@ def _within_page_budget(jobs: list[Job], next_cursor: str | None) -> tuple[list[
 def delete_job(request: Request) -> Response:
     job = cancel_job(request.tenant, request.path_params["id"])
     return Response(200, job_document(job, with_urls=False))
+
+
+# Webhooks: where a tenant's events go, and the secrets that sign them.
+
+
+def _webhooks() -> Any:
+    from darkroom.webhooks.endpoints import WebhookStore  # only the webhook routes pay for it
+
+    return WebhookStore()
+
+
+@router.route("POST", "/v1/webhooks/endpoints", summary="Register a webhook endpoint; its secret is in the answer.")
+def create_webhook_endpoint(request: Request) -> Response:
+    from darkroom.webhooks.endpoints import MAX_ENDPOINTS, TooManyEndpoints
+
+    s = settings()
+    wanted = parse_webhook_endpoint(
+        request.json(), allow_http=s.allow_http_webhooks, allow_private=s.allow_private_webhooks
+    )
+    try:
+        endpoint, secret = _webhooks().create_endpoint(
+            request.tenant,
+            url=wanted.url,
+            events=list(wanted.events),
+            description=wanted.description,
+            enabled=wanted.enabled,
+        )
+    except TooManyEndpoints:
+        raise Conflict(
+            f"A tenant may register {MAX_ENDPOINTS} endpoints; delete one first.", code="too_many_endpoints"
+        ) from None
+    return Response(201, {**endpoint.public(), "secret": secret})
+
+
+@router.route("GET", "/v1/webhooks/endpoints", summary="The tenant's webhook endpoints (never their secrets).")
+def list_webhook_endpoints(request: Request) -> Response:
+    endpoints = [endpoint.public() for endpoint in _webhooks().list_endpoints(request.tenant)]
+    return Response(200, {"object": "list", "data": endpoints})
+
+
+@router.route("GET", "/v1/webhooks/endpoints/{id}", summary="One webhook endpoint.")
+def get_webhook_endpoint(request: Request) -> Response:
+    return Response(200, _webhooks().get_endpoint(request.tenant, request.path_params["id"]).public())
+
+
+@router.route("DELETE", "/v1/webhooks/endpoints/{id}", summary="Stop sending to a webhook endpoint.")
+def delete_webhook_endpoint(request: Request) -> Response:
+    _webhooks().delete_endpoint(request.tenant, request.path_params["id"])
+    return Response(200, {"id": request.path_params["id"], "object": "webhook_endpoint", "deleted": True})
+
+
+@router.route("GET", "/v1/webhooks/endpoints/{id}/secret", summary="An endpoint's signing secrets, newest first.")
+def get_webhook_endpoint_secret(request: Request) -> Response:
+    store = _webhooks()
+    secrets = store.endpoint_secrets(store.get_endpoint(request.tenant, request.path_params["id"]))
+    return Response(200, {"secret": secrets[0], "valid_secrets": secrets})
+
+
+@router.route("POST", "/v1/webhooks/endpoints/{id}/rotate", summary="A new secret; the old one signs for 24 h more.")
+def rotate_webhook_endpoint_secret(request: Request) -> Response:
+    return Response(200, {"secret": _webhooks().rotate_endpoint(request.tenant, request.path_params["id"])})
+
+
+@router.route("GET", "/v1/webhooks/secret", summary="The secret that signs deliveries to jobs' own webhook_url.")
+def get_tenant_webhook_secret(request: Request) -> Response:
+    secrets = _webhooks().tenant_secrets(request.tenant)
+    return Response(200, {"secret": secrets[0], "valid_secrets": secrets})
+
+
+@router.route("POST", "/v1/webhooks/secret/rotate", summary="A new tenant secret; the old one signs for 24 h more.")
+def rotate_tenant_webhook_secret(request: Request) -> Response:
+    return Response(200, {"secret": _webhooks().rotate_tenant_secret(request.tenant)})

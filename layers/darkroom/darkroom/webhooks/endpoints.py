@@ -1,0 +1,262 @@
+"""Where a tenant's webhooks go, and the secrets they are signed with.
+
+One DynamoDB table, keyed by tenant: the tenant's own secret (item `secret`), which signs deliveries to the
+`webhook_url` of its jobs, and the endpoints it registered (items `endpoint#ep_...`), each with a secret of its own.
+Secrets are stored sealed by KMS, with the tenant and the item as encryption context, so a sealed secret copied to
+another tenant's item does not open; they appear in no log. A rotation keeps the previous secret valid for
+ROTATION_OVERLAP_S, and deliveries meanwhile carry a signature for each.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets as random_source
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from darkroom import aws
+from darkroom.errors import NotFound
+from darkroom.ids import now_iso
+from darkroom.settings import settings
+from darkroom.webhooks import signing
+
+ROTATION_OVERLAP_S = 24 * 3600
+TENANT_SECRET = "secret"
+ENDPOINT_PREFIX = "endpoint#"
+MAX_ENDPOINTS = 20  # per tenant: each one is a delivery per ended job
+
+
+@dataclass
+class Sealed:
+    """A secret as stored: KMS ciphertext, and until when it signs (None: until rotated)."""
+
+    ciphertext: str
+    valid_until: float | None = None
+
+
+@dataclass
+class Endpoint:
+    id: str
+    tenant: str
+    url: str
+    events: list[str]
+    description: str
+    enabled: bool
+    created_at: str
+    disabled_reason: str | None = None
+    secrets: list[Sealed] = field(default_factory=list)
+
+    def public(self) -> dict[str, Any]:
+        """As the API shows it: never a secret."""
+        return {
+            "id": self.id,
+            "object": "webhook_endpoint",
+            "url": self.url,
+            "events": self.events,
+            "description": self.description,
+            "enabled": self.enabled,
+            "disabled_reason": self.disabled_reason,
+            "created_at": self.created_at,
+        }
+
+
+class TooManyEndpoints(Exception):
+    pass
+
+
+class WebhookStore:
+    def __init__(self, table: str | None = None) -> None:
+        self.table = table or settings().webhooks_table
+        self.db = aws.client("dynamodb")
+
+    # Endpoints
+
+    def create_endpoint(
+        self, tenant: str, *, url: str, events: list[str], description: str, enabled: bool
+    ) -> tuple[Endpoint, str]:
+        """A new endpoint and its secret, shown this once (and again at its /secret)."""
+        if len(self.list_endpoints(tenant)) >= MAX_ENDPOINTS:
+            raise TooManyEndpoints()
+        endpoint_id = "ep_" + base64.b32encode(random_source.token_bytes(10)).decode().lower()
+        secret = signing.new_secret()
+        endpoint = Endpoint(
+            id=endpoint_id,
+            tenant=tenant,
+            url=url,
+            events=events,
+            description=description,
+            enabled=enabled,
+            created_at=now_iso(),
+            secrets=[self._seal(secret, tenant, ENDPOINT_PREFIX + endpoint_id)],
+        )
+        self.db.put_item(
+            TableName=self.table,
+            Item=_endpoint_item(endpoint),
+            ConditionExpression="attribute_not_exists(tenant)",
+        )
+        return endpoint, secret
+
+    def list_endpoints(self, tenant: str) -> list[Endpoint]:
+        query: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "tenant = :t AND begins_with(#i, :p)",
+            "ExpressionAttributeNames": {"#i": "item"},
+            "ExpressionAttributeValues": {":t": {"S": tenant}, ":p": {"S": ENDPOINT_PREFIX}},
+            "ConsistentRead": True,
+        }
+        found: list[Endpoint] = []
+        while True:
+            page = self.db.query(**query)
+            found += [_endpoint(item) for item in page.get("Items", [])]
+            if "LastEvaluatedKey" not in page:
+                return found
+            query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def get_endpoint(self, tenant: str, endpoint_id: str) -> Endpoint:
+        """Another tenant's endpoint is as missing as one that never existed."""
+        item = None
+        if endpoint_id.startswith("ep_") and len(endpoint_id) <= 40:
+            key = {"tenant": {"S": tenant}, "item": {"S": ENDPOINT_PREFIX + endpoint_id}}
+            item = self.db.get_item(TableName=self.table, Key=key, ConsistentRead=True).get("Item")
+        if item is None:
+            raise NotFound(f"No webhook endpoint {endpoint_id}.")
+        return _endpoint(item)
+
+    def delete_endpoint(self, tenant: str, endpoint_id: str) -> None:
+        self.get_endpoint(tenant, endpoint_id)
+        key = {"tenant": {"S": tenant}, "item": {"S": ENDPOINT_PREFIX + endpoint_id}}
+        self.db.delete_item(TableName=self.table, Key=key)
+
+    def endpoint_secrets(self, endpoint: Endpoint) -> list[str]:
+        """The endpoint's valid secrets, newest first."""
+        return self._open_all(endpoint.secrets, endpoint.tenant, ENDPOINT_PREFIX + endpoint.id)
+
+    def rotate_endpoint(self, tenant: str, endpoint_id: str) -> str:
+        endpoint = self.get_endpoint(tenant, endpoint_id)
+        return self._rotate(tenant, ENDPOINT_PREFIX + endpoint.id, endpoint.secrets)
+
+    # The tenant's own secret, for jobs' webhook_url
+
+    def tenant_secrets(self, tenant: str) -> list[str]:
+        """The tenant's valid secrets, newest first; made on first use."""
+        sealed = self._sealed_tenant_secrets(tenant)
+        if not sealed:
+            secret = signing.new_secret()
+            item = {
+                "tenant": {"S": tenant},
+                "item": {"S": TENANT_SECRET},
+                "secrets": _sealed_attribute([self._seal(secret, tenant, TENANT_SECRET)]),
+            }
+            try:
+                self.db.put_item(TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(tenant)")
+            except Exception as exc:
+                if aws.error_code(exc) != "ConditionalCheckFailedException":
+                    raise
+                return self.tenant_secrets(tenant)  # made meanwhile by another request: that one is the secret
+            return [secret]
+        return self._open_all(sealed, tenant, TENANT_SECRET)
+
+    def rotate_tenant_secret(self, tenant: str) -> str:
+        self.tenant_secrets(tenant)
+        return self._rotate(tenant, TENANT_SECRET, self._sealed_tenant_secrets(tenant))
+
+    # Sealing
+
+    def _rotate(self, tenant: str, item: str, current: list[Sealed]) -> str:
+        """A new secret first; the newest of the current ones stays valid for ROTATION_OVERLAP_S, older ones end."""
+        secret = signing.new_secret()
+        now = time.time()
+        kept = [
+            Sealed(s.ciphertext, min(s.valid_until or now + ROTATION_OVERLAP_S, now + ROTATION_OVERLAP_S))
+            for s in current[:1]
+            if s.valid_until is None or s.valid_until > now
+        ]
+        sealed = [self._seal(secret, tenant, item), *kept]
+        self.db.update_item(
+            TableName=self.table,
+            Key={"tenant": {"S": tenant}, "item": {"S": item}},
+            UpdateExpression="SET secrets = :s",
+            ConditionExpression="attribute_exists(tenant)",
+            ExpressionAttributeValues={":s": _sealed_attribute(sealed)},
+        )
+        return secret
+
+    def _sealed_tenant_secrets(self, tenant: str) -> list[Sealed]:
+        key = {"tenant": {"S": tenant}, "item": {"S": TENANT_SECRET}}
+        item = self.db.get_item(TableName=self.table, Key=key, ConsistentRead=True).get("Item")
+        return _sealed_list(item["secrets"]) if item else []
+
+    def _seal(self, secret: str, tenant: str, item: str) -> Sealed:
+        blob = aws.client("kms").encrypt(
+            KeyId=settings().webhook_secrets_key,
+            Plaintext=secret.encode(),
+            EncryptionContext={"tenant": tenant, "item": item},
+        )["CiphertextBlob"]
+        return Sealed(base64.b64encode(blob).decode())
+
+    def _open_all(self, sealed: list[Sealed], tenant: str, item: str) -> list[str]:
+        now = time.time()
+        kms = aws.client("kms")
+        return [
+            kms.decrypt(
+                CiphertextBlob=base64.b64decode(s.ciphertext),
+                EncryptionContext={"tenant": tenant, "item": item},
+            )["Plaintext"].decode()
+            for s in sealed
+            if s.valid_until is None or s.valid_until > now
+        ]
+
+
+def _sealed_attribute(sealed: list[Sealed]) -> dict[str, Any]:
+    return {
+        "L": [
+            {
+                "M": {
+                    "ciphertext": {"S": s.ciphertext},
+                    **({"valid_until": {"N": str(s.valid_until)}} if s.valid_until else {}),
+                }
+            }
+            for s in sealed
+        ]
+    }
+
+
+def _sealed_list(attribute: dict[str, Any]) -> list[Sealed]:
+    return [
+        Sealed(
+            entry["M"]["ciphertext"]["S"],
+            float(entry["M"]["valid_until"]["N"]) if "valid_until" in entry["M"] else None,
+        )
+        for entry in attribute.get("L", [])
+    ]
+
+
+def _endpoint_item(endpoint: Endpoint) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "tenant": {"S": endpoint.tenant},
+        "item": {"S": ENDPOINT_PREFIX + endpoint.id},
+        "url": {"S": endpoint.url},
+        "events": {"L": [{"S": e} for e in endpoint.events]},
+        "description": {"S": endpoint.description},
+        "enabled": {"BOOL": endpoint.enabled},
+        "created_at": {"S": endpoint.created_at},
+        "secrets": _sealed_attribute(endpoint.secrets),
+    }
+    if endpoint.disabled_reason:
+        item["disabled_reason"] = {"S": endpoint.disabled_reason}
+    return item
+
+
+def _endpoint(item: dict[str, Any]) -> Endpoint:
+    return Endpoint(
+        id=item["item"]["S"][len(ENDPOINT_PREFIX) :],
+        tenant=item["tenant"]["S"],
+        url=item["url"]["S"],
+        events=[e["S"] for e in item.get("events", {}).get("L", [])],
+        description=item.get("description", {}).get("S", ""),
+        enabled=item.get("enabled", {}).get("BOOL", True),
+        created_at=item["created_at"]["S"],
+        disabled_reason=item.get("disabled_reason", {}).get("S"),
+        secrets=_sealed_list(item.get("secrets", {})),
+    )

@@ -1,0 +1,116 @@
+"""Webhook endpoints and signing secrets through the api function, against moto (DynamoDB and KMS)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from darkroom import aws
+from darkroom.webhooks import signing
+from darkroom.webhooks.endpoints import WebhookStore
+from darkroom_local.stack import LocalStack
+from tests.support import http_event, response_json
+
+
+def call(stack: LocalStack, method: str, path: str, body: Any = None, tenant: str = "dev") -> tuple[int, Any]:
+    event = http_event(method, path, api_key=stack.api_keys[tenant], body=body)
+    response = stack.functions["ApiFunction"].invoke(event)
+    return response["statusCode"], response_json(response)
+
+
+@pytest.fixture
+def guarded(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The production SSRF guard, as in AWS (the local stack lets receivers on 127.0.0.1 through)."""
+    monkeypatch.setenv("WEBHOOK_ALLOW_PRIVATE", "false")
+    aws.reset()
+    yield
+    monkeypatch.undo()
+    aws.reset()
+
+
+def test_an_endpoint_is_created_with_a_secret_that_is_stored_sealed(stack: LocalStack) -> None:
+    status, created = call(stack, "POST", "/v1/webhooks/endpoints", {"url": "http://127.0.0.1:9000/hooks"})
+    assert status == 201, created
+    assert created["secret"].startswith("whsec_") and created["events"] == [
+        "job.succeeded",
+        "job.failed",
+        "job.canceled",
+    ]
+    # Readable again, and never in a listing
+    status, secret = call(stack, "GET", f"/v1/webhooks/endpoints/{created['id']}/secret")
+    assert status == 200 and secret["secret"] == created["secret"]
+    status, listing = call(stack, "GET", "/v1/webhooks/endpoints")
+    assert [e["id"] for e in listing["data"]] == [created["id"]] and "secret" not in listing["data"][0]
+    # Stored as KMS ciphertext, never the secret itself
+    table = stack.template.attributes["WebhooksTable"]["Ref"]
+    items = boto3.client("dynamodb").scan(TableName=table)["Items"]
+    assert created["secret"] not in str(items) and created["secret"][6:] not in str(items)
+    call(stack, "DELETE", f"/v1/webhooks/endpoints/{created['id']}")
+
+
+def test_a_rotation_keeps_the_old_secret_signing_for_a_day(stack: LocalStack) -> None:
+    _, created = call(stack, "POST", "/v1/webhooks/endpoints", {"url": "http://127.0.0.1:9000/a"})
+    status, rotated = call(stack, "POST", f"/v1/webhooks/endpoints/{created['id']}/rotate")
+    assert status == 200 and rotated["secret"] != created["secret"]
+    _, secrets = call(stack, "GET", f"/v1/webhooks/endpoints/{created['id']}/secret")
+    assert secrets["valid_secrets"] == [rotated["secret"], created["secret"]]
+    # A delivery signed with both verifies with either, by the reference package
+    headers = signing.headers(secrets["valid_secrets"], "msg_1", int(time.time()), b"{}")
+    for secret in (created["secret"], rotated["secret"]):
+        Webhook(secret).verify(b"{}", headers)
+    # A second rotation ends the first secret at once
+    call(stack, "POST", f"/v1/webhooks/endpoints/{created['id']}/rotate")
+    _, secrets = call(stack, "GET", f"/v1/webhooks/endpoints/{created['id']}/secret")
+    assert len(secrets["valid_secrets"]) == 2 and created["secret"] not in secrets["valid_secrets"]
+    call(stack, "DELETE", f"/v1/webhooks/endpoints/{created['id']}")
+
+
+def test_the_tenant_secret_is_made_once_and_rotates(stack: LocalStack) -> None:
+    _, first = call(stack, "GET", "/v1/webhooks/secret", tenant="dev-2")
+    _, again = call(stack, "GET", "/v1/webhooks/secret", tenant="dev-2")
+    assert first["secret"] == again["secret"]
+    _, rotated = call(stack, "POST", "/v1/webhooks/secret/rotate", tenant="dev-2")
+    _, now = call(stack, "GET", "/v1/webhooks/secret", tenant="dev-2")
+    assert now["valid_secrets"] == [rotated["secret"], first["secret"]]
+    assert WebhookStore().tenant_secrets("dev") != now["valid_secrets"]  # each tenant its own
+
+
+def test_another_tenants_endpoint_is_a_404(stack: LocalStack) -> None:
+    _, created = call(stack, "POST", "/v1/webhooks/endpoints", {"url": "http://127.0.0.1:9000/mine"})
+    for method, suffix in (("GET", ""), ("GET", "/secret"), ("POST", "/rotate"), ("DELETE", "")):
+        status, body = call(stack, method, f"/v1/webhooks/endpoints/{created['id']}{suffix}", tenant="dev-2")
+        assert status == 404, (method, suffix, body)
+    call(stack, "DELETE", f"/v1/webhooks/endpoints/{created['id']}")
+    assert call(stack, "GET", f"/v1/webhooks/endpoints/{created['id']}")[0] == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "rule"),
+    [
+        ({"url": "https://169.254.169.254/latest/"}, "url", "url_not_allowed"),
+        ({"url": "http://[::ffff:127.0.0.1]/"}, "url", "url_not_allowed"),
+        ({"url": "http://2130706433/"}, "url", "url_not_allowed"),
+        ({"url": "http://0x7f.1/"}, "url", "url_not_allowed"),
+        ({"url": "https://10.0.0.1/"}, "url", "url_not_allowed"),
+        ({"url": "https://hooks.example.com/", "events": ["job.exploded"]}, "events.0", "literal_error"),
+        ({"url": "https://hooks.example.com/", "events": []}, "events", "too_short"),
+        ({"url": "https://hooks.example.com/", "secret": "whsec_mine"}, "secret", "extra_forbidden"),
+    ],
+)
+def test_registrations_the_guard_or_the_rules_refuse_are_422s_naming_the_field(
+    stack: LocalStack, guarded: None, body: dict[str, Any], field: str, rule: str
+) -> None:
+    status, answer = call(stack, "POST", "/v1/webhooks/endpoints", body)
+    assert status == 422, answer
+    assert {(f["field"], f["rule"]) for f in answer["error"]["fields"]} == {(field, rule)}
+
+
+def test_a_job_webhook_url_the_guard_refuses_is_a_422_at_submission(stack: LocalStack, guarded: None) -> None:
+    body = {"prompt": "a cat", "webhook_url": "http://169.254.169.254/"}
+    status, answer = call(stack, "POST", "/v1/images/generations", body)
+    assert status == 422 and answer["error"]["fields"][0]["rule"] == "webhook_url_not_allowed"
