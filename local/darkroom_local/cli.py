@@ -128,6 +128,20 @@ def keys_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def webhooks_listen(args: argparse.Namespace) -> int:
+    from darkroom_local.webhook_listener import WebhookListener
+
+    listener = WebhookListener(args.port, args.secret, show=lambda line: print(line, flush=True))
+    print(f"listening on {listener.url}; deliveries are verified with the given secret. Ctrl-C stops.", flush=True)
+    try:
+        listener.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        listener.server_close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="darkroom", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -158,6 +172,13 @@ def main(argv: list[str] | None = None) -> int:
     revoke_parser = keys_commands.add_parser("revoke", parents=[table], help="revoke a key by its id")
     revoke_parser.add_argument("key_id")
     revoke_parser.set_defaults(func=keys_revoke)
+
+    webhooks_parser = commands.add_parser("webhooks", help="webhooks: a local receiver that verifies deliveries")
+    webhooks_commands = webhooks_parser.add_subparsers(dest="webhooks_command", required=True)
+    listen_parser = webhooks_commands.add_parser("listen", help="receive, verify and print deliveries on 127.0.0.1")
+    listen_parser.add_argument("--port", type=int, required=True)
+    listen_parser.add_argument("--secret", required=True, help="the whsec_ secret (GET /v1/webhooks/secret)")
+    listen_parser.set_defaults(func=webhooks_listen)
 
     args = parser.parse_args(argv)
     return int(args.func(args))

@@ -14,6 +14,7 @@ PREFIX = "darkroom-local"
 _NOT_NEEDED_LOCALLY = {
     "AWS::Serverless::LayerVersion",  # the darkroom package is importable as it is
     "AWS::S3::BucketPolicy",  # moto does not enforce bucket policies
+    "AWS::SQS::QueuePolicy",  # nor queue policies
     "AWS::SNS::Subscription",  # no alarm mail leaves the machine
     "AWS::CloudWatch::Alarm",  # local metrics go to the terminal as EMF lines: CloudWatch would never see them
 }
@@ -92,6 +93,22 @@ def _bucket(template: LocalTemplate, logical_id: str, props: dict[str, Any], reg
     if "PublicAccessBlockConfiguration" in props:
         s3.put_public_access_block(
             Bucket=name, PublicAccessBlockConfiguration=template.resolve(props["PublicAccessBlockConfiguration"])
+        )
+    notifications = template.resolve(props.get("NotificationConfiguration", {})).get("QueueConfigurations", [])
+    if notifications:
+        # CloudFormation's shape to S3's: moto's server then sends each matching event to its own SQS queue.
+        s3.put_bucket_notification_configuration(
+            Bucket=name,
+            NotificationConfiguration={
+                "QueueConfigurations": [
+                    {
+                        "QueueArn": rule["Queue"],
+                        "Events": [rule["Event"]],
+                        "Filter": {"Key": {"FilterRules": rule.get("Filter", {}).get("S3Key", {}).get("Rules", [])}},
+                    }
+                    for rule in notifications
+                ]
+            },
         )
     template.attributes[logical_id] = {"Ref": name, "Arn": f"arn:aws:s3:::{name}"}
 

@@ -144,6 +144,9 @@ class LocalStack:
         ).get("CorsConfiguration")
         self.front = ApiFront(api_functions, cors)
         self.front.start("127.0.0.1", self.config.port)
+        # Events link jobs to the API: here, this front rather than an execute-api host that does not exist.
+        self._set_env({"API_URL": self.front.url})
+        self._reset_darkroom()
         for function in self.functions.values():
             for event in function.spec.sqs_events:
                 queue_id = self._queue_logical_id(event["Queue"])

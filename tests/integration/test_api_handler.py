@@ -106,6 +106,8 @@ def test_health_and_openapi_need_no_key(stack: LocalStack) -> None:
         "/v1/images/generations",
         "/v1/jobs",
         "/v1/jobs/{id}",
+        "/v1/jobs/{id}/deliveries",
+        "/v1/jobs/{id}/deliveries/redeliver",
         "/v1/webhooks/endpoints",
         "/v1/webhooks/endpoints/{id}",
         "/v1/webhooks/endpoints/{id}/secret",

@@ -43,6 +43,8 @@ EXPECTED_GRANTS: dict[str, dict[str, set[str]]] = {
             "dynamodb:Query",
         },
         "WebhookSecretsKey": {"kms:Encrypt", "kms:Decrypt"},
+        "DeliveriesTable": {"dynamodb:Query", "dynamodb:UpdateItem"},
+        "WebhookRetryQueue": {"sqs:SendMessage"},
     },
     "WorkerFunction": {
         "WorkerFunctionLogs": {"logs:CreateLogStream", "logs:PutLogEvents"},
@@ -65,6 +67,20 @@ EXPECTED_GRANTS: dict[str, dict[str, set[str]]] = {
         "PollerStateMachine": {"states:StartExecution"},
         POLLER_EXECUTIONS: {"states:DescribeExecution", "states:StopExecution"},
         "WaveSpeedSecret": {"secretsmanager:GetSecretValue"},
+    },
+    "NotifyFunction": {
+        "NotifyFunctionLogs": {"logs:CreateLogStream", "logs:PutLogEvents"},
+        "OutputsBucket/outputs/*": {"s3:GetObject"},
+        "WebhooksTable": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"},
+        "WebhookSecretsKey": {"kms:Encrypt", "kms:Decrypt"},
+        "DeliveriesTable": {"dynamodb:PutItem", "dynamodb:UpdateItem"},
+        "CompletionsQueue": {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"},
+        "WebhookRetryQueue": {
+            "sqs:ReceiveMessage",
+            "sqs:DeleteMessage",
+            "sqs:GetQueueAttributes",
+            "sqs:SendMessage",
+        },
     },
     "PollerFunction": {
         "PollerFunctionLogs": {"logs:CreateLogStream", "logs:PutLogEvents"},

@@ -18,6 +18,8 @@ from darkroom.errors import FieldError, ValidationFailed
 MAX_PROMPT_CHARS = 32_000
 MAX_METADATA_PAIRS = 16
 
+WebhookEvent = Literal["job.succeeded", "job.failed", "job.canceled"]
+WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = ("job.succeeded", "job.failed", "job.canceled")
 MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 MetadataValue = Annotated[str, StringConstraints(max_length=512)]
 
@@ -52,6 +54,9 @@ class GenerationRequest(BaseModel):
     )
     webhook_url: Annotated[str, StringConstraints(max_length=2048)] | None = None
     metadata: Annotated[dict[MetadataKey, MetadataValue], Field(max_length=MAX_METADATA_PAIRS)] | None = None
+    webhook_events: Annotated[list[WebhookEvent], Field(min_length=1)] | None = Field(
+        default=None, description="Which events go to webhook_url: job.succeeded, job.failed, job.canceled (all)."
+    )
 
     def provider_params(self) -> dict[str, Any]:
         """The body to send to an OpenAI-compatible provider: only what it understands, defaults left out."""
@@ -60,6 +65,7 @@ class GenerationRequest(BaseModel):
             exclude={
                 "provider",
                 "webhook_url",
+                "webhook_events",
                 "metadata",
                 "user",
                 "stream",
@@ -273,10 +279,6 @@ def _webhook_errors(url: str | None, *, allow_http: bool, allow_private: bool) -
             FieldError("webhook_url", "webhook_url_not_allowed", f"darkroom will not send to webhook_url: {problem}.")
         ]
     return []
-
-
-WebhookEvent = Literal["job.succeeded", "job.failed", "job.canceled"]
-WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = ("job.succeeded", "job.failed", "job.canceled")
 
 
 class WebhookEndpointRequest(BaseModel):

@@ -38,6 +38,13 @@ class Settings:
     # Let webhook URLs reach private addresses (the SSRF guard off): only the local stack, for receivers on 127.0.0.1.
     allow_private_webhooks: bool
     webhooks_table: str
+    deliveries_table: str
+    webhook_retry_queue_url: str
+    webhook_retry_queue_arn: str
+    # Delays before each retry of a webhook delivery (darkroom.webhooks.delivery), from WEBHOOK_RETRY_SCHEDULE_S.
+    webhook_retry_schedule: tuple[int, ...]
+    # The API's public base URL, which events link jobs to.
+    api_url: str
     # The KMS key that seals webhook signing secrets (its id or ARN).
     webhook_secrets_key: str
     # Which provider routes may be used, and each model's default (darkroom.routing).
@@ -78,6 +85,11 @@ class Settings:
             allow_http_webhooks=_flag(env.get("ALLOW_HTTP_WEBHOOKS")),
             allow_private_webhooks=_flag(env.get("WEBHOOK_ALLOW_PRIVATE")),
             webhooks_table=env.get("WEBHOOKS_TABLE", ""),
+            deliveries_table=env.get("DELIVERIES_TABLE", ""),
+            webhook_retry_queue_url=env.get("WEBHOOK_RETRY_QUEUE_URL", ""),
+            webhook_retry_queue_arn=env.get("WEBHOOK_RETRY_QUEUE_ARN", ""),
+            webhook_retry_schedule=_schedule(env.get("WEBHOOK_RETRY_SCHEDULE_S", "")),
+            api_url=env.get("API_URL", "").rstrip("/"),
             webhook_secrets_key=env.get("WEBHOOK_SECRETS_KEY", ""),
             routes=routing.RouteConfig.parse(
                 env.get("ENABLED_PROVIDER_ROUTES", "openai"), env.get("PROVIDER_ROUTES", "*=openai")
@@ -91,6 +103,12 @@ class Settings:
             poll_failures_tolerated=int(env.get("POLL_FAILURES_TOLERATED", "5")),
             allow_private_urls=_flag(env.get("ALLOW_PRIVATE_URLS")),
         )
+
+
+def _schedule(text: str) -> tuple[int, ...]:
+    from darkroom.webhooks.schedule import DEFAULT_SCHEDULE_S, parse_schedule
+
+    return parse_schedule(text) if text else DEFAULT_SCHEDULE_S
 
 
 @cache

@@ -73,6 +73,19 @@ def write_manifest(job: Job, document: dict[str, Any]) -> None:
     )
 
 
+def read_manifest(tenant: str, job_id: str) -> dict[str, Any] | None:
+    """A job's result manifest, or None once it has expired (or never was)."""
+    try:
+        body = aws.client("s3").get_object(
+            Bucket=settings().outputs_bucket, Key=f"outputs/{tenant}/{job_id}/{MANIFEST}"
+        )["Body"]
+    except Exception as exc:
+        if aws.error_code(exc) in ("NoSuchKey", "404"):
+            return None
+        raise
+    return dict(json.loads(body.read()))
+
+
 def manifest_exists(job: Job) -> bool:
     """Listed, not HeadObject: a listing under the job's prefix says "absent" the same way whatever a role's
     ListBucket grant looks like, where HeadObject of a missing key answers 403 or 404 depending on it."""

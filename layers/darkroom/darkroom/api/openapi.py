@@ -47,6 +47,7 @@ class Job(BaseModel):
     attempts: int
     provider: ProviderState
     webhook_url: str | None
+    webhook_events: list[str] | None
     metadata: dict[str, str]
     created_at: str
     updated_at: str

@@ -183,3 +183,26 @@ def get_tenant_webhook_secret(request: Request) -> Response:
 @router.route("POST", "/v1/webhooks/secret/rotate", summary="A new tenant secret; the old one signs for 24 h more.")
 def rotate_tenant_webhook_secret(request: Request) -> Response:
     return Response(200, {"secret": _webhooks().rotate_tenant_secret(request.tenant)})
+
+
+@router.route("GET", "/v1/jobs/{id}/deliveries", summary="Every webhook delivery of a job, with each attempt.")
+def list_job_deliveries(request: Request) -> Response:
+    from darkroom.webhooks.notify import DeliveryStore
+
+    job = _own_job(request)
+    return Response(200, {"object": "list", "data": DeliveryStore().for_job(job.id)})
+
+
+@router.route("POST", "/v1/jobs/{id}/deliveries/redeliver", summary="Send a job's event again, same webhook-id.")
+def redeliver_job_event(request: Request) -> Response:
+    from darkroom.webhooks.notify import redeliver
+
+    job = _own_job(request)
+    return Response(202, {"job_id": job.id, "redelivering_to": redeliver(job.id)})
+
+
+def _own_job(request: Request) -> Job:
+    job = JobStore().get_for_tenant(request.path_params["id"], request.tenant)
+    if job is None:
+        raise NotFound(f"No job {request.path_params['id']}.")
+    return job

@@ -33,6 +33,7 @@ def submit_generation(
         request=request.provider_params(),  # exactly what the worker will send
         route=routing.route_for(request.model, request.provider, settings().routes),
         webhook_url=request.webhook_url,
+        webhook_events=list(request.webhook_events) if request.webhook_events else None,
         metadata=request.metadata or {},
         created_at=now,
         updated_at=now,

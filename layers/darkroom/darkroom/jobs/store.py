@@ -66,6 +66,8 @@ class Job:
     created_at: str
     updated_at: str
     webhook_url: str | None = None
+    # Which events go to webhook_url (None: all of them).
+    webhook_events: list[str] | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     started_at: str | None = None
     completed_at: str | None = None
@@ -109,7 +111,7 @@ class Job:
 
 
 # Attributes stored as JSON strings: nested maps of arbitrary shape, read back exactly as written.
-_JSON_FIELDS = ("request", "metadata", "outputs", "usage", "error")
+_JSON_FIELDS = ("request", "metadata", "outputs", "usage", "error", "webhook_events")
 _INT_FIELDS = ("provider_calls", "transient_failures", "rate_limits")
 _OPTIONAL_STR = (
     "webhook_url",

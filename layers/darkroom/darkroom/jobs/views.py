@@ -34,6 +34,7 @@ def job_document(job: Job, *, with_urls: bool) -> dict[str, Any]:
         # Which provider route runs the job and, on an asynchronous one, the provider's own id and last status.
         "provider": {"route": job.route, "job_id": job.prediction_id, "status": job.provider_status},
         "webhook_url": job.webhook_url,
+        "webhook_events": job.webhook_events,
         "metadata": job.metadata,
         "created_at": job.created_at,
         "updated_at": job.updated_at,

@@ -9,7 +9,6 @@ unless the local stack allows private receivers, and at most RESPONSE_LIMIT byte
 
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import dataclass
 from functools import cache
@@ -19,12 +18,13 @@ import httpx
 from darkroom.addresses import url_problem
 from darkroom.providers import deadline
 from darkroom.providers.failures import retry_after_s
+from darkroom.webhooks.schedule import DEFAULT_SCHEDULE_S, next_delay_s, parse_schedule
+
+__all__ = ["DEFAULT_SCHEDULE_S", "Attempt", "next_delay_s", "parse_schedule", "send"]
 
 TIMEOUT_S = 15.0
 RESPONSE_LIMIT = 4096  # what is kept of a subscriber's answer, for the delivery record
 USER_AGENT = "darkroom-webhooks/1"
-# Delays before attempts 2, 3, ...: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (Standard Webhooks' own).
-DEFAULT_SCHEDULE_S = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
 
 
 @dataclass(frozen=True)
@@ -80,24 +80,3 @@ def send(url: str, body: bytes, headers: dict[str, str], *, allow_http: bool, al
     error = "a redirect, which darkroom does not follow" if 300 <= status < 400 else f"the subscriber answered {status}"
     honoured = wait if status == 429 or status >= 500 else None
     return Attempt("failed", status, took(), error=error, retry_after_s=honoured, response=answer)
-
-
-def next_delay_s(attempts_made: int, schedule: tuple[int, ...], retry_after: float | None = None) -> float | None:
-    """Seconds before the next try after `attempts_made` tries, or None when the schedule is spent. Each delay gets
-    up to 10% jitter, so subscribers coming back from an outage are not hit by every retry at once; a subscriber's
-    `retry-after` lengthens a delay, never shortens it, and never past the schedule's longest."""
-    if attempts_made >= len(schedule):
-        return None
-    delay = float(schedule[attempts_made])
-    if retry_after is not None:
-        delay = min(max(delay, retry_after), float(max(schedule)))
-    return delay * random.uniform(1.0, 1.1)
-
-
-def parse_schedule(text: str) -> tuple[int, ...]:
-    """WEBHOOK_RETRY_SCHEDULE_S ("0,5,300,..."); the default for anything unreadable."""
-    try:
-        schedule = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        return DEFAULT_SCHEDULE_S
-    return schedule if schedule and all(0 <= delay <= 86_400 for delay in schedule) else DEFAULT_SCHEDULE_S

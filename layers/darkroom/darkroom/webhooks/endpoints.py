@@ -46,6 +46,8 @@ class Endpoint:
     created_at: str
     disabled_reason: str | None = None
     secrets: list[Sealed] = field(default_factory=list)
+    # When deliveries to it started failing without a success since (None: the last one succeeded).
+    failing_since: float | None = None
 
     def public(self) -> dict[str, Any]:
         """As the API shows it: never a secret."""
@@ -127,6 +129,43 @@ class WebhookStore:
         self.get_endpoint(tenant, endpoint_id)
         key = {"tenant": {"S": tenant}, "item": {"S": ENDPOINT_PREFIX + endpoint_id}}
         self.db.delete_item(TableName=self.table, Key=key)
+
+    def mark_endpoint(self, endpoint: Endpoint, *, failing: bool) -> Endpoint:
+        """Note a delivery's outcome: the first failure since a success starts the clock, a success stops it."""
+        key = {"tenant": {"S": endpoint.tenant}, "item": {"S": ENDPOINT_PREFIX + endpoint.id}}
+        try:
+            if failing:
+                now = time.time()
+                self.db.update_item(
+                    TableName=self.table,
+                    Key=key,
+                    UpdateExpression="SET failing_since = :now",
+                    ConditionExpression="attribute_exists(tenant) AND attribute_not_exists(failing_since)",
+                    ExpressionAttributeValues={":now": {"N": str(now)}},
+                )
+                endpoint.failing_since = now
+            else:
+                self.db.update_item(
+                    TableName=self.table,
+                    Key=key,
+                    UpdateExpression="REMOVE failing_since",
+                    ConditionExpression="attribute_exists(tenant)",
+                )
+                endpoint.failing_since = None
+        except Exception as exc:
+            if aws.error_code(exc) != "ConditionalCheckFailedException":
+                raise
+        return endpoint
+
+    def disable_endpoint(self, endpoint: Endpoint, reason: str) -> None:
+        self.db.update_item(
+            TableName=self.table,
+            Key={"tenant": {"S": endpoint.tenant}, "item": {"S": ENDPOINT_PREFIX + endpoint.id}},
+            UpdateExpression="SET enabled = :off, disabled_reason = :why",
+            ConditionExpression="attribute_exists(tenant)",
+            ExpressionAttributeValues={":off": {"BOOL": False}, ":why": {"S": reason}},
+        )
+        endpoint.enabled, endpoint.disabled_reason = False, reason
 
     def endpoint_secrets(self, endpoint: Endpoint) -> list[str]:
         """The endpoint's valid secrets, newest first."""
@@ -259,4 +298,5 @@ def _endpoint(item: dict[str, Any]) -> Endpoint:
         created_at=item["created_at"]["S"],
         disabled_reason=item.get("disabled_reason", {}).get("S"),
         secrets=_sealed_list(item.get("secrets", {})),
+        failing_since=float(item["failing_since"]["N"]) if "failing_since" in item else None,
     )

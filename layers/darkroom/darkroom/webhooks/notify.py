@@ -1,0 +1,375 @@
+"""From a job's result manifest to a signed event at each of its subscribers, once per intent, retried until done.
+
+A manifest's arrival in S3 (its ObjectCreated event, through the completions queue) starts one delivery per target:
+the job's own `webhook_url` (signed with the tenant's secret) and every enabled endpoint of the tenant whose filter
+takes the event (signed with the endpoint's). Each delivery is a record in the deliveries table keyed by job and
+target, and every try is claimed by a conditional write on its attempt count, as jobs claim provider calls: S3 sending
+an event twice, SQS redelivering, and a retry message arriving twice all find the attempt already taken, and a
+subscriber gets each attempt at most once (and every attempt of one event with the same `webhook-id`). A worker that
+dies mid-try leaves a lease that runs out; the message comes back and the try is made again, which the subscriber
+recognises by its `webhook-id`.
+
+Failed tries come back through the retry queue, with SQS delays chained past its 15-minute cap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import unquote_plus
+
+from darkroom import aws, storage
+from darkroom.observability import logger, metrics
+from darkroom.settings import settings
+from darkroom.webhooks import delivery, signing
+from darkroom.webhooks.endpoints import Endpoint, WebhookStore
+from darkroom.webhooks.events import event_body, event_type
+
+JOB_TARGET = "job"
+LEASE_S = 60.0  # longer than a try (15 s) and its bookkeeping
+MAX_SQS_DELAY_S = 900
+DISABLE_AFTER_FAILING_S = 5 * 24 * 3600
+MAX_ATTEMPTS_KEPT = 20
+
+
+@dataclass
+class Delivery:
+    job_id: str
+    target: str
+    tenant: str
+    event_type: str
+    timestamp: str
+    message_id: str
+    status: str = "sending"
+    attempts_made: int = 0
+    lease_until: float = 0.0
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+
+
+def message_id(job_id: str, target: str) -> str:
+    """The `webhook-id` of one event to one target: the same on every try and every redelivery."""
+    return "msg_" + hashlib.sha256(f"{job_id}:{target}".encode()).hexdigest()[:32]
+
+
+# Entry points
+
+
+def handle_completion_record(body: str) -> None:
+    """One completions-queue message: an S3 event (or S3's test event, which names no object)."""
+    event = json.loads(body)
+    for record in event.get("Records", []) if isinstance(event, dict) else []:
+        key = unquote_plus(str(record.get("s3", {}).get("object", {}).get("key", "")))
+        parts = key.split("/")
+        if len(parts) != 4 or parts[0] != "outputs" or parts[3] != storage.MANIFEST:
+            logger.warning("completion event for an unexpected key, dropped", extra={"key": key[:200]})
+            continue
+        notify_job(parts[1], parts[2])
+
+
+def notify_job(tenant: str, job_id: str) -> None:
+    manifest = storage.read_manifest(tenant, job_id)
+    if manifest is None or manifest.get("status") not in ("succeeded", "failed", "canceled"):
+        return
+    kind = event_type(manifest["status"])
+    timestamp = manifest.get("completed_at") or datetime.now(UTC).isoformat(timespec="seconds")
+    store, hooks = DeliveryStore(), WebhookStore()
+    for target, url in _targets(hooks, tenant, manifest, kind):
+        record = Delivery(job_id, target, tenant, kind, timestamp, message_id(job_id, target))
+        claimed = store.claim_first(record, url)
+        if claimed is not None:
+            _try(store, hooks, claimed, url, manifest)
+
+
+def handle_retry_message(body: str) -> None:
+    message = json.loads(body)
+    wait = float(message.get("not_before", 0)) - time.time()
+    if wait > 1:  # chained past SQS's 15-minute cap
+        send_retry(message, wait)
+        return
+    store, hooks = DeliveryStore(), WebhookStore()
+    record, url = store.claim_retry(message["job_id"], message["target"], int(message["attempt"]))
+    if record is None:
+        return  # delivered, given up, or this attempt already taken
+    manifest = storage.read_manifest(record.tenant, record.job_id)
+    if manifest is None:
+        store.finish(record, "failed", {"error": "the job's manifest is gone (outputs expired)"})
+        return
+    _try(store, hooks, record, url, manifest)
+
+
+# One try
+
+
+def _targets(hooks: WebhookStore, tenant: str, manifest: dict[str, Any], kind: str) -> list[tuple[str, str]]:
+    targets = []
+    wanted = manifest.get("webhook_events") or None
+    if manifest.get("webhook_url") and (wanted is None or kind in wanted):
+        targets.append((JOB_TARGET, str(manifest["webhook_url"])))
+    for endpoint in hooks.list_endpoints(tenant):
+        if endpoint.enabled and kind in endpoint.events:
+            targets.append((endpoint.id, endpoint.url))
+    return targets
+
+
+def _try(store: DeliveryStore, hooks: WebhookStore, record: Delivery, url: str, manifest: dict[str, Any]) -> None:
+    s = settings()
+    endpoint = None if record.target == JOB_TARGET else _endpoint(hooks, record)
+    if record.target != JOB_TARGET and (endpoint is None or not endpoint.enabled):
+        store.finish(record, "failed", {"error": "the endpoint was deleted or disabled"})
+        return
+    secrets = hooks.tenant_secrets(record.tenant) if endpoint is None else hooks.endpoint_secrets(endpoint)
+    body = event_body(
+        manifest,
+        timestamp=record.timestamp,
+        api_url=s.api_url,
+        presign=storage.presign,
+        links_valid_s=s.presign_ttl_s,
+    )
+    headers = signing.headers(secrets, record.message_id, int(time.time()), body)
+    attempt = delivery.send(
+        url, body, headers, allow_http=s.allow_http_webhooks, allow_private=s.allow_private_webhooks
+    )
+    seen = {
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "status": attempt.status,
+        "latency_ms": attempt.latency_ms,
+        "error": attempt.error,
+    }
+    log = {"job_id": record.job_id, "target": record.target, "attempt": record.attempts_made, "status": attempt.status}
+    if attempt.outcome == "delivered":
+        store.finish(record, "delivered", seen)
+        if endpoint is not None and endpoint.failing_since:
+            hooks.mark_endpoint(endpoint, failing=False)
+        metrics.add_metric(name="WebhooksDelivered", unit="Count", value=1)
+        logger.info("webhook delivered", extra=log)
+        return
+    if attempt.outcome == "gone":
+        store.finish(record, "gone", seen)
+        if endpoint is not None:
+            hooks.disable_endpoint(endpoint, "the endpoint answered 410 Gone")
+        logger.warning("webhook endpoint gone", extra=log)
+        return
+    if endpoint is not None:
+        endpoint = hooks.mark_endpoint(endpoint, failing=True)
+        if endpoint.failing_since and time.time() - endpoint.failing_since > DISABLE_AFTER_FAILING_S:
+            hooks.disable_endpoint(endpoint, "every delivery failed for 5 days")
+    delay = delivery.next_delay_s(record.attempts_made, s.webhook_retry_schedule, attempt.retry_after_s)
+    if delay is None:
+        store.finish(record, "failed", seen)
+        metrics.add_metric(name="WebhooksFailed", unit="Count", value=1)
+        logger.warning("webhook given up", extra=log)
+        return
+    seen["next_attempt_at"] = datetime.fromtimestamp(time.time() + delay, UTC).isoformat(timespec="seconds")
+    store.will_retry(record, seen)
+    send_retry({"job_id": record.job_id, "target": record.target, "attempt": record.attempts_made}, delay)
+    logger.info("webhook will be retried", extra={**log, "delay_s": round(delay)})
+
+
+def _endpoint(hooks: WebhookStore, record: Delivery) -> Endpoint | None:
+    try:
+        return hooks.get_endpoint(record.tenant, record.target)
+    except Exception as exc:
+        if getattr(exc, "status", None) == 404:
+            return None
+        raise
+
+
+def send_retry(message: dict[str, Any], delay_s: float) -> None:
+    """A retry message due in `delay_s`, carried past SQS's 15-minute cap by being sent on again when it arrives."""
+    due = message.get("not_before") or time.time() + delay_s
+    aws.client("sqs").send_message(
+        QueueUrl=settings().webhook_retry_queue_url,
+        MessageBody=json.dumps({**message, "not_before": due}),
+        DelaySeconds=max(0, min(MAX_SQS_DELAY_S, round(delay_s))),
+    )
+
+
+class DeliveryStore:
+    """Deliveries by job and target; every try claimed by a conditional write on the attempt count."""
+
+    def __init__(self) -> None:
+        self.table = settings().deliveries_table
+        self.db = aws.client("dynamodb")
+
+    def claim_first(self, record: Delivery, url: str) -> Delivery | None:
+        """The first try of a delivery, or None when it was already started (a duplicate event); a first try whose
+        worker died (lease run out, nothing recorded) is taken over."""
+        record.attempts_made, record.lease_until = 1, time.time() + LEASE_S
+        item = {
+            "job_id": {"S": record.job_id},
+            "target": {"S": record.target},
+            "tenant": {"S": record.tenant},
+            "url": {"S": url},
+            "event_type": {"S": record.event_type},
+            "timestamp": {"S": record.timestamp},
+            "message_id": {"S": record.message_id},
+            "status": {"S": "sending"},
+            "attempts_made": {"N": "1"},
+            "lease_until": {"N": str(record.lease_until)},
+            "attempts": {"S": "[]"},
+        }
+        try:
+            self.db.put_item(TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(job_id)")
+            return record
+        except Exception as exc:
+            if aws.error_code(exc) != "ConditionalCheckFailedException":
+                raise
+        return self._take_over(record.job_id, record.target, attempt=1)[0]
+
+    def claim_retry(self, job_id: str, target: str, attempt: int) -> tuple[Delivery | None, str]:
+        """Try number attempt+1 of a delivery waiting to be retried; (None, "") if that try was already taken."""
+        lease = time.time() + LEASE_S
+        try:
+            item = self.db.update_item(
+                TableName=self.table,
+                Key=self._key(job_id, target),
+                UpdateExpression="SET #s = :sending, attempts_made = :next, lease_until = :lease",
+                ConditionExpression="#s = :retrying AND attempts_made = :made",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={
+                    ":sending": {"S": "sending"},
+                    ":retrying": {"S": "retrying"},
+                    ":next": {"N": str(attempt + 1)},
+                    ":made": {"N": str(attempt)},
+                    ":lease": {"N": str(lease)},
+                },
+                ReturnValues="ALL_NEW",
+            )["Attributes"]
+        except Exception as exc:
+            if aws.error_code(exc) != "ConditionalCheckFailedException":
+                raise
+            return self._take_over(job_id, target, attempt=attempt + 1)
+        return _delivery(item), item["url"]["S"]
+
+    def _take_over(self, job_id: str, target: str, *, attempt: int) -> tuple[Delivery | None, str]:
+        """A try whose worker died before recording anything: its lease ran out, so the message may make it."""
+        try:
+            item = self.db.update_item(
+                TableName=self.table,
+                Key=self._key(job_id, target),
+                UpdateExpression="SET lease_until = :lease",
+                ConditionExpression="#s = :sending AND attempts_made = :n AND lease_until < :now",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={
+                    ":sending": {"S": "sending"},
+                    ":n": {"N": str(attempt)},
+                    ":now": {"N": str(time.time())},
+                    ":lease": {"N": str(time.time() + LEASE_S)},
+                },
+                ReturnValues="ALL_NEW",
+            )["Attributes"]
+        except Exception as exc:
+            if aws.error_code(exc) != "ConditionalCheckFailedException":
+                raise
+            return None, ""
+        return _delivery(item), item["url"]["S"]
+
+    def will_retry(self, record: Delivery, seen: dict[str, Any]) -> None:
+        self._record(record, "retrying", seen)
+
+    def finish(self, record: Delivery, status: str, seen: dict[str, Any]) -> None:
+        self._record(record, status, seen)
+
+    def _record(self, record: Delivery, status: str, seen: dict[str, Any]) -> None:
+        attempts = [*record.attempts, {"attempt": record.attempts_made, **seen}][-MAX_ATTEMPTS_KEPT:]
+        self.db.update_item(
+            TableName=self.table,
+            Key=self._key(record.job_id, record.target),
+            UpdateExpression="SET #s = :status, attempts = :attempts, lease_until = :zero",
+            ConditionExpression="#s = :sending AND attempts_made = :n",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={
+                ":status": {"S": status},
+                ":attempts": {"S": json.dumps(attempts)},
+                ":zero": {"N": "0"},
+                ":sending": {"S": "sending"},
+                ":n": {"N": str(record.attempts_made)},
+            },
+        )
+        record.status, record.attempts = status, attempts
+
+    def reopen(self, job_id: str, target: str) -> int | None:
+        """Make an ended delivery due again (a redelivery on purpose): its attempt count, for the retry message that
+        makes the next try, or None when it is being tried right now (or is already due)."""
+        try:
+            item = self.db.update_item(
+                TableName=self.table,
+                Key=self._key(job_id, target),
+                UpdateExpression="SET #s = :retrying",
+                ConditionExpression="#s IN (:delivered, :failed, :gone)",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={
+                    ":retrying": {"S": "retrying"},
+                    ":delivered": {"S": "delivered"},
+                    ":failed": {"S": "failed"},
+                    ":gone": {"S": "gone"},
+                },
+                ReturnValues="ALL_NEW",
+            )["Attributes"]
+        except Exception as exc:
+            if aws.error_code(exc) != "ConditionalCheckFailedException":
+                raise
+            return None
+        return int(item["attempts_made"]["N"])
+
+    def for_job(self, job_id: str) -> list[dict[str, Any]]:
+        page = self.db.query(
+            TableName=self.table,
+            KeyConditionExpression="job_id = :j",
+            ExpressionAttributeValues={":j": {"S": job_id}},
+            ConsistentRead=True,
+        )
+        return [
+            {
+                "target": item["target"]["S"],
+                "url": item["url"]["S"],
+                "event_type": item["event_type"]["S"],
+                "webhook_id": item["message_id"]["S"],
+                "status": item["status"]["S"],
+                "attempts": json.loads(item["attempts"]["S"]),
+            }
+            for item in page.get("Items", [])
+        ]
+
+    @staticmethod
+    def _key(job_id: str, target: str) -> dict[str, Any]:
+        return {"job_id": {"S": job_id}, "target": {"S": target}}
+
+
+def _delivery(item: dict[str, Any]) -> Delivery:
+    return Delivery(
+        job_id=item["job_id"]["S"],
+        target=item["target"]["S"],
+        tenant=item["tenant"]["S"],
+        event_type=item["event_type"]["S"],
+        timestamp=item["timestamp"]["S"],
+        message_id=item["message_id"]["S"],
+        status=item["status"]["S"],
+        attempts_made=int(item["attempts_made"]["N"]),
+        lease_until=float(item["lease_until"]["N"]),
+        attempts=json.loads(item["attempts"]["S"]),
+    )
+
+
+def handle_queue_record(body: str, source_arn: str) -> None:
+    """A record of the retry queue (by its ARN), else of the completions queue."""
+    if source_arn and source_arn == settings().webhook_retry_queue_arn:
+        handle_retry_message(body)
+    else:
+        handle_completion_record(body)
+
+
+def redeliver(job_id: str) -> list[str]:
+    """Send a job's event again to every target it went to, with the same webhook-id: the targets made due."""
+    store = DeliveryStore()
+    due = []
+    for record in store.for_job(job_id):
+        attempt = store.reopen(job_id, record["target"])
+        if attempt is not None:
+            send_retry({"job_id": job_id, "target": record["target"], "attempt": attempt}, 0)
+            due.append(record["target"])
+    return due

@@ -1,0 +1,29 @@
+"""When a failed webhook delivery is tried again: configuration, read by the settings without importing httpx."""
+
+from __future__ import annotations
+
+import random
+
+# Delays before attempts 2, 3, ...: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (Standard Webhooks' own).
+DEFAULT_SCHEDULE_S = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
+
+
+def next_delay_s(attempts_made: int, schedule: tuple[int, ...], retry_after: float | None = None) -> float | None:
+    """Seconds before the next try after `attempts_made` tries, or None when the schedule is spent. Each delay gets
+    up to 10% jitter, so subscribers coming back from an outage are not hit by every retry at once; a subscriber's
+    `retry-after` lengthens a delay, never shortens it, and never past the schedule's longest."""
+    if attempts_made >= len(schedule):
+        return None
+    delay = float(schedule[attempts_made])
+    if retry_after is not None:
+        delay = min(max(delay, retry_after), float(max(schedule)))
+    return delay * random.uniform(1.0, 1.1)
+
+
+def parse_schedule(text: str) -> tuple[int, ...]:
+    """WEBHOOK_RETRY_SCHEDULE_S ("0,5,300,..."); the default for anything unreadable."""
+    try:
+        schedule = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        return DEFAULT_SCHEDULE_S
+    return schedule if schedule and all(0 <= delay <= 86_400 for delay in schedule) else DEFAULT_SCHEDULE_S

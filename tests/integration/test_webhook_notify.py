@@ -1,0 +1,171 @@
+"""The notify function against moto: a manifest's S3 event becomes one signed delivery per target, retried with the
+same webhook-id, once per intent however often S3 or SQS repeat themselves."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from darkroom import aws
+from darkroom.webhooks.endpoints import WebhookStore
+from darkroom_local.pollers import sqs_record
+from darkroom_local.stack import LocalStack
+from tests.pipeline import deliver, queue_url, receive, submit
+from tests.support import drain, http_event
+
+
+class Receiver(http.server.ThreadingHTTPServer):
+    answers: list[int]
+    seen: list[tuple[dict[str, str], bytes]]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/hooks"
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            server: Receiver = self.server  # type: ignore[assignment]
+            server.seen.append((dict(self.headers), self.rfile.read(int(self.headers["content-length"]))))
+            self.send_response(server.answers.pop(0) if server.answers else 200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = Receiver(("127.0.0.1", 0), Handler)
+    server.answers, server.seen = [], []
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    yield server
+    server.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def quiet_queues(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in ("JobsQueue", "CompletionsQueue", "WebhookRetryQueue"):
+        drain(queue_url(stack, name))
+    monkeypatch.setenv("WEBHOOK_RETRY_SCHEDULE_S", "0,0,0")
+    aws.reset()
+    yield
+    monkeypatch.undo()
+    aws.reset()
+
+
+def run_job(stack: LocalStack, **body: Any) -> str:
+    job_id = submit(stack, **body)
+    deliver(stack, receive(stack))
+    return job_id
+
+
+def notify(stack: LocalStack, queue: str) -> list[dict[str, Any]]:
+    """Hand every message of a queue to the notify function, as its event source mapping would."""
+    messages = receive(stack, queue, wait_s=1)
+    arn = stack.template.attributes[queue]["Arn"]
+    for message in messages:
+        stack.functions["NotifyFunction"].invoke({"Records": [sqs_record(message, arn)]})
+        boto3.client("sqs").delete_message(QueueUrl=queue_url(stack, queue), ReceiptHandle=message["ReceiptHandle"])
+    return messages
+
+
+def test_a_jobs_webhook_url_gets_one_verified_event(stack: LocalStack, receiver: Receiver) -> None:
+    job_id = run_job(stack, prompt="a hooked lighthouse", webhook_url=receiver.url, metadata={"order": "7"})
+    (completion,) = notify(stack, "CompletionsQueue")  # S3 sent the manifest's event to the completions queue
+    (headers, body) = receiver.seen[0]
+    event = Webhook(WebhookStore().tenant_secrets("dev")[0]).verify(body, headers)
+    assert event["type"] == "job.succeeded" and event["data"]["id"] == job_id
+    assert event["data"]["metadata"] == {"order": "7"} and event["data"]["outputs"][0]["url"].startswith("http")
+    # S3 (or SQS) sending the same event again delivers nothing more
+    arn = stack.template.attributes["CompletionsQueue"]["Arn"]
+    stack.functions["NotifyFunction"].invoke({"Records": [sqs_record(completion, arn)]})
+    assert len(receiver.seen) == 1
+
+
+def test_a_failing_endpoint_gets_the_same_webhook_id_until_it_answers_2xx(
+    stack: LocalStack, receiver: Receiver
+) -> None:
+    endpoint, secret = WebhookStore().create_endpoint(
+        "dev", url=receiver.url, events=["job.succeeded"], description="", enabled=True
+    )
+    try:
+        receiver.answers[:] = [500, 500]
+        run_job(stack, prompt="a lighthouse for a flaky endpoint")
+        notify(stack, "CompletionsQueue")
+        notify(stack, "WebhookRetryQueue")
+        notify(stack, "WebhookRetryQueue")
+        assert len(receiver.seen) == 3
+        ids = {headers["webhook-id"] for headers, _ in receiver.seen}
+        assert len(ids) == 1
+        for headers, body in receiver.seen:
+            Webhook(secret).verify(body, headers)
+        assert notify(stack, "WebhookRetryQueue") == []  # delivered: nothing more to send
+    finally:
+        WebhookStore().delete_endpoint("dev", endpoint.id)
+
+
+def test_an_endpoint_answering_410_is_disabled(stack: LocalStack, receiver: Receiver) -> None:
+    endpoint, _ = WebhookStore().create_endpoint(
+        "dev", url=receiver.url, events=["job.succeeded", "job.failed"], description="", enabled=True
+    )
+    try:
+        receiver.answers[:] = [410]
+        run_job(stack, prompt="a lighthouse nobody listens to")
+        notify(stack, "CompletionsQueue")
+        disabled = WebhookStore().get_endpoint("dev", endpoint.id)
+        assert disabled.enabled is False and "410" in (disabled.disabled_reason or "")
+        assert notify(stack, "WebhookRetryQueue") == []
+        run_job(stack, prompt="a second lighthouse")
+        notify(stack, "CompletionsQueue")
+        assert len(receiver.seen) == 1  # nothing more is sent to it
+    finally:
+        WebhookStore().delete_endpoint("dev", endpoint.id)
+
+
+def test_a_completion_event_for_another_key_is_dropped(stack: LocalStack) -> None:
+    body = json.dumps({"Records": [{"s3": {"object": {"key": "outputs/dev/job_x/0.png"}}}]})
+    arn = stack.template.attributes["CompletionsQueue"]["Arn"]
+    record = {"messageId": "m", "receiptHandle": "r", "body": body, "eventSourceARN": arn, "eventSource": "aws:sqs"}
+    answer = stack.functions["NotifyFunction"].invoke({"Records": [{**record, "attributes": {}, "md5OfBody": "x"}]})
+    assert answer["batchItemFailures"] == []
+
+
+def test_deliveries_are_listed_and_a_redelivery_keeps_the_webhook_id(stack: LocalStack, receiver: Receiver) -> None:
+    job_id = run_job(stack, prompt="a lighthouse sent twice", webhook_url=receiver.url)
+    notify(stack, "CompletionsQueue")
+    status, listing = call(stack, "GET", f"/v1/jobs/{job_id}/deliveries")
+    assert status == 200
+    (record,) = listing["data"]
+    assert record["status"] == "delivered" and record["attempts"][0]["status"] == 200
+    assert "secret" not in json.dumps(record)
+    # Another tenant sees nothing of it
+    assert call(stack, "GET", f"/v1/jobs/{job_id}/deliveries", tenant="dev-2")[0] == 404
+    assert call(stack, "POST", f"/v1/jobs/{job_id}/deliveries/redeliver", tenant="dev-2")[0] == 404
+    # A redelivery on purpose sends the same event again, with the same webhook-id
+    status, answer = call(stack, "POST", f"/v1/jobs/{job_id}/deliveries/redeliver")
+    assert status == 202 and answer["redelivering_to"] == ["job"]
+    notify(stack, "WebhookRetryQueue")
+    assert len(receiver.seen) == 2
+    assert receiver.seen[0][0]["webhook-id"] == receiver.seen[1][0]["webhook-id"] == record["webhook_id"]
+
+
+def call(stack: LocalStack, method: str, path: str, tenant: str = "dev") -> tuple[int, Any]:
+    event = http_event(method, path, api_key=stack.api_keys[tenant])
+    response = stack.functions["ApiFunction"].invoke(event)
+    return response["statusCode"], json.loads(response["body"])
+
+
+def test_a_jobs_event_filter_keeps_unwanted_events_from_its_webhook_url(stack: LocalStack, receiver: Receiver) -> None:
+    job_id = run_job(stack, prompt="a quiet lighthouse", webhook_url=receiver.url, webhook_events=["job.failed"])
+    notify(stack, "CompletionsQueue")
+    assert receiver.seen == []
+    status, listing = call(stack, "GET", f"/v1/jobs/{job_id}/deliveries")
+    assert status == 200 and listing["data"] == []
