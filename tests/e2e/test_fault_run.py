@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -30,6 +31,7 @@ import pytest
 
 from darkroom_local.emulator import EmulatorConfig
 from darkroom_local.stack import LocalStack, StackConfig
+from darkroom_local.webhook_listener import WebhookListener
 from tests.conftest import QUIET
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fault]
@@ -103,13 +105,22 @@ def fault_run(
         httpx.Client(
             base_url=stack.api_url, headers={"Authorization": f"Bearer {stack.api_keys['dev']}"}, timeout=30
         ) as client,
+        # Every job's webhook goes to a receiver that verifies it with the tenant's secret, as a subscriber would
+        WebhookListener(0, client.get("/v1/webhooks/secret").json()["secret"], show=lambda line: None) as listener,
     ):
+        threading.Thread(target=listener.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         # Given the accepted jobs
         ids = []
         for i in range(jobs):
             answer = client.post(
                 "/v1/images/generations",
-                json={"prompt": f"fault run {i}", "quality": "low", "size": "1024x1024", **body(i)},
+                json={
+                    "prompt": f"fault run {i}",
+                    "quality": "low",
+                    "size": "1024x1024",
+                    "webhook_url": listener.url,
+                    **body(i),
+                },
             )
             assert answer.status_code == 202, answer.text
             ids.append(answer.json()["id"])
@@ -149,6 +160,17 @@ def fault_run(
         # The run really was faulty: every kind of fault happened, and SQS duplicated messages
         assert set(stats["faults"]) == {"rate_limit", "server_error", "hang", "slow"}, (seed, stats["faults"])
         assert duplicates > 0, seed
+        # And every job's event reached its subscriber exactly once (SQS duplicates included), verified
+        settle = time.monotonic() + 60
+        while len(listener.received) < jobs and time.monotonic() < settle:
+            time.sleep(0.5)
+        time.sleep(2)  # a duplicate would come now
+        delivered: Counter[str] = Counter(event["data"]["id"] for event in listener.received)
+        assert set(delivered) == set(ids), f"fault run seed {seed}: no webhook for {set(ids) - set(delivered)}"
+        twice = {job_id: n for job_id, n in delivered.items() if n > 1}
+        assert not twice, f"fault run seed {seed}: webhooks delivered more than once: {twice}"
+        assert all(event["type"] == f"job.{found[event['data']['id']]['status']}" for event in listener.received), seed
+        listener.shutdown()
 
     elapsed = time.monotonic() - started
     with capsys.disabled():
@@ -158,7 +180,7 @@ def fault_run(
             f"submissions {sum(c['submissions'] for c in prompts)}, "
             f"faults {stats['faults']}; most generations for one prompt (the emulator's count): "
             f"{most_generations}, most submissions {most_submissions}; "
-            f"duplicate deliveries {duplicates}; stuck 0; "
+            f"duplicate deliveries {duplicates}; webhooks delivered {len(listener.received)} for {jobs} jobs; stuck 0; "
             f"dead-lettered {dead_letters}"
         )
 
