@@ -14,6 +14,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from darkroom import aws
+from darkroom.webhooks import notify as notify_module
 from darkroom.webhooks.endpoints import WebhookStore
 from darkroom_local.pollers import sqs_record
 from darkroom_local.stack import LocalStack
@@ -77,9 +78,16 @@ def notify(stack: LocalStack, queue: str) -> list[dict[str, Any]]:
     return messages
 
 
+def first_tries(stack: LocalStack) -> list[dict[str, Any]]:
+    """The completions queue's events open their deliveries, whose first tries are messages on the retry queue."""
+    completions = notify(stack, "CompletionsQueue")
+    notify(stack, "WebhookRetryQueue")
+    return completions
+
+
 def test_a_jobs_webhook_url_gets_one_verified_event(stack: LocalStack, receiver: Receiver) -> None:
     job_id = run_job(stack, prompt="a hooked lighthouse", webhook_url=receiver.url, metadata={"order": "7"})
-    (completion,) = notify(stack, "CompletionsQueue")  # S3 sent the manifest's event to the completions queue
+    (completion,) = first_tries(stack)  # S3 sent the manifest's event to the completions queue
     (headers, body) = receiver.seen[0]
     event = Webhook(WebhookStore().tenant_secrets("dev")[0]).verify(body, headers)
     assert event["type"] == "job.succeeded" and event["data"]["id"] == job_id
@@ -87,6 +95,7 @@ def test_a_jobs_webhook_url_gets_one_verified_event(stack: LocalStack, receiver:
     # S3 (or SQS) sending the same event again delivers nothing more
     arn = stack.template.attributes["CompletionsQueue"]["Arn"]
     stack.functions["NotifyFunction"].invoke({"Records": [sqs_record(completion, arn)]})
+    notify(stack, "WebhookRetryQueue")
     assert len(receiver.seen) == 1
 
 
@@ -99,7 +108,7 @@ def test_a_failing_endpoint_gets_the_same_webhook_id_until_it_answers_2xx(
     try:
         receiver.answers[:] = [500, 500]
         run_job(stack, prompt="a lighthouse for a flaky endpoint")
-        notify(stack, "CompletionsQueue")
+        first_tries(stack)
         notify(stack, "WebhookRetryQueue")
         notify(stack, "WebhookRetryQueue")
         assert len(receiver.seen) == 3
@@ -119,12 +128,12 @@ def test_an_endpoint_answering_410_is_disabled(stack: LocalStack, receiver: Rece
     try:
         receiver.answers[:] = [410]
         run_job(stack, prompt="a lighthouse nobody listens to")
-        notify(stack, "CompletionsQueue")
+        first_tries(stack)
         disabled = WebhookStore().get_endpoint("dev", endpoint.id)
         assert disabled.enabled is False and "410" in (disabled.disabled_reason or "")
         assert notify(stack, "WebhookRetryQueue") == []
         run_job(stack, prompt="a second lighthouse")
-        notify(stack, "CompletionsQueue")
+        first_tries(stack)
         assert len(receiver.seen) == 1  # nothing more is sent to it
     finally:
         WebhookStore().delete_endpoint("dev", endpoint.id)
@@ -140,7 +149,7 @@ def test_a_completion_event_for_another_key_is_dropped(stack: LocalStack) -> Non
 
 def test_deliveries_are_listed_and_a_redelivery_keeps_the_webhook_id(stack: LocalStack, receiver: Receiver) -> None:
     job_id = run_job(stack, prompt="a lighthouse sent twice", webhook_url=receiver.url)
-    notify(stack, "CompletionsQueue")
+    first_tries(stack)
     status, listing = call(stack, "GET", f"/v1/jobs/{job_id}/deliveries")
     assert status == 200
     (record,) = listing["data"]
@@ -165,7 +174,42 @@ def call(stack: LocalStack, method: str, path: str, tenant: str = "dev") -> tupl
 
 def test_a_jobs_event_filter_keeps_unwanted_events_from_its_webhook_url(stack: LocalStack, receiver: Receiver) -> None:
     job_id = run_job(stack, prompt="a quiet lighthouse", webhook_url=receiver.url, webhook_events=["job.failed"])
-    notify(stack, "CompletionsQueue")
+    first_tries(stack)
     assert receiver.seen == []
     status, listing = call(stack, "GET", f"/v1/jobs/{job_id}/deliveries")
     assert status == 200 and listing["data"] == []
+
+
+def test_a_retry_whose_message_was_lost_is_sent_again_by_the_next_message_that_finds_it(
+    stack: LocalStack, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a delivery whose retry was recorded but whose message never went out (SQS refused, the worker died)
+    receiver.answers[:] = [500]
+    job_id = run_job(stack, prompt="a lighthouse with a lost retry", webhook_url=receiver.url)
+    notify(stack, "CompletionsQueue")
+    with monkeypatch.context() as lost:
+        lost.setattr(notify_module, "send_retry", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("SQS down")))
+        notify(stack, "WebhookRetryQueue")  # the first try fails (500); its retry message is lost
+    assert len(receiver.seen) == 1 and notify(stack, "WebhookRetryQueue") == []
+    # When the job is redelivered later (or any copy of its messages arrives) once the retry is overdue
+    monkeypatch.setattr(notify_module, "STALE_S", 0.0)
+    status, answer = call(stack, "POST", f"/v1/jobs/{job_id}/deliveries/redeliver")
+    assert status == 202 and answer["redelivering_to"] == ["job"]
+    notify(stack, "WebhookRetryQueue")
+    # Then the delivery goes on, with the same webhook-id
+    assert len(receiver.seen) == 2 and receiver.seen[0][0]["webhook-id"] == receiver.seen[1][0]["webhook-id"]
+
+
+def test_a_url_the_http_client_cannot_use_fails_its_own_delivery_only(stack: LocalStack, receiver: Receiver) -> None:
+    WebhookStore().create_endpoint("dev", url=receiver.url, events=["job.succeeded"], description="", enabled=True)
+    try:
+        # A host Python's resolver accepts (IDNA 2003) and httpx refuses (IDNA 2008), registered before the guard knew
+        WebhookStore().create_endpoint(
+            "dev", url="https://\u2603.net/hook", events=["job.succeeded"], description="", enabled=True
+        )
+        run_job(stack, prompt="a lighthouse with one odd subscriber")
+        first_tries(stack)
+        assert len(receiver.seen) == 1  # the good endpoint got its event
+    finally:
+        for each in WebhookStore().list_endpoints("dev"):
+            WebhookStore().delete_endpoint("dev", each.id)

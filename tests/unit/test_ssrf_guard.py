@@ -111,3 +111,11 @@ def resolves_to(monkeypatch: pytest.MonkeyPatch, names: dict[str, list[str]]) ->
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port)) for address in names[host]]
 
     monkeypatch.setattr(socket, "getaddrinfo", resolve)
+
+
+@pytest.mark.parametrize(
+    "url", ["https://\u2603.net/hook", "https://exa mple.com/", "https://example.com/\x00", "https://a\tb.com/"]
+)
+def test_urls_the_http_client_would_refuse_are_refused_first(url: str) -> None:
+    # The resolver accepts a snowman (IDNA 2003) where the HTTP client refuses it (IDNA 2008) at send time
+    assert url_problem(url, allow_http=True, allow_private=True) is not None

@@ -71,9 +71,10 @@ EXPECTED_GRANTS: dict[str, dict[str, set[str]]] = {
     "NotifyFunction": {
         "NotifyFunctionLogs": {"logs:CreateLogStream", "logs:PutLogEvents"},
         "OutputsBucket/outputs/*": {"s3:GetObject"},
+        "OutputsBucket": {"s3:ListBucket"},
         "WebhooksTable": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"},
         "WebhookSecretsKey": {"kms:Encrypt", "kms:Decrypt"},
-        "DeliveriesTable": {"dynamodb:PutItem", "dynamodb:UpdateItem"},
+        "DeliveriesTable": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},
         "CompletionsQueue": {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"},
         "WebhookRetryQueue": {
             "sqs:ReceiveMessage",

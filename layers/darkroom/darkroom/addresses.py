@@ -75,6 +75,8 @@ _NUMERIC_HOST = re.compile(r"(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}\.
 def url_problem(url: str, *, allow_http: bool = False, allow_private: bool = False) -> str | None:
     """Why darkroom will not send to `url` (a webhook target), or None. Resolves the host unless `allow_private`;
     checked again at send time, when the connection goes to the addresses checked then."""
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
+        return "it contains white space or control characters"
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -92,6 +94,8 @@ def url_problem(url: str, *, allow_http: bool = False, allow_private: bool = Fal
     except ValueError:
         if _NUMERIC_HOST.fullmatch(host):
             return "its host is written as a number; write the address in dotted form or use a name"
+        if not host.isascii() and not _valid_idn(host):
+            return "its host is not a valid international domain name"
     if allow_private:
         return None
     try:
@@ -99,3 +103,15 @@ def url_problem(url: str, *, allow_http: bool = False, allow_private: bool = Fal
     except AddressRefused as exc:
         return str(exc).replace(repr(host), "its host")
     return None
+
+
+def _valid_idn(host: str) -> bool:
+    """Whether the HTTP client will accept this non-ASCII host: it encodes names by IDNA 2008 (the `idna` package),
+    where the resolver's own codec is IDNA 2003 and accepts more (a snowman)."""
+    import idna
+
+    try:
+        idna.encode(host.lower())
+    except (idna.IDNAError, UnicodeError):
+        return False
+    return True

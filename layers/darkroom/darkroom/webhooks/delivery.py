@@ -71,7 +71,7 @@ def send(url: str, body: bytes, headers: dict[str, str], *, allow_http: bool, al
             status = response.status_code
             answer = bytes(kept[:RESPONSE_LIMIT]).decode("utf-8", "replace")
             wait = retry_after_s(response.headers) if "retry-after" in response.headers else None
-    except httpx.HTTPError as exc:
+    except Exception as exc:  # httpx's errors, and whatever else a URL or an answer can raise: a failed try
         return Attempt("failed", None, took(), error=f"{exc.__class__.__name__}: the subscriber could not be reached")
     if 200 <= status < 300:
         return Attempt("delivered", status, took(), response=answer)

@@ -1,15 +1,18 @@
 """From a job's result manifest to a signed event at each of its subscribers, once per intent, retried until done.
 
-A manifest's arrival in S3 (its ObjectCreated event, through the completions queue) starts one delivery per target:
+A manifest's arrival in S3 (its ObjectCreated event, through the completions queue) opens one delivery per target:
 the job's own `webhook_url` (signed with the tenant's secret) and every enabled endpoint of the tenant whose filter
-takes the event (signed with the endpoint's). Each delivery is a record in the deliveries table keyed by job and
-target, and every try is claimed by a conditional write on its attempt count, as jobs claim provider calls: S3 sending
-an event twice, SQS redelivering, and a retry message arriving twice all find the attempt already taken, and a
-subscriber gets each attempt at most once (and every attempt of one event with the same `webhook-id`). A worker that
-dies mid-try leaves a lease that runs out; the message comes back and the try is made again, which the subscriber
-recognises by its `webhook-id`.
+takes the event (signed with the endpoint's). Opening writes the delivery's record (due now) and queues its first
+try on the retry queue, so every try is a message of its own: one slow subscriber never holds up another, and a try
+(15 s at most) always fits its invocation.
 
-Failed tries come back through the retry queue, with SQS delays chained past its 15-minute cap.
+Every try is claimed by a conditional write on the record's attempt count, as jobs claim provider calls: S3 sending an
+event twice, SQS redelivering, and a retry message arriving twice all find the attempt already taken, and every try
+of one event carries the same `webhook-id`. Nothing is lost between steps: a record is written before its message is
+sent, and a message that finds its record overdue with no message on the way (the sender died, or SQS refused) sends
+it again; a try whose worker died leaves a lease that runs out, and the message coming back makes it again.
+
+Retries wait on the retry queue, with SQS delays chained past its 15-minute cap.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from darkroom.webhooks.events import event_body, event_type
 
 JOB_TARGET = "job"
 LEASE_S = 60.0  # longer than a try (15 s) and its bookkeeping
+# How overdue a waiting try must be before a message that finds it re-sends its (lost) message.
+STALE_S = 300.0
 MAX_SQS_DELAY_S = 900
 DISABLE_AFTER_FAILING_S = 5 * 24 * 3600
 MAX_ATTEMPTS_KEPT = 20
@@ -47,6 +52,7 @@ class Delivery:
     status: str = "sending"
     attempts_made: int = 0
     lease_until: float = 0.0
+    due_at: float = 0.0
     attempts: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -76,12 +82,18 @@ def notify_job(tenant: str, job_id: str) -> None:
         return
     kind = event_type(manifest["status"])
     timestamp = manifest.get("completed_at") or datetime.now(UTC).isoformat(timespec="seconds")
-    store, hooks = DeliveryStore(), WebhookStore()
-    for target, url in _targets(hooks, tenant, manifest, kind):
-        record = Delivery(job_id, target, tenant, kind, timestamp, message_id(job_id, target))
-        claimed = store.claim_first(record, url)
-        if claimed is not None:
-            _try(store, hooks, claimed, url, manifest)
+    store = DeliveryStore()
+    for target, url in _targets(WebhookStore(), tenant, manifest, kind):
+        record = store.open(Delivery(job_id, target, tenant, kind, timestamp, message_id(job_id, target)), url)
+        if record.status == "retrying" and record.attempts_made == 0:
+            # New, or opened by an earlier copy of this event whose message may not have gone out: one more
+            # message for the first try is harmless, its claim is conditional.
+            send_retry({"job_id": job_id, "target": target, "attempt": 0}, 0)
+
+
+class DeliveryBusy(Exception):
+    """The message's try cannot be judged yet (its record is not written yet, or another worker holds the try):
+    the message fails and SQS brings it back."""
 
 
 def handle_retry_message(body: str) -> None:
@@ -90,15 +102,34 @@ def handle_retry_message(body: str) -> None:
     if wait > 1:  # chained past SQS's 15-minute cap
         send_retry(message, wait)
         return
-    store, hooks = DeliveryStore(), WebhookStore()
-    record, url = store.claim_retry(message["job_id"], message["target"], int(message["attempt"]))
+    store = DeliveryStore()
+    job_id, target, attempt = str(message["job_id"]), str(message["target"]), int(message["attempt"])
+    record, url = store.claim(job_id, target, attempt)
     if record is None:
-        return  # delivered, given up, or this attempt already taken
+        record, url = _after_lost_claim(store, job_id, target, attempt)
+        if record is None:
+            return
     manifest = storage.read_manifest(record.tenant, record.job_id)
     if manifest is None:
-        store.finish(record, "failed", {"error": "the job's manifest is gone (outputs expired)"})
+        store.finish(record, "failed", {"error": "the job's manifest is gone (its outputs expired)"})
         return
-    _try(store, hooks, record, url, manifest)
+    _try(store, WebhookStore(), record, url, manifest)
+
+
+def _after_lost_claim(store: DeliveryStore, job_id: str, target: str, attempt: int) -> tuple[Delivery | None, str]:
+    """The message could not claim its try. It may be a duplicate (nothing to do), early (its record is not written
+    yet), or the only message left for a delivery whose worker died (take the try over, or queue the next one)."""
+    current, url = store.get(job_id, target)
+    now = time.time()
+    if current is None:
+        raise DeliveryBusy(f"delivery {job_id}/{target} is not recorded yet")
+    if current.status == "sending" and current.attempts_made == attempt + 1:
+        if current.lease_until >= now:
+            raise DeliveryBusy(f"delivery {job_id}/{target} is being tried")
+        return store.take_over(current), url
+    if current.status == "retrying" and current.attempts_made > attempt and current.due_at < now - STALE_S:
+        send_retry({"job_id": job_id, "target": target, "attempt": current.attempts_made}, 0)
+    return None, ""
 
 
 # One try
@@ -163,8 +194,9 @@ def _try(store: DeliveryStore, hooks: WebhookStore, record: Delivery, url: str, 
         metrics.add_metric(name="WebhooksFailed", unit="Count", value=1)
         logger.warning("webhook given up", extra=log)
         return
-    seen["next_attempt_at"] = datetime.fromtimestamp(time.time() + delay, UTC).isoformat(timespec="seconds")
-    store.will_retry(record, seen)
+    due = time.time() + delay
+    seen["next_attempt_at"] = datetime.fromtimestamp(due, UTC).isoformat(timespec="seconds")
+    store.will_retry(record, seen, due_at=due)  # written first: a lost message is re-sent from the record
     send_retry({"job_id": record.job_id, "target": record.target, "attempt": record.attempts_made}, delay)
     logger.info("webhook will be retried", extra={**log, "delay_s": round(delay)})
 
@@ -195,10 +227,9 @@ class DeliveryStore:
         self.table = settings().deliveries_table
         self.db = aws.client("dynamodb")
 
-    def claim_first(self, record: Delivery, url: str) -> Delivery | None:
-        """The first try of a delivery, or None when it was already started (a duplicate event); a first try whose
-        worker died (lease run out, nothing recorded) is taken over."""
-        record.attempts_made, record.lease_until = 1, time.time() + LEASE_S
+    def open(self, record: Delivery, url: str) -> Delivery:
+        """The delivery's record, written due now unless an earlier copy of the event already wrote it."""
+        now = time.time()
         item = {
             "job_id": {"S": record.job_id},
             "target": {"S": record.target},
@@ -207,22 +238,29 @@ class DeliveryStore:
             "event_type": {"S": record.event_type},
             "timestamp": {"S": record.timestamp},
             "message_id": {"S": record.message_id},
-            "status": {"S": "sending"},
-            "attempts_made": {"N": "1"},
-            "lease_until": {"N": str(record.lease_until)},
+            "status": {"S": "retrying"},
+            "attempts_made": {"N": "0"},
+            "lease_until": {"N": "0"},
+            "due_at": {"N": str(now)},
             "attempts": {"S": "[]"},
         }
         try:
             self.db.put_item(TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(job_id)")
+            record.status, record.attempts_made, record.due_at = "retrying", 0, now
             return record
         except Exception as exc:
             if aws.error_code(exc) != "ConditionalCheckFailedException":
                 raise
-        return self._take_over(record.job_id, record.target, attempt=1)[0]
+        existing, _ = self.get(record.job_id, record.target)
+        assert existing is not None
+        return existing
 
-    def claim_retry(self, job_id: str, target: str, attempt: int) -> tuple[Delivery | None, str]:
-        """Try number attempt+1 of a delivery waiting to be retried; (None, "") if that try was already taken."""
-        lease = time.time() + LEASE_S
+    def get(self, job_id: str, target: str) -> tuple[Delivery | None, str]:
+        item = self.db.get_item(TableName=self.table, Key=self._key(job_id, target), ConsistentRead=True).get("Item")
+        return (_delivery(item), item["url"]["S"]) if item else (None, "")
+
+    def claim(self, job_id: str, target: str, attempt: int) -> tuple[Delivery | None, str]:
+        """Try number attempt+1 of a waiting delivery; (None, "") when that try is not this message's to make."""
         try:
             item = self.db.update_item(
                 TableName=self.table,
@@ -235,29 +273,6 @@ class DeliveryStore:
                     ":retrying": {"S": "retrying"},
                     ":next": {"N": str(attempt + 1)},
                     ":made": {"N": str(attempt)},
-                    ":lease": {"N": str(lease)},
-                },
-                ReturnValues="ALL_NEW",
-            )["Attributes"]
-        except Exception as exc:
-            if aws.error_code(exc) != "ConditionalCheckFailedException":
-                raise
-            return self._take_over(job_id, target, attempt=attempt + 1)
-        return _delivery(item), item["url"]["S"]
-
-    def _take_over(self, job_id: str, target: str, *, attempt: int) -> tuple[Delivery | None, str]:
-        """A try whose worker died before recording anything: its lease ran out, so the message may make it."""
-        try:
-            item = self.db.update_item(
-                TableName=self.table,
-                Key=self._key(job_id, target),
-                UpdateExpression="SET lease_until = :lease",
-                ConditionExpression="#s = :sending AND attempts_made = :n AND lease_until < :now",
-                ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues={
-                    ":sending": {"S": "sending"},
-                    ":n": {"N": str(attempt)},
-                    ":now": {"N": str(time.time())},
                     ":lease": {"N": str(time.time() + LEASE_S)},
                 },
                 ReturnValues="ALL_NEW",
@@ -268,24 +283,47 @@ class DeliveryStore:
             return None, ""
         return _delivery(item), item["url"]["S"]
 
-    def will_retry(self, record: Delivery, seen: dict[str, Any]) -> None:
-        self._record(record, "retrying", seen)
+    def take_over(self, record: Delivery) -> Delivery | None:
+        """A try whose worker died before recording anything: its lease ran out, so the message makes it again."""
+        try:
+            self.db.update_item(
+                TableName=self.table,
+                Key=self._key(record.job_id, record.target),
+                UpdateExpression="SET lease_until = :lease",
+                ConditionExpression="#s = :sending AND attempts_made = :n AND lease_until < :now",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={
+                    ":sending": {"S": "sending"},
+                    ":n": {"N": str(record.attempts_made)},
+                    ":now": {"N": str(time.time())},
+                    ":lease": {"N": str(time.time() + LEASE_S)},
+                },
+            )
+        except Exception as exc:
+            if aws.error_code(exc) != "ConditionalCheckFailedException":
+                raise
+            return None
+        return record
+
+    def will_retry(self, record: Delivery, seen: dict[str, Any], *, due_at: float) -> None:
+        self._record(record, "retrying", seen, due_at=due_at)
 
     def finish(self, record: Delivery, status: str, seen: dict[str, Any]) -> None:
-        self._record(record, status, seen)
+        self._record(record, status, seen, due_at=0.0)
 
-    def _record(self, record: Delivery, status: str, seen: dict[str, Any]) -> None:
+    def _record(self, record: Delivery, status: str, seen: dict[str, Any], *, due_at: float) -> None:
         attempts = [*record.attempts, {"attempt": record.attempts_made, **seen}][-MAX_ATTEMPTS_KEPT:]
         self.db.update_item(
             TableName=self.table,
             Key=self._key(record.job_id, record.target),
-            UpdateExpression="SET #s = :status, attempts = :attempts, lease_until = :zero",
+            UpdateExpression="SET #s = :status, attempts = :attempts, lease_until = :zero, due_at = :due",
             ConditionExpression="#s = :sending AND attempts_made = :n",
             ExpressionAttributeNames={"#s": "status"},
             ExpressionAttributeValues={
                 ":status": {"S": status},
                 ":attempts": {"S": json.dumps(attempts)},
                 ":zero": {"N": "0"},
+                ":due": {"N": str(due_at)},
                 ":sending": {"S": "sending"},
                 ":n": {"N": str(record.attempts_made)},
             },
@@ -293,20 +331,22 @@ class DeliveryStore:
         record.status, record.attempts = status, attempts
 
     def reopen(self, job_id: str, target: str) -> int | None:
-        """Make an ended delivery due again (a redelivery on purpose): its attempt count, for the retry message that
-        makes the next try, or None when it is being tried right now (or is already due)."""
+        """Make a delivery due again (a redelivery on purpose, or one whose retry is long overdue): its attempt count,
+        for the message that makes the next try, or None while a try is under way or due soon."""
         try:
             item = self.db.update_item(
                 TableName=self.table,
                 Key=self._key(job_id, target),
-                UpdateExpression="SET #s = :retrying",
-                ConditionExpression="#s IN (:delivered, :failed, :gone)",
+                UpdateExpression="SET #s = :retrying, due_at = :now",
+                ConditionExpression="#s IN (:delivered, :failed, :gone) OR (#s = :retrying AND due_at < :stale)",
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues={
                     ":retrying": {"S": "retrying"},
                     ":delivered": {"S": "delivered"},
                     ":failed": {"S": "failed"},
                     ":gone": {"S": "gone"},
+                    ":now": {"N": str(time.time())},
+                    ":stale": {"N": str(time.time() - STALE_S)},
                 },
                 ReturnValues="ALL_NEW",
             )["Attributes"]
@@ -351,6 +391,7 @@ def _delivery(item: dict[str, Any]) -> Delivery:
         status=item["status"]["S"],
         attempts_made=int(item["attempts_made"]["N"]),
         lease_until=float(item["lease_until"]["N"]),
+        due_at=float(item.get("due_at", {"N": "0"})["N"]),
         attempts=json.loads(item["attempts"]["S"]),
     )
 
