@@ -114,3 +114,40 @@ def test_a_job_webhook_url_the_guard_refuses_is_a_422_at_submission(stack: Local
     body = {"prompt": "a cat", "webhook_url": "http://169.254.169.254/"}
     status, answer = call(stack, "POST", "/v1/images/generations", body)
     assert status == 422 and answer["error"]["fields"][0]["rule"] == "webhook_url_not_allowed"
+
+
+def test_of_two_rotations_at_once_one_wins_and_the_other_is_told(stack: LocalStack) -> None:
+    from darkroom.webhooks.endpoints import ENDPOINT_PREFIX, RotationConflict
+
+    store = WebhookStore()
+    endpoint, _ = store.create_endpoint(
+        "dev", url="http://127.0.0.1:9000/r", events=["job.failed"], description="", enabled=True
+    )
+    try:
+        stale = store.get_endpoint("dev", endpoint.id).secrets  # both rotations read this
+        store.rotate_endpoint("dev", endpoint.id)  # the first one writes
+        with pytest.raises(RotationConflict):
+            store._rotate("dev", ENDPOINT_PREFIX + endpoint.id, stale)  # the second one finds the secrets changed
+        # Every secret handed out still verifies: the first rotation's is the newest
+        assert len(store.endpoint_secrets(store.get_endpoint("dev", endpoint.id))) == 2
+    finally:
+        store.delete_endpoint("dev", endpoint.id)
+
+
+def test_a_disabled_endpoint_is_turned_back_on_and_edited(stack: LocalStack) -> None:
+    _, created = call(stack, "POST", "/v1/webhooks/endpoints", {"url": "http://127.0.0.1:9000/p"})
+    store = WebhookStore()
+    store.disable_endpoint(store.get_endpoint("dev", created["id"]), "the endpoint answered 410 Gone")
+    status, changed = call(
+        stack, "PATCH", f"/v1/webhooks/endpoints/{created['id']}", {"enabled": True, "events": ["job.failed"]}
+    )
+    assert status == 200, changed
+    assert changed["enabled"] is True and changed["disabled_reason"] is None and changed["events"] == ["job.failed"]
+    assert call(stack, "GET", f"/v1/webhooks/endpoints/{created['id']}")[1]["events"] == ["job.failed"]
+    # Another tenant cannot, and bad changes are 422s naming the field
+    assert call(stack, "PATCH", f"/v1/webhooks/endpoints/{created['id']}", {"enabled": False}, tenant="dev-2")[0] == 404
+    status, answer = call(stack, "PATCH", f"/v1/webhooks/endpoints/{created['id']}", {"secret": "whsec_x"})
+    assert status == 422 and answer["error"]["fields"][0]["field"] == "secret"
+    status, answer = call(stack, "PATCH", f"/v1/webhooks/endpoints/{created['id']}", {"url": "http://0x7f.1/"})
+    assert status == 422 and answer["error"]["fields"][0]["rule"] == "url_not_allowed"
+    call(stack, "DELETE", f"/v1/webhooks/endpoints/{created['id']}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -213,3 +214,39 @@ def test_a_url_the_http_client_cannot_use_fails_its_own_delivery_only(stack: Loc
     finally:
         for each in WebhookStore().list_endpoints("dev"):
             WebhookStore().delete_endpoint("dev", each.id)
+
+
+def test_an_endpoint_failing_every_delivery_for_five_days_is_disabled(stack: LocalStack, receiver: Receiver) -> None:
+    store = WebhookStore()
+    endpoint, _ = store.create_endpoint("dev", url=receiver.url, events=["job.succeeded"], description="", enabled=True)
+    try:
+        # Given an endpoint whose deliveries have all failed since six days ago
+        boto3.client("dynamodb").update_item(
+            TableName=stack.template.attributes["WebhooksTable"]["Ref"],
+            Key={"tenant": {"S": "dev"}, "item": {"S": f"endpoint#{endpoint.id}"}},
+            UpdateExpression="SET failing_since = :then",
+            ExpressionAttributeValues={":then": {"N": str(time.time() - 6 * 24 * 3600)}},
+        )
+        # When the next delivery fails too
+        receiver.answers[:] = [503]
+        run_job(stack, prompt="a lighthouse for a dead endpoint")
+        first_tries(stack)
+        # Then the endpoint is disabled, and says why
+        disabled = store.get_endpoint("dev", endpoint.id)
+        assert disabled.enabled is False and "5 days" in (disabled.disabled_reason or "")
+    finally:
+        store.delete_endpoint("dev", endpoint.id)
+
+
+def test_a_success_resets_an_endpoints_failing_clock(stack: LocalStack, receiver: Receiver) -> None:
+    store = WebhookStore()
+    endpoint, _ = store.create_endpoint("dev", url=receiver.url, events=["job.succeeded"], description="", enabled=True)
+    try:
+        receiver.answers[:] = [500]
+        run_job(stack, prompt="a lighthouse that fails once")
+        first_tries(stack)
+        assert store.get_endpoint("dev", endpoint.id).failing_since is not None
+        notify(stack, "WebhookRetryQueue")  # the retry succeeds
+        assert store.get_endpoint("dev", endpoint.id).failing_since is None
+    finally:
+        store.delete_endpoint("dev", endpoint.id)

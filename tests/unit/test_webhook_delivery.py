@@ -106,3 +106,7 @@ def test_the_schedule_is_configuration() -> None:
     assert delivery.parse_schedule("0,1,2") == (0, 1, 2)
     assert delivery.parse_schedule("soon") == delivery.DEFAULT_SCHEDULE_S
     assert delivery.parse_schedule("") == delivery.DEFAULT_SCHEDULE_S
+
+
+def test_a_delay_over_a_day_is_held_to_a_day() -> None:
+    assert delivery.parse_schedule("0,5,99999") == (0, 5, 86_400)

@@ -306,3 +306,29 @@ def parse_webhook_endpoint(
     if problem:
         raise ValidationFailed([FieldError("url", "url_not_allowed", f"darkroom will not send to url: {problem}.")])
     return request
+
+
+class WebhookEndpointUpdate(BaseModel):
+    """`PATCH /v1/webhooks/endpoints/{id}`: what changes; `enabled: true` turns a disabled endpoint back on."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    url: Annotated[str, StringConstraints(min_length=1, max_length=2048)] | None = None
+    events: Annotated[list[WebhookEvent], Field(min_length=1)] | None = None
+    description: Annotated[str, StringConstraints(max_length=256)] | None = None
+    enabled: bool | None = None
+
+
+def parse_webhook_endpoint_update(
+    body: Any, *, allow_http: bool = False, allow_private: bool = False
+) -> WebhookEndpointUpdate:
+    try:
+        update = WebhookEndpointUpdate.model_validate(body)
+    except ValidationError as exc:
+        raise ValidationFailed(field_errors_from_pydantic(exc)) from None
+    problem = (
+        addresses.url_problem(update.url, allow_http=allow_http, allow_private=allow_private) if update.url else None
+    )
+    if problem:
+        raise ValidationFailed([FieldError("url", "url_not_allowed", f"darkroom will not send to url: {problem}.")])
+    return update

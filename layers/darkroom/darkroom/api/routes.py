@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from darkroom.api.http import Request, Response, Router
@@ -11,7 +13,7 @@ from darkroom.jobs import idempotency
 from darkroom.jobs.intake import cancel_job, submit_generation
 from darkroom.jobs.store import STATUSES, Job, JobStore, cursor_after
 from darkroom.jobs.views import job_document, job_summary
-from darkroom.models import parse_generation_request, parse_webhook_endpoint
+from darkroom.models import parse_generation_request, parse_webhook_endpoint, parse_webhook_endpoint_update
 from darkroom.observability import metrics
 from darkroom.settings import settings
 from darkroom.tenants import tenant_for_authorization
@@ -156,6 +158,17 @@ def get_webhook_endpoint(request: Request) -> Response:
     return Response(200, _webhooks().get_endpoint(request.tenant, request.path_params["id"]).public())
 
 
+@router.route("PATCH", "/v1/webhooks/endpoints/{id}", summary="Change an endpoint; enabled: true turns it back on.")
+def update_webhook_endpoint(request: Request) -> Response:
+    s = settings()
+    update = parse_webhook_endpoint_update(
+        request.json(), allow_http=s.allow_http_webhooks, allow_private=s.allow_private_webhooks
+    )
+    changes = update.model_dump(exclude_none=True)
+    endpoint = _webhooks().update_endpoint(request.tenant, request.path_params["id"], changes)
+    return Response(200, endpoint.public())
+
+
 @router.route("DELETE", "/v1/webhooks/endpoints/{id}", summary="Stop sending to a webhook endpoint.")
 def delete_webhook_endpoint(request: Request) -> Response:
     _webhooks().delete_endpoint(request.tenant, request.path_params["id"])
@@ -171,7 +184,8 @@ def get_webhook_endpoint_secret(request: Request) -> Response:
 
 @router.route("POST", "/v1/webhooks/endpoints/{id}/rotate", summary="A new secret; the old one signs for 24 h more.")
 def rotate_webhook_endpoint_secret(request: Request) -> Response:
-    return Response(200, {"secret": _webhooks().rotate_endpoint(request.tenant, request.path_params["id"])})
+    with _one_rotation():
+        return Response(200, {"secret": _webhooks().rotate_endpoint(request.tenant, request.path_params["id"])})
 
 
 @router.route("GET", "/v1/webhooks/secret", summary="The secret that signs deliveries to jobs' own webhook_url.")
@@ -182,7 +196,21 @@ def get_tenant_webhook_secret(request: Request) -> Response:
 
 @router.route("POST", "/v1/webhooks/secret/rotate", summary="A new tenant secret; the old one signs for 24 h more.")
 def rotate_tenant_webhook_secret(request: Request) -> Response:
-    return Response(200, {"secret": _webhooks().rotate_tenant_secret(request.tenant)})
+    with _one_rotation():
+        return Response(200, {"secret": _webhooks().rotate_tenant_secret(request.tenant)})
+
+
+@contextlib.contextmanager
+def _one_rotation() -> Iterator[None]:
+    from darkroom.webhooks.endpoints import RotationConflict
+
+    try:
+        yield
+    except RotationConflict:
+        raise Conflict(
+            "Another rotation of this secret finished first; read it, then rotate again if needed.",
+            code="rotation_conflict",
+        ) from None
 
 
 @router.route("GET", "/v1/jobs/{id}/deliveries", summary="Every webhook delivery of a job, with each attempt.")

@@ -67,6 +67,10 @@ class TooManyEndpoints(Exception):
     pass
 
 
+class RotationConflict(Exception):
+    """Another rotation of the same secret won: the caller should read the secret and rotate again if needed."""
+
+
 class WebhookStore:
     def __init__(self, table: str | None = None) -> None:
         self.table = table or settings().webhooks_table
@@ -124,6 +128,39 @@ class WebhookStore:
         if item is None:
             raise NotFound(f"No webhook endpoint {endpoint_id}.")
         return _endpoint(item)
+
+    def update_endpoint(self, tenant: str, endpoint_id: str, changes: dict[str, Any]) -> Endpoint:
+        """Change an endpoint's url, events, description or enabled flag; turning it on forgets why it was off."""
+        endpoint = self.get_endpoint(tenant, endpoint_id)
+        values: dict[str, Any] = {}
+        sets, removes = [], []
+        for name, value in changes.items():
+            if value is None:
+                continue
+            setattr(endpoint, name, value)
+            values[f":{name}"] = (
+                {"L": [{"S": e} for e in value]}
+                if name == "events"
+                else {"BOOL": value}
+                if name == "enabled"
+                else {"S": value}
+            )
+            sets.append(f"#{name} = :{name}")
+        if changes.get("enabled") is True:
+            removes += ["disabled_reason", "failing_since"]
+            endpoint.disabled_reason, endpoint.failing_since = None, None
+        if not sets:
+            return endpoint
+        expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
+        self.db.update_item(
+            TableName=self.table,
+            Key={"tenant": {"S": tenant}, "item": {"S": ENDPOINT_PREFIX + endpoint.id}},
+            UpdateExpression=expression,
+            ConditionExpression="attribute_exists(tenant)",
+            ExpressionAttributeNames={f"#{name}": name for name in changes if changes[name] is not None},
+            ExpressionAttributeValues=values,
+        )
+        return endpoint
 
     def delete_endpoint(self, tenant: str, endpoint_id: str) -> None:
         self.get_endpoint(tenant, endpoint_id)
@@ -212,13 +249,20 @@ class WebhookStore:
             if s.valid_until is None or s.valid_until > now
         ]
         sealed = [self._seal(secret, tenant, item), *kept]
-        self.db.update_item(
-            TableName=self.table,
-            Key={"tenant": {"S": tenant}, "item": {"S": item}},
-            UpdateExpression="SET secrets = :s",
-            ConditionExpression="attribute_exists(tenant)",
-            ExpressionAttributeValues={":s": _sealed_attribute(sealed)},
-        )
+        try:
+            # Compare-and-set on the secrets it read: of two rotations at once, one wins and the other is told so,
+            # rather than handing out a secret the winner overwrote.
+            self.db.update_item(
+                TableName=self.table,
+                Key={"tenant": {"S": tenant}, "item": {"S": item}},
+                UpdateExpression="SET secrets = :s",
+                ConditionExpression="attribute_exists(tenant) AND secrets = :read",
+                ExpressionAttributeValues={":s": _sealed_attribute(sealed), ":read": _sealed_attribute(current)},
+            )
+        except Exception as exc:
+            if aws.error_code(exc) != "ConditionalCheckFailedException":
+                raise
+            raise RotationConflict() from None
         return secret
 
     def _sealed_tenant_secrets(self, tenant: str) -> list[Sealed]:

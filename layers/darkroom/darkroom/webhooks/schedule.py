@@ -20,10 +20,14 @@ def next_delay_s(attempts_made: int, schedule: tuple[int, ...], retry_after: flo
     return delay * random.uniform(1.0, 1.1)
 
 
+MAX_DELAY_S = 86_400  # a day between tries at most, as the template's parameter says
+
+
 def parse_schedule(text: str) -> tuple[int, ...]:
-    """WEBHOOK_RETRY_SCHEDULE_S ("0,5,300,..."); the default for anything unreadable."""
+    """WEBHOOK_RETRY_SCHEDULE_S ("0,5,300,..."), each delay held to MAX_DELAY_S; the default if unreadable (the
+    template's AllowedPattern refuses that before it deploys)."""
     try:
-        schedule = tuple(int(part) for part in text.split(",") if part.strip())
+        schedule = tuple(min(MAX_DELAY_S, int(part)) for part in text.split(",") if part.strip())
     except ValueError:
         return DEFAULT_SCHEDULE_S
-    return schedule if schedule and all(0 <= delay <= 86_400 for delay in schedule) else DEFAULT_SCHEDULE_S
+    return schedule if schedule and all(delay >= 0 for delay in schedule) else DEFAULT_SCHEDULE_S
