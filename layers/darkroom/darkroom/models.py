@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from darkroom import addresses, catalog, routing
+from darkroom import catalog, routing
 from darkroom.errors import FieldError, ValidationFailed
 
 MAX_PROMPT_CHARS = 32_000
@@ -273,62 +273,11 @@ def _webhook_errors(url: str | None, *, allow_http: bool, allow_private: bool) -
     if parts.username or parts.password:
         return [FieldError("webhook_url", "webhook_url_credentials", "webhook_url must not carry credentials.")]
     # The SSRF guard: a host written as a number, or resolving to any non-public address, is never sent to.
-    problem = addresses.url_problem(url, allow_http=allow_http, allow_private=allow_private)
+    from darkroom.addresses import url_problem  # only requests with a webhook_url pay for the guard's import
+
+    problem = url_problem(url, allow_http=allow_http, allow_private=allow_private)
     if problem:
         return [
             FieldError("webhook_url", "webhook_url_not_allowed", f"darkroom will not send to webhook_url: {problem}.")
         ]
     return []
-
-
-class WebhookEndpointRequest(BaseModel):
-    """`POST /v1/webhooks/endpoints`: where a tenant wants events about its jobs."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    url: Annotated[str, StringConstraints(min_length=1, max_length=2048)]
-    events: Annotated[list[WebhookEvent], Field(min_length=1)] = Field(
-        default_factory=lambda: list(WEBHOOK_EVENTS), description="Which events to send; all by default."
-    )
-    description: Annotated[str, StringConstraints(max_length=256)] = ""
-    enabled: bool = True
-
-
-def parse_webhook_endpoint(
-    body: Any, *, allow_http: bool = False, allow_private: bool = False
-) -> WebhookEndpointRequest:
-    """Validate an endpoint registration, the SSRF guard included; ValidationFailed naming each broken rule."""
-    try:
-        request = WebhookEndpointRequest.model_validate(body)
-    except ValidationError as exc:
-        raise ValidationFailed(field_errors_from_pydantic(exc)) from None
-    problem = addresses.url_problem(request.url, allow_http=allow_http, allow_private=allow_private)
-    if problem:
-        raise ValidationFailed([FieldError("url", "url_not_allowed", f"darkroom will not send to url: {problem}.")])
-    return request
-
-
-class WebhookEndpointUpdate(BaseModel):
-    """`PATCH /v1/webhooks/endpoints/{id}`: what changes; `enabled: true` turns a disabled endpoint back on."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    url: Annotated[str, StringConstraints(min_length=1, max_length=2048)] | None = None
-    events: Annotated[list[WebhookEvent], Field(min_length=1)] | None = None
-    description: Annotated[str, StringConstraints(max_length=256)] | None = None
-    enabled: bool | None = None
-
-
-def parse_webhook_endpoint_update(
-    body: Any, *, allow_http: bool = False, allow_private: bool = False
-) -> WebhookEndpointUpdate:
-    try:
-        update = WebhookEndpointUpdate.model_validate(body)
-    except ValidationError as exc:
-        raise ValidationFailed(field_errors_from_pydantic(exc)) from None
-    problem = (
-        addresses.url_problem(update.url, allow_http=allow_http, allow_private=allow_private) if update.url else None
-    )
-    if problem:
-        raise ValidationFailed([FieldError("url", "url_not_allowed", f"darkroom will not send to url: {problem}.")])
-    return update

@@ -13,7 +13,7 @@ from darkroom.jobs import idempotency
 from darkroom.jobs.intake import cancel_job, submit_generation
 from darkroom.jobs.store import STATUSES, Job, JobStore, cursor_after
 from darkroom.jobs.views import job_document, job_summary
-from darkroom.models import parse_generation_request, parse_webhook_endpoint, parse_webhook_endpoint_update
+from darkroom.models import parse_generation_request
 from darkroom.observability import metrics
 from darkroom.settings import settings
 from darkroom.tenants import tenant_for_authorization
@@ -127,6 +127,7 @@ def _webhooks() -> Any:
 @router.route("POST", "/v1/webhooks/endpoints", summary="Register a webhook endpoint; its secret is in the answer.")
 def create_webhook_endpoint(request: Request) -> Response:
     from darkroom.webhooks.endpoints import MAX_ENDPOINTS, TooManyEndpoints
+    from darkroom.webhooks.requests import parse_webhook_endpoint
 
     s = settings()
     wanted = parse_webhook_endpoint(
@@ -160,6 +161,8 @@ def get_webhook_endpoint(request: Request) -> Response:
 
 @router.route("PATCH", "/v1/webhooks/endpoints/{id}", summary="Change an endpoint; enabled: true turns it back on.")
 def update_webhook_endpoint(request: Request) -> Response:
+    from darkroom.webhooks.requests import parse_webhook_endpoint_update
+
     s = settings()
     update = parse_webhook_endpoint_update(
         request.json(), allow_http=s.allow_http_webhooks, allow_private=s.allow_private_webhooks
