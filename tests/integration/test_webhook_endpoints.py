@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -151,3 +152,67 @@ def test_a_disabled_endpoint_is_turned_back_on_and_edited(stack: LocalStack) -> 
     status, answer = call(stack, "PATCH", f"/v1/webhooks/endpoints/{created['id']}", {"url": "http://0x7f.1/"})
     assert status == 422 and answer["error"]["fields"][0]["rule"] == "url_not_allowed"
     call(stack, "DELETE", f"/v1/webhooks/endpoints/{created['id']}")
+
+
+def test_parallel_registrations_cannot_pass_the_endpoint_cap(stack: LocalStack) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from darkroom.webhooks.endpoints import MAX_ENDPOINTS, TooManyEndpoints
+
+    store = WebhookStore()
+
+    def register(i: int) -> bool:
+        try:
+            store.create_endpoint(
+                "cap-test", url=f"http://127.0.0.1:9000/{i}", events=["job.failed"], description="", enabled=True
+            )
+        except TooManyEndpoints:
+            return False
+        return True
+
+    with ThreadPoolExecutor(8) as pool:
+        made = sum(pool.map(register, range(MAX_ENDPOINTS + 10)))
+    assert made == MAX_ENDPOINTS == len(store.list_endpoints("cap-test"))
+    # Deleting one makes room for exactly one more
+    store.delete_endpoint("cap-test", store.list_endpoints("cap-test")[0].id)
+    assert register(100) is True and register(101) is False
+    for endpoint in store.list_endpoints("cap-test"):
+        store.delete_endpoint("cap-test", endpoint.id)
+    assert register(102) is True
+
+
+DONE_WHEN_URLS = [
+    "http://169.254.169.254/",
+    "http://[::ffff:127.0.0.1]/",
+    "http://2130706433/",
+    "http://0x7f.1/",
+    "http://internal.darkroom-test.example/",  # resolves to 10.0.0.1
+]
+
+
+@pytest.fixture
+def internal_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = socket.getaddrinfo
+
+    def resolve(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "internal.darkroom-test.example":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.1", port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+
+
+@pytest.mark.parametrize("url", DONE_WHEN_URLS)
+def test_the_production_guard_refuses_each_example_at_registration_submission_and_send_time(
+    stack: LocalStack, guarded: None, internal_name: None, monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    from darkroom.webhooks import delivery
+
+    monkeypatch.setenv("ALLOW_HTTP_WEBHOOKS", "true")  # plain http, so the guard alone refuses
+    aws.reset()
+    status, answer = call(stack, "POST", "/v1/webhooks/endpoints", {"url": url})
+    assert status == 422 and answer["error"]["fields"][0]["rule"] == "url_not_allowed", answer
+    status, answer = call(stack, "POST", "/v1/images/generations", {"prompt": "a cat", "webhook_url": url})
+    assert status == 422 and answer["error"]["fields"][0]["rule"] == "webhook_url_not_allowed", answer
+    attempt = delivery.send(url, b"{}", {}, allow_http=True, allow_private=False)
+    assert attempt.outcome == "failed" and attempt.status is None, attempt

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -248,5 +249,38 @@ def test_a_success_resets_an_endpoints_failing_clock(stack: LocalStack, receiver
         assert store.get_endpoint("dev", endpoint.id).failing_since is not None
         notify(stack, "WebhookRetryQueue")  # the retry succeeds
         assert store.get_endpoint("dev", endpoint.id).failing_since is None
+    finally:
+        store.delete_endpoint("dev", endpoint.id)
+
+
+def test_at_send_time_the_guard_refuses_a_name_that_now_resolves_privately(
+    stack: LocalStack, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the production guard, and an endpoint whose name resolved publicly when it was registered but now
+    # answers with the receiver's own loopback address (DNS rebinding)
+    monkeypatch.setenv("WEBHOOK_ALLOW_PRIVATE", "false")
+    aws.reset()
+    port = receiver.server_address[1]
+    real = socket.getaddrinfo
+
+    def rebound(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "hooks.rebind.example":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+        return real(host, *args, **kwargs)
+
+    store = WebhookStore()
+    endpoint, _ = store.create_endpoint(
+        "dev", url=f"http://hooks.rebind.example:{port}/hooks", events=["job.succeeded"], description="", enabled=True
+    )
+    try:
+        monkeypatch.setattr(socket, "getaddrinfo", rebound)
+        job_id = run_job(stack, prompt="a lighthouse for a rebinding host")
+        first_tries(stack)
+        # Then nothing reached the receiver, and the attempt says the subscriber could not be reached
+        assert receiver.seen == []
+        status, listing = call(stack, "GET", f"/v1/jobs/{job_id}/deliveries")
+        (record,) = listing["data"]
+        assert status == 200 and record["status"] == "retrying" and record["attempts"][0]["status"] is None
+        assert "could not be reached" in record["attempts"][0]["error"]
     finally:
         store.delete_endpoint("dev", endpoint.id)

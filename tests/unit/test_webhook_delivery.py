@@ -110,3 +110,11 @@ def test_the_schedule_is_configuration() -> None:
 
 def test_a_delay_over_a_day_is_held_to_a_day() -> None:
     assert delivery.parse_schedule("0,5,99999") == (0, 5, 86_400)
+
+
+def test_a_subscribers_retry_after_may_ask_for_hours(receiver: Receiver) -> None:
+    receiver.answers.append((503, {"retry-after": "18000"}))
+    attempt = post(receiver)
+    assert attempt.retry_after_s == 18000.0  # not held to the providers' hour
+    delay = delivery.next_delay_s(2, delivery.DEFAULT_SCHEDULE_S, attempt.retry_after_s)
+    assert delay is not None and 18000 <= delay <= 18000 * 1.1

@@ -108,29 +108,30 @@ def classify(
     )
 
 
-def retry_after_s(headers: httpx.Headers) -> float:
+def retry_after_s(headers: httpx.Headers, *, maximum: float = MAX_RETRY_AFTER_S) -> float:
     """Seconds to wait from `retry-after-ms`, or `retry-after` as seconds or an HTTP date; always a finite number
-    between 0 and MAX_RETRY_AFTER_S, whatever the header says (`inf`, `nan`, `1e999`, a date in year 9999)."""
+    between 0 and `maximum` (MAX_RETRY_AFTER_S for providers), whatever the header says (`inf`, `nan`, `1e999`, a
+    date in year 9999)."""
     try:
         if "retry-after-ms" in headers:
-            return _bounded(float(headers["retry-after-ms"]) / 1000)
+            return _bounded(float(headers["retry-after-ms"]) / 1000, maximum)
         if "retry-after" in headers:
             value = headers["retry-after"]
             try:
-                return _bounded(float(value))
+                return _bounded(float(value), maximum)
             except ValueError:
                 from datetime import UTC, datetime
 
-                return _bounded((parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+                return _bounded((parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds(), maximum)
     except (ValueError, TypeError, OverflowError):
         pass
     return DEFAULT_RETRY_AFTER_S
 
 
-def _bounded(seconds: float) -> float:
+def _bounded(seconds: float, maximum: float) -> float:
     if math.isnan(seconds):
         return DEFAULT_RETRY_AFTER_S
-    return min(MAX_RETRY_AFTER_S, max(0.0, seconds))
+    return min(maximum, max(0.0, seconds))
 
 
 def redact(text: str, secrets: tuple[str, ...] = ()) -> str:

@@ -70,7 +70,8 @@ def send(url: str, body: bytes, headers: dict[str, str], *, allow_http: bool, al
                         break
             status = response.status_code
             answer = bytes(kept[:RESPONSE_LIMIT]).decode("utf-8", "replace")
-            wait = retry_after_s(response.headers) if "retry-after" in response.headers else None
+            # Up to a day: the schedule itself waits hours, and next_delay_s holds it to the schedule's longest.
+            wait = retry_after_s(response.headers, maximum=86_400) if "retry-after" in response.headers else None
     except Exception as exc:  # httpx's errors, and whatever else a URL or an answer can raise: a failed try
         return Attempt("failed", None, took(), error=f"{exc.__class__.__name__}: the subscriber could not be reached")
     if 200 <= status < 300:

@@ -24,6 +24,7 @@ from darkroom.webhooks import signing
 ROTATION_OVERLAP_S = 24 * 3600
 TENANT_SECRET = "secret"
 ENDPOINT_PREFIX = "endpoint#"
+ENDPOINT_COUNT = "endpoint_count"  # how many endpoints the tenant has, kept with them in one transaction
 MAX_ENDPOINTS = 20  # per tenant: each one is a delivery per ended job
 
 
@@ -81,9 +82,9 @@ class WebhookStore:
     def create_endpoint(
         self, tenant: str, *, url: str, events: list[str], description: str, enabled: bool
     ) -> tuple[Endpoint, str]:
-        """A new endpoint and its secret, shown this once (and again at its /secret)."""
-        if len(self.list_endpoints(tenant)) >= MAX_ENDPOINTS:
-            raise TooManyEndpoints()
+        """A new endpoint and its secret, shown this once (and again at its /secret). The tenant's endpoint count is
+        written in the same transaction, conditional on staying within MAX_ENDPOINTS: parallel registrations cannot
+        pass it."""
         endpoint_id = "ep_" + base64.b32encode(random_source.token_bytes(10)).decode().lower()
         secret = signing.new_secret()
         endpoint = Endpoint(
@@ -96,11 +97,29 @@ class WebhookStore:
             created_at=now_iso(),
             secrets=[self._seal(secret, tenant, ENDPOINT_PREFIX + endpoint_id)],
         )
-        self.db.put_item(
-            TableName=self.table,
-            Item=_endpoint_item(endpoint),
-            ConditionExpression="attribute_not_exists(tenant)",
-        )
+        count = {
+            "Update": {
+                "TableName": self.table,
+                "Key": {"tenant": {"S": tenant}, "item": {"S": ENDPOINT_COUNT}},
+                "UpdateExpression": "ADD endpoints :one",
+                "ConditionExpression": "attribute_not_exists(endpoints) OR endpoints < :max",
+                "ExpressionAttributeValues": {":one": {"N": "1"}, ":max": {"N": str(MAX_ENDPOINTS)}},
+            }
+        }
+        put = {
+            "Put": {
+                "TableName": self.table,
+                "Item": _endpoint_item(endpoint),
+                "ConditionExpression": "attribute_not_exists(tenant)",
+            }
+        }
+        try:
+            self.db.transact_write_items(TransactItems=[count, put], ClientRequestToken=endpoint_id)
+        except Exception as exc:
+            reasons = [r.get("Code", "") for r in getattr(exc, "response", {}).get("CancellationReasons", [])]
+            if aws.error_code(exc) == "TransactionCanceledException" and reasons[:1] == ["ConditionalCheckFailed"]:
+                raise TooManyEndpoints() from None
+            raise
         return endpoint, secret
 
     def list_endpoints(self, tenant: str) -> list[Endpoint]:
@@ -165,7 +184,30 @@ class WebhookStore:
     def delete_endpoint(self, tenant: str, endpoint_id: str) -> None:
         self.get_endpoint(tenant, endpoint_id)
         key = {"tenant": {"S": tenant}, "item": {"S": ENDPOINT_PREFIX + endpoint_id}}
-        self.db.delete_item(TableName=self.table, Key=key)
+        try:
+            self.db.transact_write_items(
+                TransactItems=[
+                    {
+                        "Delete": {
+                            "TableName": self.table,
+                            "Key": key,
+                            "ConditionExpression": "attribute_exists(tenant)",
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self.table,
+                            "Key": {"tenant": {"S": tenant}, "item": {"S": ENDPOINT_COUNT}},
+                            "UpdateExpression": "ADD endpoints :minus",
+                            "ExpressionAttributeValues": {":minus": {"N": "-1"}},
+                        }
+                    },
+                ]
+            )
+        except Exception as exc:
+            if aws.error_code(exc) != "TransactionCanceledException":
+                raise
+            raise NotFound(f"No webhook endpoint {endpoint_id}.") from None  # deleted meanwhile
 
     def mark_endpoint(self, endpoint: Endpoint, *, failing: bool) -> Endpoint:
         """Note a delivery's outcome: the first failure since a success starts the clock, a success stops it."""
