@@ -237,13 +237,18 @@ class WebhookStore:
         return endpoint
 
     def disable_endpoint(self, endpoint: Endpoint, reason: str) -> None:
-        self.db.update_item(
-            TableName=self.table,
-            Key={"tenant": {"S": endpoint.tenant}, "item": {"S": ENDPOINT_PREFIX + endpoint.id}},
-            UpdateExpression="SET enabled = :off, disabled_reason = :why",
-            ConditionExpression="attribute_exists(tenant)",
-            ExpressionAttributeValues={":off": {"BOOL": False}, ":why": {"S": reason}},
-        )
+        """Turn an endpoint off, saying why; nothing to do if the tenant deleted it meanwhile."""
+        try:
+            self.db.update_item(
+                TableName=self.table,
+                Key={"tenant": {"S": endpoint.tenant}, "item": {"S": ENDPOINT_PREFIX + endpoint.id}},
+                UpdateExpression="SET enabled = :off, disabled_reason = :why",
+                ConditionExpression="attribute_exists(tenant)",
+                ExpressionAttributeValues={":off": {"BOOL": False}, ":why": {"S": reason}},
+            )
+        except Exception as exc:
+            if aws.error_code(exc) != "ConditionalCheckFailedException":
+                raise
         endpoint.enabled, endpoint.disabled_reason = False, reason
 
     def endpoint_secrets(self, endpoint: Endpoint) -> list[str]:
