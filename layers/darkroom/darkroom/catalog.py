@@ -49,6 +49,10 @@ class ModelSpec:
     flexible_sizes: bool
     transparent_background: bool
     prices: Prices
+    # Edits: whether `input_fidelity` may be sent (gpt-image-2 always works at high fidelity and refuses it), and
+    # whether a `markup` overlay is understood (the 2.5 and 2.6 models).
+    input_fidelity: bool = False
+    markup: bool = False
 
 
 def _family(names: tuple[str, ...], **spec: object) -> dict[str, ModelSpec]:
@@ -71,9 +75,19 @@ MODELS: dict[str, ModelSpec] = {
         flexible_sizes=True,
         transparent_background=True,
         prices=GPT_IMAGE_PRICES,
+        markup=True,
     ),
     **_family(
-        ("gpt-image-1.5", "chatgpt-image-latest"),
+        ("gpt-image-1.5",),
+        qualities=BASE_QUALITIES,
+        flexible_sizes=False,
+        transparent_background=True,
+        prices=GPT_IMAGE_PRICES,
+        input_fidelity=True,
+    ),
+    # The ChatGPT model is not documented to take input_fidelity: not sent, rather than risk a refusal.
+    **_family(
+        ("chatgpt-image-latest",),
         qualities=BASE_QUALITIES,
         flexible_sizes=False,
         transparent_background=True,
@@ -98,6 +112,13 @@ RETIRED_MODELS: dict[str, tuple[str, str]] = {
 }
 
 RETIRED_QUALITIES = ("standard", "hd")  # DALL-E values
+
+# Edits: what a provider takes as input images and masks.
+MAX_EDIT_IMAGES = 16
+MAX_INPUT_IMAGE_BYTES = 50 * 1024 * 1024  # each image must be under this
+MAX_MASK_BYTES = 4 * 1024 * 1024
+INPUT_FORMATS = ("png", "webp", "jpeg")
+INPUT_FIDELITIES = ("high", "low")
 
 
 def parse_size(size: str) -> tuple[int, int] | None:
