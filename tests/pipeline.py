@@ -95,3 +95,50 @@ def transitions(history: dict[str, Any]) -> list[str]:
     """The states the execution entered, in order: what Step Functions bills as state transitions."""
     entered = [e for e in history["events"] if e["type"].endswith("StateEntered")]
     return [next(v for k, v in e.items() if k.endswith("EventDetails"))["name"] for e in entered]
+
+
+def sdk_edit_event(stack: LocalStack, tenant: str = "dev", **edit: Any) -> dict[str, Any]:
+    """The API Gateway event of `openai.images.edit(**edit)` exactly as the official SDK sends it: multipart, with
+    the body base64-encoded as API Gateway passes binary bodies on."""
+    import base64
+
+    import httpx2  # the SDK's own HTTP client package
+    import openai
+
+    captured: list[httpx2.Request] = []
+
+    def capture(request: httpx2.Request) -> httpx2.Response:
+        captured.append(request)
+        return httpx2.Response(202, json={"created": 0, "data": []})
+
+    client = openai.OpenAI(
+        base_url="https://darkroom.example/v1",
+        api_key=stack.api_keys[tenant],
+        http_client=httpx2.Client(transport=httpx2.MockTransport(capture)),
+        max_retries=0,
+    )
+    client.images.edit(**edit)
+    request = captured[0]
+    body = request.read()
+    event = http_event("POST", "/v1/images/edits", api_key=stack.api_keys[tenant])
+    event["headers"].update(
+        {"content-type": request.headers["content-type"], "user-agent": request.headers["user-agent"]}
+    )
+    event["body"] = base64.b64encode(body).decode()
+    event["isBase64Encoded"] = True
+    return event
+
+
+def call_api(stack: LocalStack, event: dict[str, Any]) -> tuple[int, Any]:
+    response = stack.functions["ApiFunction"].invoke(event)
+    return response["statusCode"], response_json(response)
+
+
+def stored_image(stack: LocalStack, key: str) -> Any:
+    """An object of the outputs bucket, opened with Pillow."""
+    import io
+
+    from PIL import Image
+
+    bucket = stack.template.attributes["OutputsBucket"]["Ref"]
+    return Image.open(io.BytesIO(boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()))

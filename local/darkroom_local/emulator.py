@@ -14,15 +14,21 @@ a hole in that validation shows up here as a refused call instead of being mirro
   only as png or webp and only on models that offer it, output_compression 0-100 for jpeg/webp only, n 1-10,
   moderation low/auto, complexity low/medium/high, a prompt of 1 to 32,000 characters;
 - DALL-E's `response_format` and `style`, and streaming (`stream`, `partial_images`, which darkroom does not use
-  yet), as unsupported parameters; anything else it does not know as an unknown parameter.
+  yet), as unsupported parameters; anything else it does not know as an unknown parameter;
+- edits: 1 to 16 `image`/`image[]` parts, each png, webp or jpeg as Pillow reads its bytes (the part's content type is
+  never trusted) and under 50 MB; an optional `mask`, a PNG under 4 MB with an alpha channel and the first image's
+  width and height; `input_fidelity` only on models whose table entry allows it; `markup` only on models that
+  understand it, and never with a mask.
 Every refusal names its parameter in `param`. A refused request is answered at once: no latency, no fault, no
 generation, as a provider bills nothing for a request it rejects.
 
 Test hooks:
 - GET /_emulator/calls: the provider's view of billing, per prompt and in total: `requests` received (refused ones
-  included) and `generations` completed. A generation is counted when its render finishes, before the answer is
-  written, so a client that stopped waiting still shows as billed. Totals also count requests that carried no
-  readable prompt. (Async providers' `submissions` will join these counters.) `Emulator.calls()` returns the same.
+  included), `generations` completed and WaveSpeed `submissions` accepted. A generation is counted when its render
+  finishes, before the answer is written, so a client that stopped waiting still shows as billed. Totals also count
+  requests that carried no readable prompt. Per prompt, `edits` lists each billed edit as
+  `{"images", "mask", "markup", "sizes": ["WxH", ...]}`, proof of what reached the provider. `Emulator.calls()`
+  returns the same.
 - GET /_emulator/stats: calls that passed validation, faults, refusals, successful generations per darkroom job;
 - POST /_emulator/reset: clears both.
 
@@ -39,6 +45,10 @@ Knobs (environment, read when the emulator starts, shared with the local stack):
   large as a real provider's photographs at worst, for measuring memory and bandwidth);
 - DARKROOM_EMULATOR_ASYNC_MS: how long a WaveSpeed prediction takes from submission to its end (default 3000).
 A prompt containing `[refuse]` is refused as OpenAI refuses content-policy violations (400 `moderation_blocked`).
+
+An edit's visible change, for tests to check: every output is the first image resized to the output size (`auto`
+keeps its size), blended halfway to magenta (TINT) exactly where the mask is fully transparent, or everywhere without
+a mask; every other pixel is left as it was. Edits carry no text mark, which would land on those pixels.
 """
 
 from __future__ import annotations
@@ -55,7 +65,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from email.parser import BytesParser
 from email.policy import HTTP
@@ -75,6 +85,8 @@ from darkroom_local.wavespeed_emulator import (
     WaveSpeedService,
     check_submission,
     envelope,
+    fetch_images,
+    open_input_image,
 )
 
 STANDARD_SIZE = (1024, 1024)
@@ -83,6 +95,8 @@ TOKENS_PER_MEGAPIXEL = {"low": 196, "medium": 1756, "high": 7034, "auto": 1756, 
 REFUSE_MARKER = "[refuse]"
 FAULT_KINDS = ("rate_limit", "server_error", "hang", "slow")
 TEXTURES = ("gradient", "noise")
+# What an edit's output is tinted toward, half way, where the edit applies.
+TINT = (255, 0, 255)
 
 # OpenAI's own limits and value sets that darkroom's model table does not hold.
 MAX_PROMPT_CHARS = 32_000
@@ -162,6 +176,22 @@ class CallCount:
 
 
 @dataclass
+class PromptCount(CallCount):
+    # One entry per billed edit (see edit_report); kept per prompt only, as the totals would grow without bound.
+    edits: list[dict[str, Any]] = field(default_factory=list)
+
+
+def edit_report(images: list[Image.Image], *, mask: bool, markup: bool) -> dict[str, Any]:
+    """What one edit handed the provider: enough for a test to prove the images and the mask arrived."""
+    return {
+        "images": len(images),
+        "mask": mask,
+        "markup": markup,
+        "sizes": [f"{image.width}x{image.height}" for image in images],
+    }
+
+
+@dataclass
 class EmulatorStats:
     # Calls that passed validation and went on to latency, a fault draw and a render.
     calls: int = 0
@@ -170,7 +200,7 @@ class EmulatorStats:
     # Successful generations per darkroom job (from X-Client-Request-Id "job:attempt"), or per call without one.
     generations: Counter[str] = field(default_factory=Counter)
     # The provider's billing view, keyed by prompt text.
-    prompts: dict[str, CallCount] = field(default_factory=dict)
+    prompts: dict[str, PromptCount] = field(default_factory=dict)
     totals: CallCount = field(default_factory=CallCount)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -194,17 +224,20 @@ class EmulatorStats:
         with self.lock:
             self.totals.requests += 1
             if isinstance(prompt, str):
-                self.prompts.setdefault(prompt, CallCount()).requests += 1
+                self.prompts.setdefault(prompt, PromptCount()).requests += 1
 
-    def count_generation(self, prompt: str, job_key: str) -> None:
+    def count_generation(self, prompt: str, job_key: str, edit: dict[str, Any] | None = None) -> None:
         with self.lock:
             self.generations[job_key or f"call-{self.calls}"] += 1
-            self.prompts.setdefault(prompt, CallCount()).generations += 1
+            count = self.prompts.setdefault(prompt, PromptCount())
+            count.generations += 1
+            if edit is not None:
+                count.edits.append(edit)
             self.totals.generations += 1
 
     def count_submission(self, prompt: str) -> None:
         with self.lock:
-            self.prompts.setdefault(prompt, CallCount()).submissions += 1
+            self.prompts.setdefault(prompt, PromptCount()).submissions += 1
             self.totals.submissions += 1
 
 
@@ -293,9 +326,101 @@ def check_request(params: dict[str, Any], *, edit: bool) -> ImageRequest:
             )
     _choice(params, "moderation", "auto", MODERATIONS)
     _choice(params, "complexity", "medium", COMPLEXITIES)
-    for name in ("safety_identifier", "user", "input_fidelity"):
+    for name in ("safety_identifier", "user"):
         _string(params, name, "")
+    # Only edits get this far with it (a generation refuses it as unknown).
+    if params.get("input_fidelity") is not None:
+        if not spec.input_fidelities:
+            raise invalid(
+                f"Unsupported parameter: 'input_fidelity' is not supported with model {model}.",
+                "input_fidelity",
+                "unsupported_parameter",
+            )
+        _choice(params, "input_fidelity", "low", spec.input_fidelities)
     return ImageRequest(prompt, model, n, size, quality, background, output_format, compression)
+
+
+@dataclass(frozen=True)
+class EditInputs:
+    """An edit's files as OpenAI would take them: the images decoded, and the mask as its alpha channel."""
+
+    images: list[Image.Image]
+    mask: Image.Image | None
+    markup: bool
+
+    def report(self) -> dict[str, Any]:
+        return edit_report(self.images, mask=self.mask is not None, markup=self.markup)
+
+
+def check_edit(request: ImageRequest, files: Mapping[str, list[bytes]]) -> EditInputs:
+    """An edit's image, mask and markup parts as OpenAI would take them, or the first rule they break."""
+    spec = catalog.MODELS[request.model]
+    parts = [*files.get("image", []), *files.get("image[]", [])]
+    if not parts:
+        raise invalid("Missing required parameter: 'image'.", "image", "missing_required_parameter")
+    if len(parts) > catalog.MAX_EDIT_IMAGES:
+        raise invalid(
+            f"Invalid 'image': array too long. Expected at most {catalog.MAX_EDIT_IMAGES} images, "
+            f"but got {len(parts)} instead.",
+            "image",
+            "array_above_max_length",
+        )
+    masks, markups = files.get("mask", []), files.get("markup", [])
+    if markups and not spec.markup:
+        raise invalid(
+            f"Unsupported parameter: 'markup' is not supported with model {request.model}.",
+            "markup",
+            "unsupported_parameter",
+        )
+    if markups and masks:
+        raise invalid("'markup' cannot be combined with 'mask'; send one or the other.", "markup")
+    images = [_input_image(payload, index) for index, payload in enumerate(parts)]
+    mask = _mask_alpha(masks[0], images[0]) if masks else None
+    return EditInputs(images, mask, bool(markups))
+
+
+def _input_image(payload: bytes, index: int) -> Image.Image:
+    if len(payload) >= catalog.MAX_INPUT_IMAGE_BYTES:
+        raise invalid(
+            f"Invalid 'image' (file {index + 1}): each image must be under "
+            f"{catalog.MAX_INPUT_IMAGE_BYTES // (1024 * 1024)} MB.",
+            "image",
+            "image_too_large",
+        )
+    try:
+        return open_input_image(payload)
+    except ValueError:
+        raise invalid(
+            f"Invalid 'image' (file {index + 1}): unsupported image format. Supported formats are "
+            f"{_listed(catalog.INPUT_FORMATS)}.",
+            "image",
+            "invalid_image_format",
+        ) from None
+
+
+def _mask_alpha(payload: bytes, first: Image.Image) -> Image.Image:
+    """The mask's alpha channel: 0 marks what to edit."""
+    if len(payload) >= catalog.MAX_MASK_BYTES:
+        raise invalid(
+            f"Invalid 'mask': it must be under {catalog.MAX_MASK_BYTES // (1024 * 1024)} MB.", "mask", "image_too_large"
+        )
+    try:
+        mask = open_input_image(payload, formats=("PNG",))
+    except ValueError:
+        raise invalid("Invalid 'mask': it must be a PNG image.", "mask", "invalid_image_format") from None
+    if "A" not in mask.getbands() and "transparency" not in mask.info:
+        raise invalid(
+            f"Invalid 'mask': it needs an alpha channel (fully transparent pixels mark what to edit); "
+            f"got mode {mask.mode}.",
+            "mask",
+        )
+    if mask.size != first.size:
+        raise invalid(
+            f"Invalid 'mask': it is {mask.width}x{mask.height} but must match the first image, "
+            f"{first.width}x{first.height}.",
+            "mask",
+        )
+    return mask.convert("RGBA").getchannel("A")
 
 
 def _prompt(params: dict[str, Any]) -> str:
@@ -400,17 +525,13 @@ def render_image(
     background: str,
     compression: int | None,
     seed: str,
-    source: Image.Image | None = None,
     texture: str = "gradient",
 ) -> bytes:
-    """A real image of the requested size and format: a gradient or noise (or the edited source), a mark, and the
-    seed."""
+    """A real image of the requested size and format: a gradient or noise, a mark, and the seed."""
     rng = random.Random(seed)
     transparent = background == "transparent"
     mode = "RGBA" if transparent else "RGB"
-    if source is not None:
-        image = source.convert(mode).resize((width, height))
-    elif texture == "noise":
+    if texture == "noise":
         image = Image.frombytes(mode, (width, height), rng.randbytes(width * height * len(mode)))
     elif transparent:
         image = Image.new("RGBA", (width, height), (0, 0, 0, 0))
@@ -424,6 +545,35 @@ def render_image(
     box = (width // 4, height // 4, 3 * width // 4, 3 * height // 4)
     draw.ellipse(box, fill=(*(rng.randrange(256) for _ in range(3)), 255))
     draw.text((10, 10), f"darkroom emulator {width}x{height}", fill=(255, 255, 255, 255))
+    return _encode(image, fmt, compression)
+
+
+def render_edit(
+    source: Image.Image,
+    width: int,
+    height: int,
+    fmt: str,
+    *,
+    background: str,
+    compression: int | None,
+    mask: Image.Image | None,
+) -> bytes:
+    """The source resized, tinted half way to TINT where `mask` (an alpha channel) is 0, or everywhere without one;
+    nothing else changes, so a test can tell edited pixels from kept ones."""
+    size = (width, height)
+    image = source.convert("RGBA" if background == "transparent" else "RGB").resize(size)
+    kept = image.convert("RGB")
+    edited = Image.blend(kept, Image.new("RGB", size, TINT), 0.5)
+    if mask is not None:
+        # Nearest neighbour keeps the hole's edge crisp: an interpolated edge would be partly tinted.
+        hole = mask.resize(size, Image.Resampling.NEAREST).point(lambda alpha: 255 if alpha == 0 else 0)
+        edited = Image.composite(edited, kept, hole)
+    if image.mode == "RGBA":
+        edited.putalpha(image.getchannel("A"))  # the tint is a colour change; transparency stays the source's
+    return _encode(edited, fmt, compression)
+
+
+def _encode(image: Image.Image, fmt: str, compression: int | None) -> bytes:
     out = io.BytesIO()
     quality = 100 if compression is None else max(1, compression)
     if fmt == "png":
@@ -476,6 +626,16 @@ class Emulator(BackgroundHTTPServer):
 
     def _wavespeed_service(self) -> WaveSpeedService:
         def render(prediction: Prediction) -> bytes:
+            if prediction.sources:  # WaveSpeed's edit takes no mask: the whole first image is edited
+                return render_edit(
+                    prediction.sources[0],
+                    prediction.width,
+                    prediction.height,
+                    prediction.output_format,
+                    background="auto",
+                    compression=None,
+                    mask=None,
+                )
             return render_image(
                 prediction.width,
                 prediction.height,
@@ -486,13 +646,16 @@ class Emulator(BackgroundHTTPServer):
                 texture=self.config.texture,
             )
 
-        def count_generation(prompt: str) -> None:
-            self.stats.count_generation(prompt, f"wavespeed:{prompt}")
+        def count_generation(prediction: Prediction) -> None:
+            sources = prediction.sources
+            edit = edit_report(sources, mask=False, markup=False) if sources else None
+            self.stats.count_generation(prediction.prompt, f"wavespeed:{prediction.prompt}", edit)
 
         return WaveSpeedService(render, count_generation, self.config.async_ms / 1000)
 
     def calls(self) -> dict[str, Any]:
-        """What `GET /_emulator/calls` answers: requests and generations per prompt, and totals."""
+        """What `GET /_emulator/calls` answers: requests, generations, submissions and edits per prompt, and
+        totals."""
         return self.stats.calls_by_prompt()
 
     def generations_for(self, prompt: str) -> int:
@@ -511,7 +674,7 @@ class Emulator(BackgroundHTTPServer):
                 self._fault_round = self._random.sample(self.config.fault_kinds, len(self.config.fault_kinds))
             return self._fault_round.pop()
 
-    def generate(self, request: ImageRequest, request_id: str, sources: list[Image.Image]) -> dict[str, Any]:
+    def generate(self, request: ImageRequest, request_id: str, inputs: EditInputs | None = None) -> dict[str, Any]:
         if REFUSE_MARKER in request.prompt:
             with self.stats.lock:
                 self.stats.refusals += 1
@@ -521,23 +684,34 @@ class Emulator(BackgroundHTTPServer):
                 type_="image_generation_user_error",
                 code="moderation_blocked",
             )
-        source = sources[0] if sources else None
-        width, height = output_size(request.size, source)
-        images = [
-            render_image(
+        sources = inputs.images if inputs else []
+        width, height = output_size(request.size, sources[0] if sources else None)
+        if inputs:
+            edited = render_edit(
+                sources[0],
                 width,
                 height,
                 request.output_format,
                 background=request.background,
                 compression=request.output_compression,
-                seed=f"{request.prompt}:{i}",
-                source=source,
-                texture=self.config.texture,
+                mask=inputs.mask,
             )
-            for i in range(request.n)
-        ]
+            images = [edited] * request.n
+        else:
+            images = [
+                render_image(
+                    width,
+                    height,
+                    request.output_format,
+                    background=request.background,
+                    compression=request.output_compression,
+                    seed=f"{request.prompt}:{i}",
+                    texture=self.config.texture,
+                )
+                for i in range(request.n)
+            ]
         # Billed from here on, whether or not the client is still there to read the answer.
-        self.stats.count_generation(request.prompt, request_id.split(":")[0])
+        self.stats.count_generation(request.prompt, request_id.split(":")[0], inputs.report() if inputs else None)
         text_tokens = max(1, len(request.prompt) // 4)
         image_in = sum(output_tokens(*s.size, "low") for s in sources)
         out_tokens = output_tokens(width, height, request.quality) * request.n
@@ -598,7 +772,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             return
         submit = SUBMIT_PATH.fullmatch(self.path)
         if submit:
-            self._wavespeed_submit(submit.group(1), body)
+            self._wavespeed_submit(submit.group(1), submit.group(2), body)
             return
         try:
             self._check_auth()
@@ -606,13 +780,13 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 raise ApiError(404, f"Unknown path {self.path}", type_="invalid_request_error", code="not_found")
             edit = self.path == "/v1/images/edits"
             try:
-                params, image_parts = self._multipart(body) if edit else (self._json(body), [])
+                params, files = self._multipart(body) if edit else (self._json(body), {})
             except ApiError:
                 self.emulator.stats.count_request(None)
                 raise
             self.emulator.stats.count_request(params.get("prompt"))
             request = check_request(params, edit=edit)
-            sources = self._images(image_parts) if edit else []
+            inputs = check_edit(request, files) if edit else None
             with self.emulator.stats.lock:
                 self.emulator.stats.calls += 1
             if self.emulator.config.latency_ms:
@@ -621,7 +795,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
                     raise _Hung()  # the provider went away mid-render: nothing generated, nothing answered
             request_id = self.headers.get("x-client-request-id", "")
             fault = self._maybe_fault(request_id)
-            answer = self.emulator.generate(request, request_id, sources)
+            answer = self.emulator.generate(request, request_id, inputs)
             if fault == "slow":
                 self.emulator.observe(request_id, "generated, answered after the client gave up")
                 self._hang()
@@ -668,7 +842,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     # WaveSpeed's side: the same auth, latency and faults as the OpenAI side, in WaveSpeed's envelope.
 
-    def _wavespeed_submit(self, model: str, body: bytes) -> None:
+    def _wavespeed_submit(self, model: str, task: str, body: bytes) -> None:
         try:
             if not self.headers.get("authorization", "").lower().startswith("bearer "):
                 raise WaveSpeedError(401, "missing API key")
@@ -678,16 +852,18 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 raise WaveSpeedError(400, "the body is not valid JSON") from None
             prompt = params.get("prompt") if isinstance(params, dict) else None
             self.emulator.stats.count_request(prompt)
-            check_submission(model, params)  # refused before latency, faults or billing
+            # Refused before latency, faults or billing; an edit's images are fetched and read here too.
+            submission = check_submission(model, task, params)
+            sources = fetch_images(submission.images)
             self._wavespeed_delay()
             request_id = self.headers.get("x-client-request-id", "")
             fault = self._wavespeed_fault(request_id)
-            data = self.emulator.wavespeed.submit(model, params, self.emulator.url)
+            data = self.emulator.wavespeed.submit(model, submission, self.emulator.url, sources)
             self.emulator.stats.count_submission(str(prompt))
             self.emulator.observe(request_id, "submitted" + (", answered after the client gave up" if fault else ""))
             if fault == "slow":
                 self._hang()  # accepted and billed; the answer comes too late to be read
-            if params.get("enable_sync_mode"):
+            if submission.sync:
                 data = self.emulator.wavespeed.wait(data["id"], self.emulator.url, self.emulator.stopping)
             self._send(200, envelope(data))
         except WaveSpeedError as exc:
@@ -757,40 +933,26 @@ class _RequestHandler(BaseHTTPRequestHandler):
             raise invalid("The body must be a JSON object.")
         return params
 
-    def _multipart(self, body: bytes) -> tuple[dict[str, Any], list[bytes]]:
-        """Form fields as OpenAI reads them (`n` and `output_compression` as integers), and the images' bytes."""
+    def _multipart(self, body: bytes) -> tuple[dict[str, Any], dict[str, list[bytes]]]:
+        """Form fields as OpenAI reads them (`n` and `output_compression` as integers), and the file parts' bytes by
+        name."""
         content_type = self.headers.get("content-type", "")
         if not content_type.startswith("multipart/form-data"):
             raise invalid("Edits take multipart/form-data.")
         message = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
         params: dict[str, Any] = {}
-        images: list[bytes] = []
+        files: dict[str, list[bytes]] = {}
         for part in message.iter_parts():
             name = part.get_param("name", header="content-disposition")
             payload = part.get_payload(decode=True)
             payload = payload if isinstance(payload, bytes) else b""
-            if name in ("image", "image[]"):
-                images.append(payload)
-            elif name in FILE_PARTS:
-                continue  # mask and markup are guidance: accepted unread
+            if name in FILE_PARTS:
+                files.setdefault(str(name), []).append(payload)
             elif isinstance(name, str):
                 value = payload.decode(errors="replace")
                 integer = name in ("n", "output_compression") and FORM_INTEGER.fullmatch(value)
                 params[name] = int(value) if integer else value
-        return params, images
-
-    def _images(self, parts: list[bytes]) -> list[Image.Image]:
-        if not parts:
-            raise invalid("Missing required parameter: 'image'.", "image", "missing_required_parameter")
-        images: list[Image.Image] = []
-        for payload in parts:
-            try:
-                image = Image.open(io.BytesIO(payload))
-                image.load()  # a truncated upload fails here, as a refusal, rather than halfway through a render
-                images.append(image)
-            except OSError:
-                raise invalid("Could not read the uploaded image.", "image") from None
-        return images
+        return params, files
 
     def _send(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         data = json.dumps(body).encode()

@@ -57,7 +57,7 @@ def test_a_success_is_one_request_and_one_generation(start: StartEmulator) -> No
     assert generate(emulator, {"prompt": "a cat", "quality": "low"}).status_code == 200
     # Then the provider's own count shows one request and one generation for that prompt
     expected = {
-        "prompts": {"a cat": {"requests": 1, "generations": 1, "submissions": 0}},
+        "prompts": {"a cat": {"requests": 1, "generations": 1, "submissions": 0, "edits": []}},
         "totals": {"requests": 1, "generations": 1, "submissions": 0},
     }
     assert calls_over_http(emulator) == expected
@@ -70,7 +70,9 @@ def test_a_refused_request_is_counted_but_not_billed(start: StartEmulator) -> No
     # When a request is refused for a DALL-E quality
     assert generate(emulator, {"prompt": "a dog", "quality": "hd"}).status_code == 400
     # Then it was received but generated nothing
-    assert calls_over_http(emulator)["prompts"] == {"a dog": {"requests": 1, "generations": 0, "submissions": 0}}
+    assert calls_over_http(emulator)["prompts"] == {
+        "a dog": {"requests": 1, "generations": 0, "submissions": 0, "edits": []}
+    }
 
 
 def test_a_client_that_gave_up_on_a_slow_answer_is_still_billed(start: StartEmulator) -> None:
@@ -80,7 +82,7 @@ def test_a_client_that_gave_up_on_a_slow_answer_is_still_billed(start: StartEmul
     with pytest.raises(httpx.ReadTimeout):
         generate(emulator, {"prompt": "a slow fox", "quality": "low"}, timeout=0.3)
     # Then nothing is billed until the render finishes, and then it is, though nobody read the answer
-    assert emulator.calls()["prompts"]["a slow fox"] == {"requests": 1, "generations": 0, "submissions": 0}
+    assert emulator.calls()["prompts"]["a slow fox"] == {"requests": 1, "generations": 0, "submissions": 0, "edits": []}
     assert wait_for_generation(emulator, "a slow fox") == 1
     assert calls_over_http(emulator)["totals"] == {"requests": 1, "generations": 1, "submissions": 0}
 
@@ -92,7 +94,9 @@ def test_a_hang_generates_nothing(start: StartEmulator) -> None:
     with pytest.raises(httpx.TransportError):
         generate(emulator, {"prompt": "a hung owl"}, timeout=5)
     # Then it was received, and nothing was generated
-    assert calls_over_http(emulator)["prompts"] == {"a hung owl": {"requests": 1, "generations": 0, "submissions": 0}}
+    assert calls_over_http(emulator)["prompts"] == {
+        "a hung owl": {"requests": 1, "generations": 0, "submissions": 0, "edits": []}
+    }
 
 
 def test_requests_for_the_same_prompt_add_up(start: StartEmulator) -> None:
@@ -102,7 +106,7 @@ def test_requests_for_the_same_prompt_add_up(start: StartEmulator) -> None:
     generate(emulator, {"prompt": "a cat", "style": "vivid"})
     generate(emulator, {"prompt": "a cat", "quality": "low"})
     # Then both requests and the one generation are counted under it
-    assert emulator.calls()["prompts"]["a cat"] == {"requests": 2, "generations": 1, "submissions": 0}
+    assert emulator.calls()["prompts"]["a cat"] == {"requests": 2, "generations": 1, "submissions": 0, "edits": []}
     assert emulator.generations_for("a cat") == 1 and emulator.generations_for("another") == 0
 
 

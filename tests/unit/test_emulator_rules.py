@@ -236,7 +236,7 @@ def test_a_content_policy_refusal_is_moderation_blocked_and_not_generated(
     response = client.post("/v1/images/generations", json={"prompt": prompt, "model": "gpt-image-2"})
     # Then it is OpenAI's content-policy refusal, and nothing was generated
     assert (response.status_code, error_of(response)["code"]) == (400, "moderation_blocked")
-    assert emulator.calls()["prompts"][prompt] == {"requests": 1, "generations": 0, "submissions": 0}
+    assert emulator.calls()["prompts"][prompt] == {"requests": 1, "generations": 0, "submissions": 0, "edits": []}
 
 
 # (form fields besides prompt and image, code, param)

@@ -57,7 +57,7 @@ def test_a_prediction_is_created_processed_and_completed_with_real_outputs(emula
     (url,) = data["outputs"]
     image = Image.open(io.BytesIO(httpx.get(url, timeout=10).content))
     assert (image.format, image.size) == ("WEBP", (1536, 1024))
-    assert emulator.calls()["prompts"]["a heron"] == {"requests": 1, "generations": 1, "submissions": 1}
+    assert emulator.calls()["prompts"]["a heron"] == {"requests": 1, "generations": 1, "submissions": 1, "edits": []}
 
 
 def test_a_refused_prompt_is_a_failed_prediction_flagged_by_moderation(emulator: Emulator) -> None:
@@ -66,7 +66,12 @@ def test_a_refused_prompt_is_a_failed_prediction_flagged_by_moderation(emulator:
     assert data["status"] == "failed" and data["has_nsfw_contents"] == [True] and "moderation" in data["error"]
     assert data["outputs"] == []
     # Submitted, so billed; never generated
-    assert emulator.calls()["prompts"]["[refuse] this"] == {"requests": 1, "generations": 0, "submissions": 1}
+    assert emulator.calls()["prompts"]["[refuse] this"] == {
+        "requests": 1,
+        "generations": 0,
+        "submissions": 1,
+        "edits": [],
+    }
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,8 @@ EXPECTED_GRANTS: dict[str, dict[str, set[str]]] = {
         "IdempotencyTable": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem"},
         "JobsQueue": {"sqs:SendMessage"},
         "OutputsBucket/outputs/*": {"s3:PutObject", "s3:GetObject"},
+        "OutputsBucket/inputs/*": {"s3:PutObject"},
+        "OutputsBucket/uploads/*": {"s3:GetObject"},
         "OutputsBucket": {"s3:ListBucket"},
         POLLER_EXECUTIONS: {"states:StopExecution"},
         "WebhooksTable": {
@@ -52,6 +54,7 @@ EXPECTED_GRANTS: dict[str, dict[str, set[str]]] = {
         "JobsQueue": {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:SendMessage"},
         "JobsDeadLetterQueue": {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"},
         "OutputsBucket/outputs/*": {"s3:PutObject", "s3:GetObject"},
+        "OutputsBucket/inputs/*": {"s3:GetObject"},
         "OutputsBucket": {"s3:ListBucket"},
         "ProviderSecret": {"secretsmanager:GetSecretValue"},
         "WaveSpeedSecret": {"secretsmanager:GetSecretValue"},

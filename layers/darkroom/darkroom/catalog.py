@@ -49,9 +49,9 @@ class ModelSpec:
     flexible_sizes: bool
     transparent_background: bool
     prices: Prices
-    # Edits: whether `input_fidelity` may be sent (gpt-image-2 always works at high fidelity and refuses it), and
-    # whether a `markup` overlay is understood (the 2.5 and 2.6 models).
-    input_fidelity: bool = False
+    # Edits: which `input_fidelity` values may be sent (gpt-image-2 always works at high fidelity and refuses it),
+    # and whether a `markup` overlay is understood (the 2.5 and 2.6 models).
+    input_fidelities: tuple[str, ...] = ()
     markup: bool = False
 
 
@@ -83,7 +83,7 @@ MODELS: dict[str, ModelSpec] = {
         flexible_sizes=False,
         transparent_background=True,
         prices=GPT_IMAGE_PRICES,
-        input_fidelity=True,
+        input_fidelities=("high", "low"),
     ),
     # The ChatGPT model is not documented to take input_fidelity: not sent, rather than risk a refusal.
     **_family(
@@ -99,6 +99,7 @@ MODELS: dict[str, ModelSpec] = {
         flexible_sizes=False,
         transparent_background=True,
         prices=MINI_PRICES,
+        input_fidelities=("low",),  # the SDK: "gpt-image-1-mini supports only low"
     ),
 }
 
@@ -118,7 +119,6 @@ MAX_EDIT_IMAGES = 16
 MAX_INPUT_IMAGE_BYTES = 50 * 1024 * 1024  # each image must be under this
 MAX_MASK_BYTES = 4 * 1024 * 1024
 INPUT_FORMATS = ("png", "webp", "jpeg")
-INPUT_FIDELITIES = ("high", "low")
 
 
 def parse_size(size: str) -> tuple[int, int] | None:

@@ -59,6 +59,14 @@ class ValidationFailed(DarkroomError):
         super().__init__(f"The request breaks {len(errors)} rule(s) on: {fields}.", errors)
 
 
+class BodyTooLarge(DarkroomError):
+    status = 413
+    code = "body_too_large"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, [FieldError("body", "body_too_large", message)])
+
+
 class Unauthorized(DarkroomError):
     status = 401
     code = "unauthorized"

@@ -58,25 +58,67 @@ class GenerationRequest(BaseModel):
         default=None, description="Which events go to webhook_url: job.succeeded, job.failed, job.canceled (all)."
     )
 
+    def route_fields(self) -> dict[str, Any]:
+        """The request's values a route judges (an edit's inputs are judged apart: see edit_rule_errors)."""
+        return {name: value for name, value in self if name not in ("images", "mask", "markup")}
+
     def provider_params(self) -> dict[str, Any]:
         """The body to send to an OpenAI-compatible provider: only what it understands, defaults left out."""
-        params = self.model_dump(
-            exclude_none=True,
-            exclude={
-                "provider",
-                "webhook_url",
-                "webhook_events",
-                "metadata",
-                "user",
-                "stream",
-                "partial_images",
-                "response_format",
-                "style",
-            },
-        )
+        params = self.model_dump(exclude_none=True, exclude=set(NOT_FOR_PROVIDER))
         if self.user and not self.safety_identifier:
             params["safety_identifier"] = self.user
         return params
+
+
+# Fields darkroom keeps, refuses, or sends in another form (an edit's images go as files).
+NOT_FOR_PROVIDER = (
+    "provider",
+    "webhook_url",
+    "webhook_events",
+    "metadata",
+    "user",
+    "stream",
+    "partial_images",
+    "response_format",
+    "style",
+    "images",
+    "mask",
+    "markup",
+)
+
+
+class JobOutputReference(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    job_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    index: Annotated[int, Field(ge=0, le=9)] = 0
+
+
+class ImageSource(BaseModel):
+    """One input image in a JSON edit: its bytes, or where darkroom already holds it. Exactly one field."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    b64_json: str | None = Field(default=None, description="The image's bytes, base64-encoded.")
+    image_url: str | None = Field(default=None, description="A data: URL (OpenAI's JSON form); no fetched URLs.")
+    file: Annotated[str, StringConstraints(min_length=1, max_length=512)] | None = Field(
+        default=None, description="A file under the tenant's uploads/{tenant}/ prefix, e.g. drop/photo.png."
+    )
+    job_output: JobOutputReference | None = Field(default=None, description="An output of one of the tenant's jobs.")
+
+    def kind(self) -> str | None:
+        given = [name for name in ("b64_json", "image_url", "file", "job_output") if getattr(self, name) is not None]
+        return given[0] if len(given) == 1 else None
+
+
+class EditRequest(GenerationRequest):
+    """OpenAI's `POST /v1/images/edits` fields. In JSON the images come as `images` (and `mask`, `markup`); in a
+    multipart form as file parts, which the edit route reads beside this model."""
+
+    input_fidelity: Literal["high", "low"] | None = None
+    images: list[ImageSource] | None = None
+    mask: ImageSource | None = None
+    markup: ImageSource | None = None
 
 
 def parse_generation_request(
@@ -88,31 +130,133 @@ def parse_generation_request(
 ) -> GenerationRequest:
     """Validate a decoded JSON body; raises ValidationFailed listing every broken rule. `routes` is the deployment's
     (settings().routes): which provider routes are enabled, and each model's default."""
+    return _parse(
+        GenerationRequest,
+        body,
+        [],
+        allow_http_webhooks=allow_http_webhooks,
+        allow_private_webhooks=allow_private_webhooks,
+        routes=routes or routing.RouteConfig(),
+    )
+
+
+def parse_edit_request(
+    body: Any,
+    *,
+    files: dict[str, int] | None = None,
+    allow_http_webhooks: bool = False,
+    allow_private_webhooks: bool = False,
+    routes: routing.RouteConfig | None = None,
+) -> EditRequest:
+    """An edit's fields, judged as a generation's plus the edit rules. `files` counts a multipart form's file parts
+    by field (image, mask, markup); a JSON edit names its images in the body instead, and may not also send files."""
     rules: dict[str, Any] = {
         "allow_http_webhooks": allow_http_webhooks,
         "allow_private_webhooks": allow_private_webhooks,
         "routes": routes or routing.RouteConfig(),
     }
+    extra: list[FieldError] = []
+    if isinstance(body, dict) and files is not None:
+        extra += [
+            FieldError(name, "json_field_in_form", f"Send {name} as a file part of the form.")
+            for name in ("images", "mask", "markup")
+            if name in body
+        ]
+        body = {k: v for k, v in body.items() if k not in ("images", "mask", "markup")}
+    request = _parse(EditRequest, body, extra, files=files, **rules)
+    assert isinstance(request, EditRequest)
+    return request
+
+
+def _parse(model: type[GenerationRequest], body: Any, extra: list[FieldError], **rules: Any) -> GenerationRequest:
     try:
-        request = GenerationRequest.model_validate(body)
+        request = model.model_validate(body)
     except ValidationError as exc:
         errors = field_errors_from_pydantic(exc)
         if isinstance(body, dict):
-            errors += _rule_errors_of_valid_fields(body, errors, **rules)
-        raise ValidationFailed(errors) from None
-    errors = generation_rule_errors(request, **rules)
+            errors += _rule_errors_of_valid_fields(model, body, errors, **rules)
+        raise ValidationFailed(errors + extra) from None
+    errors = _all_rule_errors(request, **rules) + extra
     if errors:
         raise ValidationFailed(errors)
     return request
 
 
-def _rule_errors_of_valid_fields(body: dict[str, Any], type_errors: list[FieldError], **rules: Any) -> list[FieldError]:
+def _all_rule_errors(
+    request: GenerationRequest, *, files: dict[str, int] | None = None, **rules: Any
+) -> list[FieldError]:
+    errors = generation_rule_errors(request, **rules)
+    if isinstance(request, EditRequest):
+        errors += edit_rule_errors(request, files, routes=rules["routes"])
+    return errors
+
+
+def _rule_errors_of_valid_fields(
+    model: type[GenerationRequest], body: dict[str, Any], type_errors: list[FieldError], **rules: Any
+) -> list[FieldError]:
     """The model rules, checked on the fields that passed the type checks, so one answer lists every problem."""
     failed = {error.field.split(".")[0] for error in type_errors}
-    valid = {k: v for k, v in body.items() if k in GenerationRequest.model_fields and k not in failed}
-    partial = GenerationRequest.model_construct(**{"prompt": "-", **valid})  # fields already checked: no revalidation
-    rule_errors = generation_rule_errors(partial, **rules)
+    valid = {k: v for k, v in body.items() if k in model.model_fields and k not in failed}
+    partial = model.model_construct(**{"prompt": "-", **valid})  # fields already checked: no revalidation
+    rule_errors = _all_rule_errors(partial, **rules)
     return [error for error in rule_errors if error.field.split(".")[0] not in failed]
+
+
+def edit_rule_errors(
+    request: EditRequest, files: dict[str, int] | None, *, routes: routing.RouteConfig
+) -> list[FieldError]:
+    """How many images, which of mask and markup, and what the model takes. Field names follow the form the client
+    used: `image` for a form's file parts, `images` in JSON."""
+    form = files is not None
+    counts = files if files is not None else {"image": len(request.images or [])}
+    images_field = "image" if form else "images"
+    count = counts.get("image", 0)
+    errors: list[FieldError] = []
+    if count == 0:
+        errors.append(FieldError(images_field, "image_required", "An edit needs at least one image."))
+    elif count > catalog.MAX_EDIT_IMAGES:
+        errors.append(
+            FieldError(
+                images_field, "too_many_images", f"An edit takes at most {catalog.MAX_EDIT_IMAGES} images; got {count}."
+            )
+        )
+    has_mask = (counts.get("mask", 0) if form else int(request.mask is not None)) > 0
+    has_markup = (counts.get("markup", 0) if form else int(request.markup is not None)) > 0
+    for name in ("mask", "markup"):
+        if form and counts.get(name, 0) > 1:
+            errors.append(FieldError(name, f"one_{name}", f"Send at most one {name}."))
+    if not form:
+        errors += _source_errors(request)
+    spec = catalog.MODELS.get(request.model)
+    if spec is None:
+        return errors  # reported with the generation rules
+    if request.input_fidelity is not None and request.input_fidelity not in spec.input_fidelities:
+        if spec.input_fidelities:
+            takes = f"takes input_fidelity {' or '.join(spec.input_fidelities)} only."
+        elif spec.name.startswith("gpt-image-2"):
+            takes = "does not take input_fidelity (it always works at high fidelity)."
+        else:
+            takes = "does not take input_fidelity."
+        errors.append(FieldError("input_fidelity", "input_fidelity_not_supported", f"{spec.name} {takes}"))
+    if has_markup and not spec.markup:
+        errors.append(FieldError("markup", "markup_not_supported", f"{spec.name} does not take a markup overlay."))
+    if has_markup and has_mask:
+        errors.append(FieldError("markup", "markup_with_mask", "markup cannot be combined with mask; send one."))
+    # What the route cannot do with the inputs (WaveSpeed takes neither a mask nor a markup); the rest of the
+    # route's verdict is part of the generation rules.
+    inputs: dict[str, object] = {"model": request.model, "mask": has_mask or None, "markup": has_markup or None}
+    errors += [e for e in routing.route_errors(inputs, request.provider, routes) if e.field in ("mask", "markup")]
+    return errors
+
+
+def _source_errors(request: EditRequest) -> list[FieldError]:
+    sources = [(f"images[{i}]", source) for i, source in enumerate(request.images or [])]
+    sources += [(name, getattr(request, name)) for name in ("mask", "markup") if getattr(request, name) is not None]
+    return [
+        FieldError(name, "image_source", "Give exactly one of b64_json, image_url, file or job_output.")
+        for name, source in sources
+        if source.kind() is None
+    ]
 
 
 def field_errors_from_pydantic(exc: ValidationError) -> list[FieldError]:
@@ -143,7 +287,7 @@ def generation_rule_errors(
     errors += _size_errors(request.size, spec)
     errors += _quality_errors(request.quality, spec)
     errors += _background_errors(request, spec)
-    errors += routing.route_errors(dict(request), request.provider, routes)
+    errors += routing.route_errors(request.route_fields(), request.provider, routes)
     return errors
 
 

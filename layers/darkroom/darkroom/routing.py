@@ -48,6 +48,9 @@ ROUTES: dict[str, Route] = {
             ("output_compression", None),
             ("moderation", "auto"),
             ("complexity", None),
+            # Its edit endpoint takes images by URL, and no mask or markup.
+            ("mask", None),
+            ("markup", None),
         ),
         price_per_image=Decimal("0.06"),  # WaveSpeed's listed price for gpt-image-2, "from $0.06 per run"
     ),

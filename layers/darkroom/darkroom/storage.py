@@ -7,8 +7,11 @@ writes one, and writing it again is harmless.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from typing import Any
+import tempfile
+from collections.abc import Iterator
+from typing import IO, Any
 
 from darkroom import aws
 from darkroom.images import CONTENT_TYPES, EXTENSIONS, ImageInfo
@@ -102,3 +105,40 @@ def presign(key: str) -> str:
             ExpiresIn=settings().presign_ttl_s,
         )
     )
+
+
+# An edit's inputs, stored under inputs/{tenant}/{job}/ when it was accepted (darkroom.edits).
+
+InputFile = tuple[str, tuple[str, IO[bytes], str]]  # (form field, (file name, file, content type)), as httpx takes it
+
+
+@contextlib.contextmanager
+def input_files(job: Job) -> Iterator[list[InputFile]]:
+    """The job's inputs as form parts, each downloaded to a temporary file: an edit may bring 16 images of up to
+    50 MB, which are streamed to the provider from disk rather than held in memory. Removed when done."""
+    s3 = aws.client("s3")
+    bucket = settings().outputs_bucket
+    inputs = job.inputs or {}
+    named = [("image[]", item) for item in inputs.get("images", [])]
+    named += [(role, inputs[role]) for role in ("mask", "markup") if inputs.get(role)]
+    with contextlib.ExitStack() as stack:
+        parts: list[InputFile] = []
+        for field, item in named:
+            handle = stack.enter_context(tempfile.TemporaryFile())
+            s3.download_fileobj(bucket, item["key"], handle)
+            handle.seek(0)
+            parts.append((field, (item["key"].rpartition("/")[2], handle, CONTENT_TYPES[item["format"]])))
+        yield parts
+
+
+def input_urls(job: Job, ttl_s: int) -> list[str]:
+    """Short-lived download links to the job's input images, for a provider that fetches them itself."""
+    s3 = aws.client("s3")
+    return [
+        str(
+            s3.generate_presigned_url(
+                "get_object", Params={"Bucket": settings().outputs_bucket, "Key": item["key"]}, ExpiresIn=ttl_s
+            )
+        )
+        for item in (job.inputs or {}).get("images", [])
+    ]

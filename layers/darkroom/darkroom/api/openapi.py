@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from darkroom.api.http import Router
 from darkroom.jobs.store import STATUSES
-from darkroom.models import GenerationRequest
+from darkroom.models import EditRequest, GenerationRequest
 
 
 class Output(BaseModel):
@@ -18,6 +18,20 @@ class Output(BaseModel):
     height: int
     bytes: int
     url: str | None = None
+
+
+class InputFile(BaseModel):
+    key: str
+    format: Literal["png", "webp", "jpeg"]
+    width: int
+    height: int
+    bytes: int
+
+
+class EditInputs(BaseModel):
+    images: list[InputFile]
+    mask: InputFile | None = None
+    markup: InputFile | None = None
 
 
 class JobError(BaseModel):
@@ -40,6 +54,7 @@ class Job(BaseModel):
     status: Literal["queued", "running", "polling", "succeeded", "failed", "canceled"]
     model: str
     request: dict[str, Any]
+    inputs: EditInputs | None = Field(description="An edit's input files, as darkroom stored them.")
     outputs: list[Output]
     usage: dict[str, Any] | None
     cost_usd: float | None
@@ -79,9 +94,22 @@ class Error(BaseModel):
     error: ErrorBody
 
 
-_REQUEST_BODIES = {("POST", "/v1/images/generations"): GenerationRequest}
+_REQUEST_BODIES = {("POST", "/v1/images/generations"): GenerationRequest, ("POST", "/v1/images/edits"): EditRequest}
+# An edit as the openai SDK sends it: the images as file parts, every other field as form text.
+_EDIT_FORM = {
+    "type": "object",
+    "required": ["image", "prompt"],
+    "properties": {
+        "image": {"type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 1, "maxItems": 16},
+        "mask": {"type": "string", "format": "binary"},
+        "markup": {"type": "string", "format": "binary"},
+        "prompt": {"type": "string"},
+    },
+    "additionalProperties": {"type": "string"},
+}
 _RESPONSES: dict[tuple[str, str], tuple[str, type[BaseModel] | None]] = {
     ("POST", "/v1/images/generations"): ("202", Job),
+    ("POST", "/v1/images/edits"): ("202", Job),
     ("GET", "/v1/jobs/{id}"): ("200", Job),
     ("GET", "/v1/jobs"): ("200", JobList),
     ("DELETE", "/v1/jobs/{id}"): ("200", Job),
@@ -109,7 +137,7 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
 def openapi_document(router: Router) -> dict[str, Any]:
     from pydantic.json_schema import models_json_schema
 
-    models: list[type[BaseModel]] = [GenerationRequest, Job, JobList, Error]
+    models: list[type[BaseModel]] = [GenerationRequest, EditRequest, Job, JobList, Error]
     _, defs = models_json_schema([(m, "validation") for m in models], ref_template="#/components/schemas/{model}")
     paths: dict[str, dict[str, Any]] = {}
     for route in router.routes:
@@ -124,10 +152,14 @@ def openapi_document(router: Router) -> dict[str, Any]:
         if params:
             operation["parameters"] = params
         if key in _REQUEST_BODIES:
-            operation["requestBody"] = {
-                "required": True,
-                "content": {"application/json": {"schema": _ref(_REQUEST_BODIES[key])}},
-            }
+            body: dict[str, Any] = {"application/json": {"schema": _ref(_REQUEST_BODIES[key])}}
+            if _REQUEST_BODIES[key] is EditRequest:
+                body["multipart/form-data"] = {"schema": _EDIT_FORM}
+                operation["responses"]["413"] = {
+                    "description": "body over 4 MB: upload large images through POST /v1/uploads",
+                    "content": {"application/json": {"schema": _ref(Error)}},
+                }
+            operation["requestBody"] = {"required": True, "content": body}
         status, model = _RESPONSES.get(key, ("200", None))
         content = {"application/json": {"schema": _ref(model)}} if model else {"application/json": {}}
         operation["responses"][status] = {"description": "OK", "content": content}

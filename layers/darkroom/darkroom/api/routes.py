@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from darkroom.api.http import Request, Response, Router
-from darkroom.errors import Conflict, FieldError, NotFound, ValidationFailed
+from darkroom.errors import BodyTooLarge, Conflict, FieldError, NotFound, ValidationFailed
 from darkroom.jobs import idempotency
 from darkroom.jobs.intake import cancel_job, submit_generation
 from darkroom.jobs.store import STATUSES, Job, JobStore, cursor_after
@@ -21,6 +21,8 @@ from darkroom.tenants import tenant_for_authorization
 MAX_PAGE = 100
 # Lambda answers at most 6 MB; a page stops short of that whatever its jobs hold.
 PAGE_BUDGET_BYTES = 4_000_000
+# Lambda takes an event of at most 6 MB, and a binary body arrives base64-encoded in it: 4 MB of body fits.
+INLINE_EDIT_LIMIT = 4 * 1024 * 1024
 
 
 def _authenticate(request: Request) -> str:
@@ -57,13 +59,58 @@ def create_generation(request: Request) -> Response:
         routes=s.routes,
     )
     key = idempotency.from_request(request.tenant, request.headers, "generations", body)  # of a body known valid
-    job, replayed = submit_generation(request.tenant, generation, key)
+    return _accepted(*submit_generation(request.tenant, generation, key))
+
+
+def _accepted(job: Job, replayed: bool) -> Response:
     headers = {"location": f"/v1/jobs/{job.id}"}
     if replayed:
         headers["idempotent-replayed"] = "true"
     else:
         metrics.add_metric(name="JobsAccepted", unit="Count", value=1)
     return Response(202, job_document(job, with_urls=False), headers)
+
+
+@router.route(
+    "POST", "/v1/images/edits", summary="Queue an image edit job: multipart as the openai SDK sends it, or JSON."
+)
+def create_edit(request: Request) -> Response:
+    from darkroom import edits
+    from darkroom.jobs.intake import submit_edit
+    from darkroom.models import parse_edit_request
+
+    if len(request.body) > INLINE_EDIT_LIMIT:
+        raise BodyTooLarge(
+            f"An edit's body may carry at most {INLINE_EDIT_LIMIT // (1024 * 1024)} MB here; send larger images "
+            "through POST /v1/uploads, which returns presigned uploads straight to storage."
+        )
+    s = settings()
+    rules: dict[str, Any] = {
+        "allow_http_webhooks": s.allow_http_webhooks,
+        "allow_private_webhooks": s.allow_private_webhooks,
+        "routes": s.routes,
+    }
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() == "multipart/form-data":
+        from darkroom.api.forms import parse_form
+
+        form = parse_form(content_type, request.body)
+        counts = {name: len(parts) for name, parts in form.files.items()}
+        edit = parse_edit_request(form.fields, files=counts, **rules)
+        found = edits.inputs_of_form(form.files)
+        fields: Any = form.fields
+    else:
+        body = request.json()
+        edit = parse_edit_request(body, **rules)
+        found = edits.inputs_of_json(request.tenant, edit)
+        fields = {k: v for k, v in body.items() if k not in ("images", "mask", "markup")}
+    errors = edits.judge(found)
+    if errors:
+        raise ValidationFailed(errors)
+    # The same key and the same fields and files is the same edit, whichever form carried it.
+    fingerprint = {"fields": fields, "inputs": edits.fingerprint(found)}
+    key = idempotency.from_request(request.tenant, request.headers, "edits", fingerprint)
+    return _accepted(*submit_edit(request.tenant, edit, found, key))
 
 
 @router.route("GET", "/v1/jobs/{id}", summary="A job, with download URLs for its outputs.")

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 from darkroom import queue, routing
+from darkroom.edits import EditInput, store_inputs
 from darkroom.errors import Conflict, NotFound, ServiceUnavailable
 from darkroom.ids import new_job_id, now_iso
 from darkroom.jobs import executions, manifests
 from darkroom.jobs.idempotency import IdempotencyKey, IdempotencyKeyInProgress
 from darkroom.jobs.store import Job, JobStore, LeaseLost, TransactionConflict
-from darkroom.models import GenerationRequest
+from darkroom.models import EditRequest, GenerationRequest
 from darkroom.observability import logger
 from darkroom.settings import settings
 
@@ -24,12 +26,30 @@ def submit_generation(
     If recording or enqueueing fails, the record (and the key) is withdrawn and the client told to retry, so no job
     waits for a message that was never sent; unless a worker already has it (the message went out but its answer was
     lost), in which case it was accepted after all."""
+    return _submit(new_job(tenant, request, kind="generate"), request, idempotency)
+
+
+def submit_edit(
+    tenant: str, request: EditRequest, found: list[EditInput], idempotency: IdempotencyKey | None = None
+) -> tuple[Job, bool]:
+    """An edit whose inputs were judged: they are stored under the job's inputs prefix first, then the job is
+    submitted as a generation is. A replayed key stores nothing."""
+    if idempotency is not None:
+        replay = _replay_if_claimed(idempotency)
+        if replay is not None:
+            return replay, True
+    job = new_job(tenant, request, kind="edit")
+    job.inputs = store_inputs(tenant, job.id, found)
+    return _submit(job, request, idempotency)
+
+
+def new_job(tenant: str, request: GenerationRequest, *, kind: str, status: str = "queued") -> Job:
     now = now_iso()
-    job = Job(
+    return Job(
         id=new_job_id(),
         tenant=tenant,
-        kind="generate",
-        status="queued",
+        kind=kind,
+        status=status,
         request=request.provider_params(),  # exactly what the worker will send
         route=routing.route_for(request.model, request.provider, settings().routes),
         webhook_url=request.webhook_url,
@@ -38,35 +58,48 @@ def submit_generation(
         created_at=now,
         updated_at=now,
     )
+
+
+def _submit(job: Job, request: GenerationRequest, idempotency: IdempotencyKey | None) -> tuple[Job, bool]:
     store = JobStore()
     try:
         store.create(job, together_with=[idempotency.put_item(job.id)] if idempotency else None)
-        queue.send_job(job.id, tenant, attempt=0)
+        queue.send_job(job.id, job.tenant, attempt=0)
     except TransactionConflict as exc:
         if idempotency is None or not exc.failed[1]:
             raise
         return _replayed(store, idempotency), True
     except Exception:
-        logger.exception("could not enqueue job", extra={"job_id": job.id, "tenant": tenant})
+        logger.exception("could not enqueue job", extra={"job_id": job.id, "tenant": job.tenant})
         _withdraw(store, job, idempotency)
     else:
         store.message_sent(job)  # if this write fails, the sweeper sends one harmless duplicate
-    logger.info(
-        "job accepted",
-        extra={
-            "job_id": job.id,
-            "tenant": tenant,
-            "model": request.model,
-            "route": job.route,
-            "size": request.size,
-            "quality": request.quality,
-            "n": request.n,
-            # Never the prompt itself: its hash finds a job by prompt, its length tells a long prompt from a short.
-            "prompt_sha256": hashlib.sha256(request.prompt.encode()).hexdigest()[:16],
-            "prompt_chars": len(request.prompt),
-        },
-    )
+    logger.info("job accepted", extra=accepted_log(job, request))
     return job, False
+
+
+def accepted_log(job: Job, request: GenerationRequest) -> dict[str, Any]:
+    return {
+        "job_id": job.id,
+        "tenant": job.tenant,
+        "kind": job.kind,
+        "model": request.model,
+        "route": job.route,
+        "size": request.size,
+        "quality": request.quality,
+        "n": request.n,
+        "images_in": len((job.inputs or {}).get("images", [])),
+        # Never the prompt itself: its hash finds a job by prompt, its length tells a long prompt from a short.
+        "prompt_sha256": hashlib.sha256(request.prompt.encode()).hexdigest()[:16],
+        "prompt_chars": len(request.prompt),
+    }
+
+
+def _replay_if_claimed(idempotency: IdempotencyKey) -> Job | None:
+    """The job an earlier request with this key made, if there is one: checked before storing any input."""
+    if idempotency.claimed_job() is None:
+        return None
+    return _replayed(JobStore(), idempotency)
 
 
 def _replayed(store: JobStore, idempotency: IdempotencyKey) -> Job:
@@ -105,7 +138,7 @@ def cancel_job(tenant: str, job_id: str) -> Job:
         if job.status == "canceled":
             manifests.ensure(store, job)  # an earlier cancel may have been cut off before its manifest
             return job
-        if job.status not in ("queued", "polling"):
+        if job.status not in ("queued", "polling", "awaiting_upload"):
             raise _not_cancelable(job)
         try:
             job = store.cancel(job, message=CANCELED_WHILE_POLLING if job.status == "polling" else CANCELED)

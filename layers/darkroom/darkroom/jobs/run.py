@@ -18,6 +18,7 @@ The rules that keep every job to one terminal state and at most one billed provi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -54,6 +55,8 @@ LEASE_MARGIN_S = 30.0
 RETRY_OVERDUE_S = 900
 # An asynchronous provider's submission only queues the job: it answers in seconds, not minutes.
 SUBMIT_TIMEOUT_S = 30.0
+# How long an asynchronous provider's links to an edit's inputs stay valid: it fetches them when it starts the job.
+INPUT_URL_TTL_S = 3600
 
 
 class JobBusy(Exception):
@@ -206,19 +209,41 @@ def _call_budget(remaining_ms: RemainingMs, configured: float) -> tuple[float, f
 
 def _run(store: JobStore, job: Job, remaining_ms: RemainingMs) -> None:
     """One provider call for a queued job: the images themselves, or (asynchronous routes) the submission that
-    hands the job to the provider and its poller. Either is billed, so each is made once per claim."""
+    hands the job to the provider and its poller. Either is billed, so each is made once per claim. An edit's
+    inputs are fetched before the claim: nothing slow may sit between the claim and the call."""
+    with contextlib.ExitStack() as inputs:
+        try:
+            files = inputs.enter_context(storage.input_files(job)) if job.kind == "edit" else []
+        except Exception as exc:
+            if aws.error_code(exc) not in ("404", "NoSuchKey"):
+                raise  # S3 may answer next time: the message comes back
+            job = store.fail_abandoned(
+                job, code="input_missing", message="The edit's input files are gone from storage; submit it again."
+            )
+            manifests.ensure(store, job)
+            return
+        _call_provider(store, job, remaining_ms, files)
+
+
+def _call_provider(store: JobStore, job: Job, remaining_ms: RemainingMs, files: list[storage.InputFile]) -> None:
     asynchronous = routing.ROUTES[job.route].asynchronous
     configured = settings().provider_timeout_s
     timeout_s, budget_s = _call_budget(remaining_ms, min(configured, SUBMIT_TIMEOUT_S) if asynchronous else configured)
     provider = async_provider_for(job.route) if asynchronous else provider_for(job.route)
-    provider.prepare()  # key and connection pool first: nothing slow may sit between the claim and the call
+    provider.prepare()  # key and connection pool first
     job = store.claim(job, lease_s=budget_s + LEASE_MARGIN_S)
     log = {"job_id": job.id, "tenant": job.tenant, "model": job.model, "attempt": job.provider_calls}
     call_id = f"{job.id}:{job.provider_calls}"
     started = time.monotonic()
     try:
         if isinstance(provider, WaveSpeedProvider):
-            outcome: Any = provider.submit(job.model, job.request, timeout_s=timeout_s, client_request_id=call_id)
+            # An edit's images go as links the provider fetches; they outlive a slow start of its queue.
+            urls = storage.input_urls(job, INPUT_URL_TTL_S) if job.kind == "edit" else None
+            outcome: Any = provider.submit(
+                job.model, job.request, timeout_s=timeout_s, client_request_id=call_id, image_urls=urls
+            )
+        elif job.kind == "edit":
+            outcome = provider.edit(job.request, files, timeout_s=timeout_s, client_request_id=call_id)
         else:
             outcome = provider.generate(job.request, timeout_s=timeout_s, client_request_id=call_id)
     except ProviderRateLimited as exc:

@@ -36,7 +36,9 @@ from darkroom.settings import settings
 TERMINAL = ("succeeded", "failed", "canceled")
 # `polling`: an asynchronous provider took the job (its prediction id is recorded) and the poller state machine
 # follows it; no worker lease, the execution named after the job owns it.
-STATUSES = ("queued", "running", "polling", *TERMINAL)
+# `awaiting_upload`: an edit created by POST /v1/uploads, waiting for its files to land in S3 (until `upload`'s
+# expires_at); it is in the sweep index from its expiry, so the sweeper ends it if they never all arrive.
+STATUSES = ("awaiting_upload", "queued", "running", "polling", *TERMINAL)
 BY_TENANT = "by_tenant"
 BY_TENANT_STATUS = "by_tenant_status"
 BY_SWEEP = "by_sweep"
@@ -90,6 +92,10 @@ class Job:
     prediction_id: str | None = None
     provider_status: str | None = None
     poll_until: float | None = None
+    # Edits: the input files stored under inputs/{tenant}/{job}/ ({"images": [...], "mask": ..., "markup": ...}).
+    inputs: dict[str, Any] | None = None
+    # Uploads: the files expected ({"images": n, "mask": bool}) and until when (`expires_at`, epoch seconds).
+    upload: dict[str, Any] | None = None
 
     @property
     def model(self) -> str:
@@ -111,7 +117,7 @@ class Job:
 
 
 # Attributes stored as JSON strings: nested maps of arbitrary shape, read back exactly as written.
-_JSON_FIELDS = ("request", "metadata", "outputs", "usage", "error", "webhook_events")
+_JSON_FIELDS = ("request", "metadata", "outputs", "usage", "error", "webhook_events", "inputs", "upload")
 _INT_FIELDS = ("provider_calls", "transient_failures", "rate_limits")
 _OPTIONAL_STR = (
     "webhook_url",
@@ -268,7 +274,10 @@ class JobStore:
         `together_with`: transaction items written atomically with the job (an idempotency key's claim); if one of
         their conditions fails, nothing is written and TransactionConflict says which."""
         job.write_id = uuid.uuid4().hex
-        job.sweep_at = time.time()
+        # A queued job is swept if its message is not confirmed; a job awaiting uploads once they are overdue.
+        job.sweep_at = (
+            float(job.upload["expires_at"]) if job.status == "awaiting_upload" and job.upload else time.time()
+        )
         put = {"TableName": self.table, "Item": _to_item(job), "ConditionExpression": "attribute_not_exists(id)"}
         if together_with:
             # The request token makes a boto retry of a transaction that landed a no-op instead of a conflict.
@@ -475,9 +484,33 @@ class JobStore:
             removes=("phase", "lease_id"),
         )
 
+    # Uploads: an edit waiting for its files.
+
+    def uploads_complete(self, job: Job, *, inputs: dict[str, Any]) -> Job:
+        """awaiting_upload -> queued with its stored inputs; in the sweep index until its message is confirmed sent,
+        as a new job is. LeaseLost if another event got there first."""
+        return self._update(
+            job,
+            status="queued",
+            condition="#s = :awaiting",
+            values={":awaiting": {"S": "awaiting_upload"}},
+            sets={"inputs": inputs, "sweep_at": time.time()},
+        )
+
+    def fail_waiting(self, job: Job, *, code: str, message: str) -> Job:
+        """awaiting_upload -> failed: its files broke a rule, or never all arrived."""
+        return self._update(
+            job,
+            status="failed",
+            condition="#s = :awaiting",
+            values={":awaiting": {"S": "awaiting_upload"}},
+            sets={"completed_at": now_iso(), "error": {"code": code, "message": message}, "sweep_at": time.time()},
+        )
+
     def cancel(self, job: Job, *, message: str = "Canceled at the tenant's request.") -> Job:
-        """queued or polling -> canceled. LeaseLost when the job is no longer in the state it was read in."""
-        if job.status not in ("queued", "polling"):
+        """queued, awaiting_upload or polling -> canceled. LeaseLost when the job is no longer in the state it was
+        read in."""
+        if job.status not in ("queued", "polling", "awaiting_upload"):
             raise LeaseLost(f"job {job.id} is {job.status}")
         return self._update(
             job,

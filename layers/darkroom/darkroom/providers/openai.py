@@ -53,6 +53,19 @@ class OpenAICompatibleProvider:
         self._http()
 
     def generate(self, params: dict[str, Any], *, timeout_s: float, client_request_id: str) -> GenerationResult:
+        return self._post("images/generations", params, timeout_s, client_request_id, json=params)
+
+    def edit(
+        self, params: dict[str, Any], files: list[Any], *, timeout_s: float, client_request_id: str
+    ) -> GenerationResult:
+        """An edit, as multipart: the fields as form text and the inputs as file parts (`image[]`, `mask`, `markup`),
+        streamed from their files."""
+        form = {name: str(value).lower() if isinstance(value, bool) else str(value) for name, value in params.items()}
+        return self._post("images/edits", params, timeout_s, client_request_id, data=form, files=files)
+
+    def _post(
+        self, path: str, params: dict[str, Any], timeout_s: float, client_request_id: str, **body: Any
+    ) -> GenerationResult:
         api_key = self._api_key()
         headers = {
             "Authorization": f"Bearer {api_key}",
@@ -67,7 +80,7 @@ class OpenAICompatibleProvider:
             transport_failures(timeout_s) as progress,
             deadline.within(timeout_s),
             self._http().stream(
-                "POST", f"{self.base_url}/images/generations", json=params, headers=headers, timeout=timeout
+                "POST", f"{self.base_url}/{path}", headers=headers, timeout=timeout, **body
             ) as response,
         ):
             progress.answered = True
@@ -75,11 +88,11 @@ class OpenAICompatibleProvider:
             # classified by its status (a compressed 429 is still a 429).
             encoded = response.headers.get("content-encoding", "").strip().lower() not in ("", "identity")
             if response.status_code >= 300:
-                body = b"" if encoded else _read_bounded(response, ends_at)
+                body_bytes = b"" if encoded else _read_bounded(response, ends_at)
                 raise error_from_response(
                     response.status_code,
                     response.headers,
-                    body,
+                    body_bytes,
                     elapsed_s=time.monotonic() - sent,
                     secrets=(api_key,),
                 )

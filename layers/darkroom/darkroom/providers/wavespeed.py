@@ -104,10 +104,23 @@ class WaveSpeedProvider:
 
     # Submit: billed.
 
-    def submit(self, model: str, request: dict[str, Any], *, timeout_s: float, client_request_id: str) -> Submission:
+    def submit(
+        self,
+        model: str,
+        request: dict[str, Any],
+        *,
+        timeout_s: float,
+        client_request_id: str,
+        image_urls: list[str] | None = None,
+    ) -> Submission:
+        """A generation, or with `image_urls` an edit of the images they link to (WaveSpeed fetches them)."""
         api_key = self._api_key()
-        url = f"{self.base_url}/api/v3/openai/{quote(model, safe='')}/text-to-image"
-        data = self._call("POST", url, api_key, timeout_s, client_request_id, json_body=submission_body(request))
+        body = submission_body(request)
+        if image_urls:
+            body["images"] = image_urls
+        task = "edit" if image_urls else "text-to-image"
+        url = f"{self.base_url}/api/v3/openai/{quote(model, safe='')}/{task}"
+        data = self._call("POST", url, api_key, timeout_s, client_request_id, json_body=body)
         prediction_id = data.get("id") if isinstance(data, dict) else None
         if not isinstance(prediction_id, str) or not _PREDICTION_ID.fullmatch(prediction_id):
             # WaveSpeed said success: it may have taken (and billed) the job, which darkroom now cannot follow.

@@ -1,0 +1,128 @@
+"""Edit inputs are judged from their bytes: what is refused, by which rule, and what passes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from darkroom import catalog, inputs
+from darkroom.inputs import InputRejected, check_image, check_mask
+from tests.images import animated_webp, image_bytes, mask_bytes, png_declaring, zip_bytes
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg", "webp"])
+def test_each_accepted_format_is_read_from_its_bytes(fmt: str) -> None:
+    # Given a real image of each accepted format
+    data = image_bytes(fmt, (64, 48))
+
+    # When it is checked
+    image = check_image(data)
+
+    # Then its format and dimensions come from the bytes
+    assert (image.format, image.width, image.height, image.bytes) == (fmt, 64, 48, len(data))
+
+
+def rule_of(data: bytes) -> str:
+    with pytest.raises(InputRejected) as refused:
+        check_image(data)
+    return refused.value.rule
+
+
+BAD_INPUTS = [
+    ("truncated PNG", lambda: image_bytes("png", (200, 200))[:-40], "image_truncated"),
+    ("PNG cut inside a chunk", lambda: image_bytes("png", (200, 200))[:60], "image_truncated"),
+    ("PNG with a ZIP appended", lambda: image_bytes("png") + zip_bytes(), "image_trailing_data"),
+    ("PNG declaring 100,000 x 100,000 pixels", lambda: png_declaring(100_000, 100_000), "image_too_many_pixels"),
+    ("PNG declaring 7,000 x 7,000 pixels", lambda: png_declaring(7_000, 7_000), "image_too_many_pixels"),
+    ("GIF renamed .png", lambda: image_bytes("gif"), "image_format"),
+    ("ZIP archive", zip_bytes, "image_format"),
+    ("empty file", lambda: b"", "image_empty"),
+    ("truncated JPEG", lambda: image_bytes("jpeg", (200, 200))[:-200], "image_truncated_or_trailing_data"),
+    ("JPEG with a ZIP appended", lambda: image_bytes("jpeg") + zip_bytes(), "image_truncated_or_trailing_data"),
+    ("truncated WebP", lambda: image_bytes("webp", (200, 200))[:-20], "image_truncated_or_trailing_data"),
+    ("animated WebP", animated_webp, "image_animated"),
+    ("PNG with a flipped byte", lambda: _flip(image_bytes("png", (64, 64)), 60), "image_corrupt"),
+]
+
+
+def _flip(data: bytes, at: int) -> bytes:
+    return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
+
+
+@pytest.mark.parametrize(("case", "make", "rule"), BAD_INPUTS, ids=[case for case, _, _ in BAD_INPUTS])
+def test_a_bad_input_is_refused_by_its_rule(case: str, make: Callable[[], bytes], rule: str) -> None:
+    assert rule_of(make()) == rule
+
+
+def test_a_jpeg_whose_pixels_are_garbage_is_refused_as_unreadable() -> None:
+    # Given a JPEG whose framing is whole but whose header segments are noise
+    data = image_bytes("jpeg", (64, 64))
+    garbled = data[:3] + bytes(range(1, 256)) * 4 + data[-2:]
+
+    # Then it is refused without reaching a provider
+    assert rule_of(garbled) == "image_unreadable"
+
+
+def test_the_size_limit_is_checked_before_anything_is_read() -> None:
+    # Given bytes at the limit (not even an image)
+    with pytest.raises(InputRejected) as refused:
+        check_image(b"\x89PNG" + b"\x00" * 100, limit=50)
+
+    # Then the refusal is about size, which costs nothing to find out
+    assert refused.value.rule == "image_too_large"
+    assert catalog.MAX_INPUT_IMAGE_BYTES == 50 * 1024 * 1024
+
+
+def test_a_mask_with_alpha_and_the_first_image_s_size_passes() -> None:
+    first = check_image(image_bytes("png", (64, 48)))
+    mask = check_mask(mask_bytes((64, 48), hole=(0, 0, 10, 10)), first)
+    assert mask.has_alpha and (mask.width, mask.height) == (64, 48)
+
+
+@pytest.mark.parametrize(
+    ("mask", "rule"),
+    [
+        (image_bytes("png", (64, 48), mode="RGB"), "mask_alpha"),
+        (image_bytes("png", (64, 48), mode="L"), "mask_alpha"),
+        (mask_bytes((32, 48)), "mask_dimensions"),
+        (image_bytes("webp", (64, 48), mode="RGBA", color=(0, 0, 0, 0)), "mask_format"),
+        (image_bytes("png", (64, 48))[:-30], "image_truncated"),
+    ],
+    ids=["no alpha", "greyscale", "wrong size", "webp", "truncated"],
+)
+def test_a_bad_mask_is_refused_by_its_rule(mask: bytes, rule: str) -> None:
+    first = check_image(image_bytes("png", (64, 48)))
+    with pytest.raises(InputRejected) as refused:
+        check_mask(mask, first)
+    assert refused.value.rule == rule
+
+
+def test_a_mask_over_4_mb_is_refused_before_it_is_read() -> None:
+    first = check_image(image_bytes("png", (64, 48)))
+    with pytest.raises(InputRejected) as refused:
+        check_mask(b"\x89PNG\r\n\x1a\n" + b"\x00" * catalog.MAX_MASK_BYTES, first)
+    assert refused.value.rule == "image_too_large"
+    assert "mask" in refused.value.message
+
+
+def test_a_refusal_names_its_field() -> None:
+    with pytest.raises(InputRejected) as refused:
+        check_image(image_bytes("gif"))
+    error = refused.value.on("image[2]")
+    assert (error.field, error.rule) == ("image[2]", "image_format")
+    assert "GIF" in error.message
+
+
+def test_a_palette_png_with_transparency_counts_as_having_alpha() -> None:
+    # Given a palette PNG whose transparency is a tRNS chunk rather than an alpha channel
+    import io
+
+    from PIL import Image
+
+    image = Image.new("P", (16, 16), 0)
+    out = io.BytesIO()
+    image.save(out, "PNG", transparency=0)
+
+    # Then it can serve as a mask
+    assert inputs.check_image(out.getvalue()).has_alpha
