@@ -110,6 +110,14 @@ def _bucket(template: LocalTemplate, logical_id: str, props: dict[str, Any], reg
                 ]
             },
         )
+    if "CorsConfiguration" in props:
+        # CloudFormation's names for S3's: CorsRules is CORSRules, MaxAge is MaxAgeSeconds, Id is ID.
+        renamed = {"MaxAge": "MaxAgeSeconds", "Id": "ID"}
+        rules = [
+            {renamed.get(k, k): v for k, v in rule.items()}
+            for rule in template.resolve(props["CorsConfiguration"])["CorsRules"]
+        ]
+        s3.put_bucket_cors(Bucket=name, CORSConfiguration={"CORSRules": rules})
     template.attributes[logical_id] = {"Ref": name, "Arn": f"arn:aws:s3:::{name}"}
 
 

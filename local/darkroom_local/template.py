@@ -144,8 +144,10 @@ class LocalTemplate:
             raise NotImplementedError(f"the local stack does not resolve {key}")
         return {key: self.resolve(arg)}
 
-    def _ref(self, name: str) -> str:
+    def _ref(self, name: str) -> Any:
         if name in self.parameters:
+            if self.doc["Parameters"][name].get("Type") == "CommaDelimitedList":
+                return [item.strip() for item in self.parameters[name].split(",")]
             return self.parameters[name]
         if name in self.pseudo:
             return self.pseudo[name]

@@ -105,6 +105,7 @@ def test_health_and_openapi_need_no_key(stack: LocalStack) -> None:
         "/openapi.json",
         "/v1/images/generations",
         "/v1/images/edits",
+        "/v1/uploads",
         "/v1/jobs",
         "/v1/jobs/{id}",
         "/v1/jobs/{id}/deliveries",

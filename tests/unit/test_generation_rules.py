@@ -186,3 +186,15 @@ def test_type_errors_and_model_rules_never_report_one_field_twice() -> None:
         ("model", "model_retired"),
         ("output_compression", "compression_needs_jpeg_or_webp"),
     }
+
+
+@pytest.mark.parametrize(
+    ("events", "rule"),
+    [(["job.failed"] * 40_000, "too_long"), (["job.failed", "job.failed"], "events_repeated"), ([], "too_short")],
+    ids=["forty-thousand", "repeated", "empty"],
+)
+def test_webhook_events_list_each_event_at_most_once(events: list[str], rule: str) -> None:
+    # A long list would make a job item DynamoDB refuses: a 5xx for a client's mistake, and no retry helps.
+    with pytest.raises(ValidationFailed) as refused:
+        parse_generation_request({"prompt": "p", "webhook_events": events})
+    assert [(e.field, e.rule) for e in refused.value.errors] == [("webhook_events", rule)]

@@ -35,6 +35,7 @@ EXPECTED_GRANTS: dict[str, dict[str, set[str]]] = {
         "OutputsBucket/outputs/*": {"s3:PutObject", "s3:GetObject"},
         "OutputsBucket/inputs/*": {"s3:PutObject"},
         "OutputsBucket/uploads/*": {"s3:GetObject"},
+        "OutputsBucket/uploads/*/jobs/*": {"s3:PutObject"},
         "OutputsBucket": {"s3:ListBucket"},
         POLLER_EXECUTIONS: {"states:StopExecution"},
         "WebhooksTable": {
@@ -69,6 +70,7 @@ EXPECTED_GRANTS: dict[str, dict[str, set[str]]] = {
         "OutputsBucket": {"s3:ListBucket"},
         "PollerStateMachine": {"states:StartExecution"},
         POLLER_EXECUTIONS: {"states:DescribeExecution", "states:StopExecution"},
+        "OutputsBucket/uploads/*/jobs/*": {"s3:DeleteObject"},
         "WaveSpeedSecret": {"secretsmanager:GetSecretValue"},
     },
     "NotifyFunction": {
@@ -86,6 +88,17 @@ EXPECTED_GRANTS: dict[str, dict[str, set[str]]] = {
             "sqs:SendMessage",
         },
     },
+    "UploadsFunction": {
+        "UploadsFunctionLogs": {"logs:CreateLogStream", "logs:PutLogEvents"},
+        "OutputsBucket/uploads/*": {"s3:GetObject", "s3:PutObject", "s3:DeleteObject"},
+        "OutputsBucket": {"s3:ListBucket"},
+        "OutputsBucket/inputs/*": {"s3:PutObject"},
+        "OutputsBucket/outputs/*": {"s3:GetObject", "s3:PutObject"},
+        "JobsTable": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"},
+        "IdempotencyTable": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem"},
+        "JobsQueue": {"sqs:SendMessage"},
+        "UploadsQueue": {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"},
+    },
     "PollerFunction": {
         "PollerFunctionLogs": {"logs:CreateLogStream", "logs:PutLogEvents"},
         "JobsTable": {"dynamodb:GetItem", "dynamodb:UpdateItem"},
@@ -99,7 +112,6 @@ NEVER_GRANTED = [
     "dynamodb:Scan",
     "dynamodb:BatchWriteItem",
     "dynamodb:DeleteTable",
-    "s3:DeleteObject",
     "s3:PutObjectAcl",
     "s3:PutBucketPolicy",
     "s3:PutBucketAcl",
@@ -214,11 +226,22 @@ def test_role_carries_no_managed_policy_and_only_lambda_may_assume_it(cfn: dict[
 
 
 @pytest.mark.parametrize("function_id", sorted(EXPECTED_GRANTS))
-def test_bucket_listing_is_limited_to_outputs(cfn: dict[str, Any], function_id: str) -> None:
+def test_bucket_listing_is_limited_to_outputs_and_uploads(cfn: dict[str, Any], function_id: str) -> None:
     listing = [s for s in statements(cfn, role_of(cfn, function_id)) if "s3:ListBucket" in as_list(s["Action"])]
     for statement in listing:
         assert as_list(statement["Action"]) == ["s3:ListBucket"]
-        assert statement["Condition"] == {"StringLike": {"s3:prefix": "outputs/*"}}
+        assert set(as_list(statement["Condition"]["StringLike"]["s3:prefix"])) <= {"outputs/*", "uploads/*"}
+        assert set(statement["Condition"]) == {"StringLike"}
+
+
+@pytest.mark.parametrize("function_id", sorted(EXPECTED_GRANTS))
+def test_only_uploads_in_transit_may_be_deleted(cfn: dict[str, Any], function_id: str) -> None:
+    # Outputs and inputs are written once and expire by the bucket's lifecycle; only uploads, once copied to a
+    # job's inputs (or refused, or expired), are removed by darkroom itself.
+    for statement in statements(cfn, role_of(cfn, function_id)):
+        if any(fnmatchcase("s3:deleteobject", action.lower()) for action in as_list(statement["Action"])):
+            for resource in as_list(statement["Resource"]):
+                assert resource_name(cfn, resource).startswith("OutputsBucket/uploads/"), resource
 
 
 def test_worker_polls_exactly_the_queues_its_event_sources_read(cfn: dict[str, Any]) -> None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic_core import PydanticCustomError
 
 from darkroom import catalog, routing
 from darkroom.errors import FieldError, ValidationFailed
@@ -20,6 +21,21 @@ MAX_METADATA_PAIRS = 16
 
 WebhookEvent = Literal["job.succeeded", "job.failed", "job.canceled"]
 WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = ("job.succeeded", "job.failed", "job.canceled")
+
+
+def _each_once(events: list[WebhookEvent]) -> list[WebhookEvent]:
+    repeated = sorted({event for event in events if events.count(event) > 1})
+    if repeated:
+        raise PydanticCustomError(
+            "events_repeated", "List each event at most once; repeated: {repeated}.", {"repeated": ", ".join(repeated)}
+        )
+    return events
+
+
+# Each event at most once: a list is stored with its job or endpoint, and a long one would outgrow the item.
+WebhookEvents = Annotated[
+    list[WebhookEvent], Field(min_length=1, max_length=len(WEBHOOK_EVENTS)), AfterValidator(_each_once)
+]
 MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 MetadataValue = Annotated[str, StringConstraints(max_length=512)]
 
@@ -54,7 +70,7 @@ class GenerationRequest(BaseModel):
     )
     webhook_url: Annotated[str, StringConstraints(max_length=2048)] | None = None
     metadata: Annotated[dict[MetadataKey, MetadataValue], Field(max_length=MAX_METADATA_PAIRS)] | None = None
-    webhook_events: Annotated[list[WebhookEvent], Field(min_length=1)] | None = Field(
+    webhook_events: WebhookEvents | None = Field(
         default=None, description="Which events go to webhook_url: job.succeeded, job.failed, job.canceled (all)."
     )
 
@@ -166,6 +182,43 @@ def parse_edit_request(
     request = _parse(EditRequest, body, extra, files=files, **rules)
     assert isinstance(request, EditRequest)
     return request
+
+
+class UploadFiles(BaseModel):
+    """The files an upload job waits for: how many images, and whether a mask or a markup follows."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    images: Annotated[int, Field(ge=1, le=catalog.MAX_EDIT_IMAGES)] = 1
+    mask: bool = False
+    markup: bool = False
+
+
+def upload_files(body: Any) -> UploadFiles:
+    """POST /v1/uploads' `files`, checked on its own: its counts are what the edit rules then judge."""
+    files = body.get("files", {}) if isinstance(body, dict) else {}
+    try:
+        return UploadFiles.model_validate(files)
+    except ValidationError as exc:
+        errors = [
+            FieldError(f"files.{error.field}" if error.field != "body" else "files", error.rule, error.message)
+            for error in field_errors_from_pydantic(exc)
+        ]
+        raise ValidationFailed(errors) from None
+
+
+def parse_upload_request(body: Any, files: UploadFiles, **rules: Any) -> EditRequest:
+    """An upload's edit fields, judged as an edit with `files` standing for the form parts still to come. The files'
+    own rules report on `files.*`."""
+    fields = {k: v for k, v in body.items() if k != "files"} if isinstance(body, dict) else body
+    counts = {"image": files.images, "mask": int(files.mask), "markup": int(files.markup)}
+    try:
+        return parse_edit_request(fields, files=counts, **rules)
+    except ValidationFailed as exc:
+        renamed = {"image": "files.images", "mask": "files.mask", "markup": "files.markup"}
+        raise ValidationFailed(
+            [FieldError(renamed.get(e.field, e.field), e.rule, e.message) for e in exc.errors]
+        ) from None
 
 
 def _parse(model: type[GenerationRequest], body: Any, extra: list[FieldError], **rules: Any) -> GenerationRequest:

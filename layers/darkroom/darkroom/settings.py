@@ -41,7 +41,8 @@ class Settings:
     deliveries_table: str
     webhook_retry_queue_url: str
     webhook_retry_queue_arn: str
-    # Delays before each retry of a webhook delivery (darkroom.webhooks.delivery), from WEBHOOK_RETRY_SCHEDULE_S.
+    # When each try of a webhook delivery is made, after the one before (the first entry is the first try), from
+    # WEBHOOK_RETRY_SCHEDULE_S.
     webhook_retry_schedule: tuple[int, ...]
     # The API's public base URL, which events link jobs to.
     api_url: str
@@ -62,6 +63,8 @@ class Settings:
     poll_failures_tolerated: int
     # Let provider output URLs point at private addresses: only the local stack, whose emulator is on 127.0.0.1.
     allow_private_urls: bool
+    # How long POST /v1/uploads' presigned POSTs are valid; the job waits a little longer for uploads under way.
+    upload_ttl_s: int
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -102,6 +105,7 @@ class Settings:
             poll_timeout_s=float(env.get("POLL_TIMEOUT_S", "1800")),
             poll_failures_tolerated=int(env.get("POLL_FAILURES_TOLERATED", "5")),
             allow_private_urls=_flag(env.get("ALLOW_PRIVATE_URLS")),
+            upload_ttl_s=int(env.get("UPLOAD_TTL_S", "900")),
         )
 
 

@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from darkroom.api.http import Router
 from darkroom.jobs.store import STATUSES
-from darkroom.models import EditRequest, GenerationRequest
+from darkroom.models import EditRequest, GenerationRequest, UploadFiles
 
 
 class Output(BaseModel):
@@ -51,10 +51,13 @@ class Job(BaseModel):
     id: str
     object: Literal["image.job"]
     kind: Literal["generate", "edit"]
-    status: Literal["queued", "running", "polling", "succeeded", "failed", "canceled"]
+    status: Literal["awaiting_upload", "queued", "running", "polling", "succeeded", "failed", "canceled"]
     model: str
     request: dict[str, Any]
     inputs: EditInputs | None = Field(description="An edit's input files, as darkroom stored them.")
+    upload: dict[str, Any] | None = Field(
+        description="An upload's expected files (images, mask, markup) and when it expires (expires_at, epoch s)."
+    )
     outputs: list[Output]
     usage: dict[str, Any] | None
     cost_usd: float | None
@@ -69,6 +72,24 @@ class Job(BaseModel):
     started_at: str | None
     completed_at: str | None
     next_attempt_at: str | None
+
+
+class UploadRequest(EditRequest):
+    """POST /v1/uploads: an edit's fields (its images are uploaded, not sent), and which files will come."""
+
+    files: UploadFiles = Field(default_factory=UploadFiles)
+
+
+class PresignedPost(BaseModel):
+    field: str = Field(description="The file it takes: image[0]..image[n-1], mask or markup.")
+    url: str
+    fields: dict[str, str] = Field(description="Form fields to send first; then Content-Type (image/...), then file.")
+    max_bytes: int
+
+
+class UploadOpened(Job):
+    uploads: list[PresignedPost]
+    uploads_expire_in: int
 
 
 class JobList(BaseModel):
@@ -94,7 +115,11 @@ class Error(BaseModel):
     error: ErrorBody
 
 
-_REQUEST_BODIES = {("POST", "/v1/images/generations"): GenerationRequest, ("POST", "/v1/images/edits"): EditRequest}
+_REQUEST_BODIES = {
+    ("POST", "/v1/images/generations"): GenerationRequest,
+    ("POST", "/v1/images/edits"): EditRequest,
+    ("POST", "/v1/uploads"): UploadRequest,
+}
 # An edit as the openai SDK sends it: the images as file parts, every other field as form text.
 _EDIT_FORM = {
     "type": "object",
@@ -110,6 +135,7 @@ _EDIT_FORM = {
 _RESPONSES: dict[tuple[str, str], tuple[str, type[BaseModel] | None]] = {
     ("POST", "/v1/images/generations"): ("202", Job),
     ("POST", "/v1/images/edits"): ("202", Job),
+    ("POST", "/v1/uploads"): ("201", UploadOpened),
     ("GET", "/v1/jobs/{id}"): ("200", Job),
     ("GET", "/v1/jobs"): ("200", JobList),
     ("DELETE", "/v1/jobs/{id}"): ("200", Job),
@@ -137,7 +163,7 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
 def openapi_document(router: Router) -> dict[str, Any]:
     from pydantic.json_schema import models_json_schema
 
-    models: list[type[BaseModel]] = [GenerationRequest, EditRequest, Job, JobList, Error]
+    models: list[type[BaseModel]] = [GenerationRequest, EditRequest, UploadRequest, Job, UploadOpened, JobList, Error]
     _, defs = models_json_schema([(m, "validation") for m in models], ref_template="#/components/schemas/{model}")
     paths: dict[str, dict[str, Any]] = {}
     for route in router.routes:

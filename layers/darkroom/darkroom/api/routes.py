@@ -13,7 +13,7 @@ from darkroom.jobs import idempotency
 from darkroom.jobs.intake import cancel_job, submit_generation
 from darkroom.jobs.store import STATUSES, Job, JobStore, cursor_after
 from darkroom.jobs.views import job_document, job_summary
-from darkroom.models import parse_generation_request
+from darkroom.models import parse_generation_request, parse_upload_request, upload_files
 from darkroom.observability import metrics
 from darkroom.settings import settings
 from darkroom.tenants import tenant_for_authorization
@@ -111,6 +111,29 @@ def create_edit(request: Request) -> Response:
     fingerprint = {"fields": fields, "inputs": edits.fingerprint(found)}
     key = idempotency.from_request(request.tenant, request.headers, "edits", fingerprint)
     return _accepted(*submit_edit(request.tenant, edit, found, key))
+
+
+@router.route("POST", "/v1/uploads", summary="An edit whose files are uploaded straight to storage: presigned POSTs.")
+def create_upload(request: Request) -> Response:
+    from darkroom.jobs.intake import open_upload
+
+    body = request.json()
+    s = settings()
+    wanted = upload_files(body)
+    edit = parse_upload_request(
+        body,
+        wanted,
+        allow_http_webhooks=s.allow_http_webhooks,
+        allow_private_webhooks=s.allow_private_webhooks,
+        routes=s.routes,
+    )
+    key = idempotency.from_request(request.tenant, request.headers, "uploads", body)
+    job, posts, replayed = open_upload(request.tenant, edit, wanted, key)
+    headers = {"location": f"/v1/jobs/{job.id}"}
+    if replayed:
+        headers["idempotent-replayed"] = "true"
+    document = {**job_document(job, with_urls=False), "uploads": posts, "uploads_expire_in": s.upload_ttl_s}
+    return Response(201, document, headers)
 
 
 @router.route("GET", "/v1/jobs/{id}", summary="A job, with download URLs for its outputs.")

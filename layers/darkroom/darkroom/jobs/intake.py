@@ -12,7 +12,7 @@ from darkroom.ids import new_job_id, now_iso
 from darkroom.jobs import executions, manifests
 from darkroom.jobs.idempotency import IdempotencyKey, IdempotencyKeyInProgress
 from darkroom.jobs.store import Job, JobStore, LeaseLost, TransactionConflict
-from darkroom.models import EditRequest, GenerationRequest
+from darkroom.models import EditRequest, GenerationRequest, UploadFiles
 from darkroom.observability import logger
 from darkroom.settings import settings
 
@@ -41,6 +41,34 @@ def submit_edit(
     job = new_job(tenant, request, kind="edit")
     job.inputs = store_inputs(tenant, job.id, found)
     return _submit(job, request, idempotency)
+
+
+def open_upload(
+    tenant: str, request: EditRequest, files: UploadFiles, idempotency: IdempotencyKey | None = None
+) -> tuple[Job, list[dict[str, Any]], bool]:
+    """An edit that waits for its files (`awaiting_upload`), and one presigned POST per file. Nothing is queued:
+    the last file's arrival does that (darkroom.uploads). A replay answers with fresh POSTs for the same job while
+    it still waits."""
+    from darkroom import uploads
+
+    ttl_s = settings().upload_ttl_s
+    store = JobStore()
+    if idempotency is not None:
+        replay = _replay_if_claimed(idempotency)
+        if replay is not None:
+            posts = uploads.presigned_posts(replay, ttl_s) if replay.status == "awaiting_upload" else []
+            return replay, posts, True
+    job = new_job(tenant, request, kind="edit", status="awaiting_upload")
+    job.upload = {**files.model_dump(), "expires_at": uploads.expires_at(ttl_s)}
+    try:
+        store.create(job, together_with=[idempotency.put_item(job.id)] if idempotency else None)
+    except TransactionConflict as exc:
+        if idempotency is None or not exc.failed[1]:
+            raise
+        replayed = _replayed(store, idempotency)
+        return replayed, uploads.presigned_posts(replayed, ttl_s), True
+    logger.info("upload opened", extra=accepted_log(job, request))
+    return job, uploads.presigned_posts(job, ttl_s), False
 
 
 def new_job(tenant: str, request: GenerationRequest, *, kind: str, status: str = "queued") -> Job:

@@ -27,6 +27,7 @@ def job_document(job: Job, *, with_urls: bool) -> dict[str, Any]:
         "model": job.model,
         "request": job.request,
         "inputs": job.inputs,
+        "upload": job.upload,
         "outputs": outputs,
         "usage": job.usage,
         "cost_usd": float(job.cost_usd) if job.cost_usd is not None else None,
