@@ -216,3 +216,100 @@ def test_the_production_guard_refuses_each_example_at_registration_submission_an
     assert status == 422 and answer["error"]["fields"][0]["rule"] == "webhook_url_not_allowed", answer
     attempt = delivery.send(url, b"{}", {}, allow_http=True, allow_private=False)
     assert attempt.outcome == "failed" and attempt.status is None, attempt
+
+
+@pytest.mark.parametrize(
+    ("events", "rule"),
+    [
+        (["job.failed"] * 40_000, "too_long"),
+        (["job.succeeded", "job.failed", "job.canceled", "job.failed"], "too_long"),
+        (["job.failed", "job.succeeded", "job.failed"], "events_repeated"),
+    ],
+)
+def test_an_events_list_longer_than_the_events_or_with_repeats_is_a_422(
+    stack: LocalStack, events: list[str], rule: str
+) -> None:
+    # Given an endpoint
+    _, created = call(stack, "POST", "/v1/webhooks/endpoints", {"url": "http://127.0.0.1:9000/events"})
+    try:
+        # When an events list repeats itself, on registration or on a change
+        for method, path in (("POST", "/v1/webhooks/endpoints"), ("PATCH", f"/v1/webhooks/endpoints/{created['id']}")):
+            status, answer = call(stack, method, path, {"url": "http://127.0.0.1:9000/events", "events": events})
+            # Then it is refused, naming the field and the rule, and nothing is stored
+            assert status == 422, (method, answer)
+            assert [(f["field"], f["rule"]) for f in answer["error"]["fields"]] == [("events", rule)]
+        assert call(stack, "GET", f"/v1/webhooks/endpoints/{created['id']}")[1]["events"] == created["events"]
+    finally:
+        call(stack, "DELETE", f"/v1/webhooks/endpoints/{created['id']}")
+
+
+def test_a_delete_that_conflicts_with_a_registration_is_a_503_to_retry_not_a_404(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from botocore.exceptions import ClientError
+
+    _, created = call(stack, "POST", "/v1/webhooks/endpoints", {"url": "http://127.0.0.1:9000/busy"})
+
+    def conflict(**kwargs: Any) -> Any:
+        raise ClientError(
+            {
+                "Error": {"Code": "TransactionCanceledException", "Message": "[None, TransactionConflict]"},
+                "CancellationReasons": [{"Code": "None"}, {"Code": "TransactionConflict"}],
+            },
+            "TransactWriteItems",
+        )
+
+    try:
+        # Given a registration writing the tenant's endpoint count at the same moment as a delete
+        with monkeypatch.context() as busy:
+            busy.setattr(aws.client("dynamodb"), "transact_write_items", conflict)
+            # When the delete's transaction is cancelled for it
+            status, answer = call(stack, "DELETE", f"/v1/webhooks/endpoints/{created['id']}")
+        # Then the caller is told to retry, and the endpoint is still there
+        assert status == 503, answer
+        assert call(stack, "GET", f"/v1/webhooks/endpoints/{created['id']}")[0] == 200
+    finally:
+        assert call(stack, "DELETE", f"/v1/webhooks/endpoints/{created['id']}")[0] == 200
+
+
+@pytest.mark.parametrize(("method", "suffix", "body"), [("PATCH", "", {"enabled": False}), ("POST", "/rotate", None)])
+def test_a_change_or_rotation_racing_a_delete_is_a_404(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch, method: str, suffix: str, body: Any
+) -> None:
+    _, created = call(stack, "POST", "/v1/webhooks/endpoints", {"url": "http://127.0.0.1:9000/racing"})
+    real_get = WebhookStore.get_endpoint
+    deleted: list[str] = []
+
+    def read_then_deleted(self: WebhookStore, tenant: str, endpoint_id: str) -> Any:
+        endpoint = real_get(self, tenant, endpoint_id)
+        if not deleted:  # the delete lands between this request's read and its write
+            deleted.append(endpoint_id)
+            WebhookStore().delete_endpoint(tenant, endpoint_id)
+        return endpoint
+
+    # Given an endpoint deleted while a change or rotation of it is under way
+    monkeypatch.setattr(WebhookStore, "get_endpoint", read_then_deleted)
+    # When that request writes
+    status, answer = call(stack, method, f"/v1/webhooks/endpoints/{created['id']}{suffix}", body)
+    # Then it is told the endpoint is gone
+    assert status == 404 and answer["error"]["code"] == "not_found", answer
+
+
+@pytest.mark.parametrize("change", [{"url": "http://127.0.0.1:9000/new"}, {"enabled": True}])
+def test_a_new_url_or_turning_it_back_on_starts_an_endpoint_afresh(stack: LocalStack, change: dict[str, Any]) -> None:
+    store = WebhookStore()
+    endpoint, _ = store.create_endpoint(
+        "dev", url="http://127.0.0.1:9000/old", events=["job.failed"], description="", enabled=True
+    )
+    try:
+        # Given an endpoint whose deliveries have failed often enough to open its breaker
+        for _ in range(4):
+            endpoint = store.mark_endpoint(endpoint, failing=True)
+        assert endpoint.failing_since and endpoint.breaker_open()
+        # When the tenant points it elsewhere, or turns it (back) on
+        status, _ = call(stack, "PATCH", f"/v1/webhooks/endpoints/{endpoint.id}", change)
+        # Then the old failures count against it no more
+        changed = store.get_endpoint("dev", endpoint.id)
+        assert status == 200 and changed.failing_since is None and changed.failures == 0 and not changed.breaker_open()
+    finally:
+        store.delete_endpoint("dev", endpoint.id)

@@ -33,8 +33,9 @@ class Receiver(http.server.ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_address[1]}/hooks"
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
+def start_receiver() -> Receiver:
+    """A subscriber on 127.0.0.1 answering from `answers` (then 200), keeping what it was sent."""
+
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             server: Receiver = self.server  # type: ignore[assignment]
@@ -49,8 +50,34 @@ def receiver() -> Iterator[Receiver]:
     server = Receiver(("127.0.0.1", 0), Handler)
     server.answers, server.seen = [], []
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    return server
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = start_receiver()
     yield server
     server.shutdown()
+
+
+class Clock:
+    """`time` as a module sees it, `offset` seconds ahead: SQS's visibility timeouts and delays without the wait."""
+
+    def __init__(self, offset: float) -> None:
+        self.offset = offset
+
+    def time(self) -> float:
+        return time.time() + self.offset
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+class Sent(list[tuple[dict[str, Any], float]]):
+    """Retry messages as send_retry was given them, kept here rather than queued (their delays are real in moto)."""
+
+    def __call__(self, message: dict[str, Any], delay_s: float) -> None:
+        self.append(({**message, "not_before": message.get("not_before") or time.time() + delay_s}, delay_s))
 
 
 @pytest.fixture(autouse=True)
@@ -217,7 +244,13 @@ def test_a_url_the_http_client_cannot_use_fails_its_own_delivery_only(stack: Loc
             WebhookStore().delete_endpoint("dev", each.id)
 
 
-def test_an_endpoint_failing_every_delivery_for_five_days_is_disabled(stack: LocalStack, receiver: Receiver) -> None:
+def test_an_endpoint_failing_every_delivery_for_five_days_is_disabled(
+    stack: LocalStack, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counted: list[str] = []
+    warned: list[dict[str, Any]] = []
+    monkeypatch.setattr(notify_module.metrics, "add_metric", lambda **metric: counted.append(metric["name"]))
+    monkeypatch.setattr(notify_module.logger, "warning", lambda message, extra=None: warned.append(extra or {}))
     store = WebhookStore()
     endpoint, _ = store.create_endpoint("dev", url=receiver.url, events=["job.succeeded"], description="", enabled=True)
     try:
@@ -235,6 +268,11 @@ def test_an_endpoint_failing_every_delivery_for_five_days_is_disabled(stack: Loc
         # Then the endpoint is disabled, and says why
         disabled = store.get_endpoint("dev", endpoint.id)
         assert disabled.enabled is False and "5 days" in (disabled.disabled_reason or "")
+        # and the operator hears of it
+        assert "WebhookEndpointsDisabled" in counted
+        assert {"tenant": "dev", "endpoint_id": endpoint.id} in [
+            {k: v for k, v in extra.items() if k in ("tenant", "endpoint_id")} for extra in warned
+        ]
     finally:
         store.delete_endpoint("dev", endpoint.id)
 
@@ -282,5 +320,176 @@ def test_at_send_time_the_guard_refuses_a_name_that_now_resolves_privately(
         (record,) = listing["data"]
         assert status == 200 and record["status"] == "retrying" and record["attempts"][0]["status"] is None
         assert "could not be reached" in record["attempts"][0]["error"]
+    finally:
+        store.delete_endpoint("dev", endpoint.id)
+
+
+def test_a_retry_whose_message_was_refused_is_queued_when_the_message_of_its_try_comes_back(
+    stack: LocalStack, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a first try that fails, whose retry (due in 10 minutes) is recorded but refused by SQS
+    monkeypatch.setenv("WEBHOOK_RETRY_SCHEDULE_S", "0,600,600")
+    aws.reset()
+    receiver.answers[:] = [500]
+    run_job(stack, prompt="a lighthouse whose retry SQS refused", webhook_url=receiver.url)
+    notify(stack, "CompletionsQueue")
+    (first,) = receive(stack, "WebhookRetryQueue", wait_s=1)
+    boto3.client("sqs").delete_message(
+        QueueUrl=queue_url(stack, "WebhookRetryQueue"), ReceiptHandle=first["ReceiptHandle"]
+    )
+    with monkeypatch.context() as refused:
+        refused.setattr(notify_module, "send_retry", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("SQS down")))
+        with pytest.raises(RuntimeError):
+            notify_module.handle_retry_message(first["Body"])  # so its message stays on the queue
+    assert len(receiver.seen) == 1
+    # When SQS shows that message again, after the queue's visibility timeout (6 minutes)
+    sent = Sent()
+    monkeypatch.setattr(notify_module, "send_retry", sent)
+    monkeypatch.setattr(notify_module, "time", Clock(365))
+    notify_module.handle_retry_message(first["Body"])
+    # Then the retry is queued, for when it was due rather than at once, and a further copy queues nothing more
+    ((retry, delay_s),) = sent
+    assert retry["attempt"] == 1 and 600 - 365 <= delay_s <= 660 - 365
+    notify_module.handle_retry_message(first["Body"])
+    assert len(sent) == 1 and len(receiver.seen) == 1
+    # And when it comes due, the retry is made
+    monkeypatch.setattr(notify_module, "time", Clock(700))
+    notify_module.handle_retry_message(json.dumps(retry))
+    assert len(receiver.seen) == 2 and receiver.seen[0][0]["webhook-id"] == receiver.seen[1][0]["webhook-id"]
+
+
+def test_an_endpoints_retries_and_redeliveries_go_to_the_url_it_was_moved_to(
+    stack: LocalStack, receiver: Receiver
+) -> None:
+    from tests.integration.test_webhook_endpoints import call as api
+
+    moved = start_receiver()
+    store = WebhookStore()
+    endpoint, _ = store.create_endpoint("dev", url=receiver.url, events=["job.succeeded"], description="", enabled=True)
+    try:
+        # Given a delivery whose first try failed at the endpoint's old url
+        receiver.answers[:] = [500]
+        job_id = run_job(stack, prompt="a lighthouse whose subscriber moved")
+        first_tries(stack)
+        # When the tenant moves the endpoint, then its retry is made and the job redelivered
+        status, changed = api(stack, "PATCH", f"/v1/webhooks/endpoints/{endpoint.id}", {"url": moved.url})
+        assert status == 200 and changed["url"] == moved.url
+        notify(stack, "WebhookRetryQueue")
+        assert call(stack, "POST", f"/v1/jobs/{job_id}/deliveries/redeliver")[1]["redelivering_to"] == [endpoint.id]
+        notify(stack, "WebhookRetryQueue")
+        # Then both went to the new url, and the delivery says so
+        assert len(receiver.seen) == 1 and len(moved.seen) == 2
+        (record,) = call(stack, "GET", f"/v1/jobs/{job_id}/deliveries")[1]["data"]
+        assert record["url"] == moved.url and record["status"] == "delivered"
+    finally:
+        moved.shutdown()
+        store.delete_endpoint("dev", endpoint.id)
+
+
+def test_a_retry_of_an_event_the_endpoint_no_longer_takes_is_skipped(stack: LocalStack, receiver: Receiver) -> None:
+    store = WebhookStore()
+    endpoint, _ = store.create_endpoint("dev", url=receiver.url, events=["job.succeeded"], description="", enabled=True)
+    try:
+        # Given a delivery whose first try failed
+        receiver.answers[:] = [500]
+        job_id = run_job(stack, prompt="a lighthouse whose subscriber lost interest")
+        first_tries(stack)
+        # When the tenant's endpoint stops taking that event, before the retry
+        store.update_endpoint("dev", endpoint.id, {"events": ["job.failed"]})
+        notify(stack, "WebhookRetryQueue")
+        # Then nothing more is sent, the delivery ends saying why, and a redelivery leaves it out
+        assert len(receiver.seen) == 1
+        (record,) = call(stack, "GET", f"/v1/jobs/{job_id}/deliveries")[1]["data"]
+        assert record["status"] == "skipped" and "no longer takes job.succeeded" in record["attempts"][-1]["error"]
+        status, answer = call(stack, "POST", f"/v1/jobs/{job_id}/deliveries/redeliver")
+        assert status == 202 and answer["redelivering_to"] == [] and notify(stack, "WebhookRetryQueue") == []
+    finally:
+        store.delete_endpoint("dev", endpoint.id)
+
+
+def test_a_redelivery_is_not_sent_to_a_disabled_or_deleted_endpoint(stack: LocalStack, receiver: Receiver) -> None:
+    store = WebhookStore()
+    kept, _ = store.create_endpoint("dev", url=receiver.url, events=["job.succeeded"], description="", enabled=True)
+    off, _ = store.create_endpoint("dev", url=receiver.url, events=["job.succeeded"], description="", enabled=True)
+    gone, _ = store.create_endpoint("dev", url=receiver.url, events=["job.succeeded"], description="", enabled=True)
+    try:
+        # Given a job delivered to three endpoints, one since disabled and one since deleted
+        job_id = run_job(stack, prompt="a lighthouse for three endpoints")
+        first_tries(stack)
+        assert len(receiver.seen) == 3
+        store.disable_endpoint(off, "the endpoint answered 410 Gone")
+        store.delete_endpoint("dev", gone.id)
+        # When the job is redelivered
+        status, answer = call(stack, "POST", f"/v1/jobs/{job_id}/deliveries/redeliver")
+        notify(stack, "WebhookRetryQueue")
+        # Then only the endpoint still on is named, and only it is sent to
+        assert status == 202 and answer["redelivering_to"] == [kept.id] and len(receiver.seen) == 4
+    finally:
+        store.delete_endpoint("dev", kept.id)
+        store.delete_endpoint("dev", off.id)
+
+
+def test_a_redelivery_of_a_delivery_that_was_given_up_gets_the_whole_schedule_again(
+    stack: LocalStack, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a delivery that used its whole schedule (two tries) and was given up
+    monkeypatch.setenv("WEBHOOK_RETRY_SCHEDULE_S", "0,0")
+    aws.reset()
+    receiver.answers[:] = [500, 500, 503, 200]
+    job_id = run_job(stack, prompt="a lighthouse redelivered after an outage", webhook_url=receiver.url)
+    first_tries(stack)
+    notify(stack, "WebhookRetryQueue")
+    assert len(receiver.seen) == 2
+    assert call(stack, "GET", f"/v1/jobs/{job_id}/deliveries")[1]["data"][0]["status"] == "failed"
+    # When it is redelivered, and the redelivery's first try meets one more failure
+    assert call(stack, "POST", f"/v1/jobs/{job_id}/deliveries/redeliver")[1]["redelivering_to"] == ["job"]
+    notify(stack, "WebhookRetryQueue")
+    assert len(receiver.seen) == 3
+    # Then the redelivery goes on with its own schedule: its retry is made and delivers
+    notify(stack, "WebhookRetryQueue")
+    (record,) = call(stack, "GET", f"/v1/jobs/{job_id}/deliveries")[1]["data"]
+    assert len(receiver.seen) == 4 and record["status"] == "delivered"
+    # with the attempts numbered on from the first, and one webhook-id throughout
+    assert [a["attempt"] for a in record["attempts"]] == [1, 2, 3, 4]
+    assert len({headers["webhook-id"] for headers, _ in receiver.seen}) == 1
+
+
+def test_the_schedules_first_entry_is_the_wait_before_the_first_try(
+    stack: LocalStack, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a schedule whose first entry holds the first try back two minutes
+    monkeypatch.setenv("WEBHOOK_RETRY_SCHEDULE_S", "120,0")
+    aws.reset()
+    sent = Sent()
+    monkeypatch.setattr(notify_module, "send_retry", sent)
+    # When a job ends
+    run_job(stack, prompt="a lighthouse in no hurry", webhook_url=receiver.url)
+    notify(stack, "CompletionsQueue")
+    # Then its first try's message is due two minutes on
+    ((first, delay_s),) = sent
+    assert first["attempt"] == 0 and 120 <= delay_s <= 132
+
+
+def test_a_success_clears_a_failing_clock_started_after_the_endpoint_was_read(
+    stack: LocalStack, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from darkroom.webhooks import delivery
+
+    store = WebhookStore()
+    endpoint, _ = store.create_endpoint("dev", url=receiver.url, events=["job.succeeded"], description="", enabled=True)
+    real_send = delivery.send
+
+    def after_another_failure(*args: Any, **kwargs: Any) -> Any:
+        store.mark_endpoint(store.get_endpoint("dev", endpoint.id), failing=True)  # another job's try, meanwhile
+        return real_send(*args, **kwargs)
+
+    try:
+        # Given an endpoint read as healthy, whose failing clock another try starts while this one is on its way
+        monkeypatch.setattr(delivery, "send", after_another_failure)
+        run_job(stack, prompt="a lighthouse delivered during an outage")
+        # When this try succeeds
+        first_tries(stack)
+        # Then the clock is stopped all the same
+        assert len(receiver.seen) == 1 and store.get_endpoint("dev", endpoint.id).failing_since is None
     finally:
         store.delete_endpoint("dev", endpoint.id)

@@ -118,3 +118,12 @@ def test_a_subscribers_retry_after_may_ask_for_hours(receiver: Receiver) -> None
     assert attempt.retry_after_s == 18000.0  # not held to the providers' hour
     delay = delivery.next_delay_s(2, delivery.DEFAULT_SCHEDULE_S, attempt.retry_after_s)
     assert delay is not None and 18000 <= delay <= 18000 * 1.1
+
+
+def test_the_schedules_first_entry_is_the_first_try_so_the_default_makes_eight_tries() -> None:
+    # Given the default schedule: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h
+    schedule = delivery.DEFAULT_SCHEDULE_S
+    # When each try's wait is asked for, by the tries made before it
+    waits = [delivery.next_delay_s(made, schedule) for made in range(len(schedule) + 1)]
+    # Then the first try goes at once, the first retry 5 s after it, and there is no ninth try
+    assert waits[0] == 0 and 5 <= (waits[1] or 0) <= 5.5 and waits[-1] is None

@@ -5,6 +5,12 @@ One DynamoDB table, keyed by tenant: the tenant's own secret (item `secret`), wh
 Secrets are stored sealed by KMS, with the tenant and the item as encryption context, so a sealed secret copied to
 another tenant's item does not open; they appear in no log. A rotation keeps the previous secret valid for
 ROTATION_OVERLAP_S, and deliveries meanwhile carry a signature for each.
+
+An endpoint's item also keeps how its deliveries fare, for the notify function: when they started failing (an
+endpoint failing for 5 days is disabled), and a circuit breaker. After BREAKER_AFTER_FAILURES failed tries in a row,
+tries to it wait out a backoff window (doubling from BREAKER_FIRST_WINDOW_S to BREAKER_MAX_WINDOW_S) without being
+sent, but for one probe per window, taken by a conditional write; a success closes it. So a subscriber that never
+answers holds one try's slot per window, not one per delivery.
 """
 
 from __future__ import annotations
@@ -26,6 +32,12 @@ TENANT_SECRET = "secret"
 ENDPOINT_PREFIX = "endpoint#"
 ENDPOINT_COUNT = "endpoint_count"  # how many endpoints the tenant has, kept with them in one transaction
 MAX_ENDPOINTS = 20  # per tenant: each one is a delivery per ended job
+BREAKER_AFTER_FAILURES = 3
+BREAKER_FIRST_WINDOW_S = 60.0
+BREAKER_MAX_WINDOW_S = 900.0  # SQS's longest delay: a postponed try waits as one message
+PROBE_LEASE_S = 60.0  # longer than a try (15 s) and its bookkeeping; a probe whose worker died is taken again after it
+# What a delivery's outcomes write on the endpoint; a new url starts afresh.
+_HEALTH = ("failing_since", "failures", "breaker_until", "probe_of", "probe_until")
 
 
 @dataclass
@@ -49,6 +61,13 @@ class Endpoint:
     secrets: list[Sealed] = field(default_factory=list)
     # When deliveries to it started failing without a success since (None: the last one succeeded).
     failing_since: float | None = None
+    failures: int = 0  # failed tries in a row
+    breaker_until: float | None = None  # the end of the breaker's window, once failures reach BREAKER_AFTER_FAILURES
+    probe_of: float | None = None  # the window (its breaker_until) whose probe is taken, and until when
+    probe_until: float | None = None
+
+    def breaker_open(self) -> bool:
+        return self.failures >= BREAKER_AFTER_FAILURES and self.breaker_until is not None
 
     def public(self) -> dict[str, Any]:
         """As the API shows it: never a secret."""
@@ -149,7 +168,8 @@ class WebhookStore:
         return _endpoint(item)
 
     def update_endpoint(self, tenant: str, endpoint_id: str, changes: dict[str, Any]) -> Endpoint:
-        """Change an endpoint's url, events, description or enabled flag; turning it on forgets why it was off."""
+        """Change an endpoint's url, events, description or enabled flag; turning it on forgets why it was off, and
+        turning it on or giving it a new url forgets its failures (the failing clock, the breaker)."""
         endpoint = self.get_endpoint(tenant, endpoint_id)
         values: dict[str, Any] = {}
         sets, removes = [], []
@@ -166,19 +186,29 @@ class WebhookStore:
             )
             sets.append(f"#{name} = :{name}")
         if changes.get("enabled") is True:
-            removes += ["disabled_reason", "failing_since"]
-            endpoint.disabled_reason, endpoint.failing_since = None, None
+            removes.append("disabled_reason")
+            endpoint.disabled_reason = None
+        if changes.get("enabled") is True or changes.get("url") is not None:
+            # Turned back on, or pointed at another subscriber: the failures so far say nothing about what comes next.
+            removes += _HEALTH
+            endpoint.failing_since, endpoint.failures, endpoint.breaker_until = None, 0, None
+            endpoint.probe_of, endpoint.probe_until = None, None
         if not sets:
             return endpoint
         expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
-        self.db.update_item(
-            TableName=self.table,
-            Key={"tenant": {"S": tenant}, "item": {"S": ENDPOINT_PREFIX + endpoint.id}},
-            UpdateExpression=expression,
-            ConditionExpression="attribute_exists(tenant)",
-            ExpressionAttributeNames={f"#{name}": name for name in changes if changes[name] is not None},
-            ExpressionAttributeValues=values,
-        )
+        try:
+            self.db.update_item(
+                TableName=self.table,
+                Key={"tenant": {"S": tenant}, "item": {"S": ENDPOINT_PREFIX + endpoint.id}},
+                UpdateExpression=expression,
+                ConditionExpression="attribute_exists(tenant)",
+                ExpressionAttributeNames={f"#{name}": name for name in changes if changes[name] is not None},
+                ExpressionAttributeValues=values,
+            )
+        except Exception as exc:
+            if aws.error_code(exc) != "ConditionalCheckFailedException":
+                raise
+            raise NotFound(f"No webhook endpoint {endpoint_id}.") from None  # deleted meanwhile
         return endpoint
 
     def delete_endpoint(self, tenant: str, endpoint_id: str) -> None:
@@ -205,36 +235,88 @@ class WebhookStore:
                 ]
             )
         except Exception as exc:
-            if aws.error_code(exc) != "TransactionCanceledException":
-                raise
-            raise NotFound(f"No webhook endpoint {endpoint_id}.") from None  # deleted meanwhile
+            reasons = [r.get("Code", "") for r in getattr(exc, "response", {}).get("CancellationReasons", [])]
+            # Only the endpoint's own condition means it is gone; a conflict on the shared count (a registration at
+            # the same moment) is worth a retry, and the router answers it so.
+            if aws.error_code(exc) == "TransactionCanceledException" and reasons[:1] == ["ConditionalCheckFailed"]:
+                raise NotFound(f"No webhook endpoint {endpoint_id}.") from None  # deleted meanwhile
+            raise
 
     def mark_endpoint(self, endpoint: Endpoint, *, failing: bool) -> Endpoint:
-        """Note a delivery's outcome: the first failure since a success starts the clock, a success stops it."""
+        """Note a try's outcome, and return the endpoint as it now is. A failure counts toward the breaker, opens or
+        lengthens its window, and starts the failing clock if it is not running; a success stops both."""
         key = {"tenant": {"S": endpoint.tenant}, "item": {"S": ENDPOINT_PREFIX + endpoint.id}}
         try:
             if failing:
                 now = time.time()
-                self.db.update_item(
+                # From the count read before the try: at worst a window one step short when tries overlap.
+                doublings = min(10, max(0, endpoint.failures + 1 - BREAKER_AFTER_FAILURES))
+                window = min(BREAKER_MAX_WINDOW_S, BREAKER_FIRST_WINDOW_S * 2**doublings)
+                item = self.db.update_item(
                     TableName=self.table,
                     Key=key,
-                    UpdateExpression="SET failing_since = :now",
-                    ConditionExpression="attribute_exists(tenant) AND attribute_not_exists(failing_since)",
-                    ExpressionAttributeValues={":now": {"N": str(now)}},
-                )
-                endpoint.failing_since = now
-            else:
-                self.db.update_item(
-                    TableName=self.table,
-                    Key=key,
-                    UpdateExpression="REMOVE failing_since",
+                    UpdateExpression="SET failing_since = if_not_exists(failing_since, :now), breaker_until = :until "
+                    "ADD failures :one",
                     ConditionExpression="attribute_exists(tenant)",
-                )
-                endpoint.failing_since = None
+                    ExpressionAttributeValues={
+                        ":now": {"N": str(now)},
+                        ":until": {"N": str(now + window)},
+                        ":one": {"N": "1"},
+                    },
+                    ReturnValues="ALL_NEW",
+                )["Attributes"]
+                return _endpoint(item)
+            # Whatever was read before the try: another try may have failed since.
+            self.db.update_item(
+                TableName=self.table,
+                Key=key,
+                UpdateExpression="REMOVE " + ", ".join(_HEALTH),
+                ConditionExpression="attribute_exists(tenant)",
+            )
+            endpoint.failing_since, endpoint.failures, endpoint.breaker_until = None, 0, None
+            endpoint.probe_of, endpoint.probe_until = None, None
         except Exception as exc:
             if aws.error_code(exc) != "ConditionalCheckFailedException":
                 raise
         return endpoint
+
+    def take_probe(self, endpoint: Endpoint) -> bool:
+        """The one try of the breaker's current window, for PROBE_LEASE_S: False if another worker has it, or the
+        window changed since the endpoint was read."""
+        now = time.time()
+        try:
+            self.db.update_item(
+                TableName=self.table,
+                Key={"tenant": {"S": endpoint.tenant}, "item": {"S": ENDPOINT_PREFIX + endpoint.id}},
+                UpdateExpression="SET probe_of = :window, probe_until = :lease",
+                ConditionExpression="breaker_until = :window "
+                "AND (attribute_not_exists(probe_of) OR probe_of <> :window OR probe_until < :now)",
+                ExpressionAttributeValues={
+                    ":window": {"N": str(endpoint.breaker_until)},
+                    ":lease": {"N": str(now + PROBE_LEASE_S)},
+                    ":now": {"N": str(now)},
+                },
+            )
+        except Exception as exc:
+            if aws.error_code(exc) != "ConditionalCheckFailedException":
+                raise
+            return False
+        endpoint.probe_of, endpoint.probe_until = endpoint.breaker_until, now + PROBE_LEASE_S
+        return True
+
+    def release_probe(self, endpoint: Endpoint) -> None:
+        """A probe taken for a try that turned out not to be this worker's: another may take it at once."""
+        try:
+            self.db.update_item(
+                TableName=self.table,
+                Key={"tenant": {"S": endpoint.tenant}, "item": {"S": ENDPOINT_PREFIX + endpoint.id}},
+                UpdateExpression="REMOVE probe_of, probe_until",
+                ConditionExpression="probe_until = :mine",
+                ExpressionAttributeValues={":mine": {"N": str(endpoint.probe_until)}},
+            )
+        except Exception as exc:
+            if aws.error_code(exc) != "ConditionalCheckFailedException":
+                raise
 
     def disable_endpoint(self, endpoint: Endpoint, reason: str) -> None:
         """Turn an endpoint off, saying why; nothing to do if the tenant deleted it meanwhile."""
@@ -257,7 +339,11 @@ class WebhookStore:
 
     def rotate_endpoint(self, tenant: str, endpoint_id: str) -> str:
         endpoint = self.get_endpoint(tenant, endpoint_id)
-        return self._rotate(tenant, ENDPOINT_PREFIX + endpoint.id, endpoint.secrets)
+        try:
+            return self._rotate(tenant, ENDPOINT_PREFIX + endpoint.id, endpoint.secrets)
+        except RotationConflict:
+            self.get_endpoint(tenant, endpoint_id)  # a delete, not a rotation, got there first: NotFound
+            raise
 
     # The tenant's own secret, for jobs' webhook_url
 
@@ -389,5 +475,13 @@ def _endpoint(item: dict[str, Any]) -> Endpoint:
         created_at=item["created_at"]["S"],
         disabled_reason=item.get("disabled_reason", {}).get("S"),
         secrets=_sealed_list(item.get("secrets", {})),
-        failing_since=float(item["failing_since"]["N"]) if "failing_since" in item else None,
+        failing_since=_number(item, "failing_since"),
+        failures=int(item.get("failures", {"N": "0"})["N"]),
+        breaker_until=_number(item, "breaker_until"),
+        probe_of=_number(item, "probe_of"),
+        probe_until=_number(item, "probe_until"),
     )
+
+
+def _number(item: dict[str, Any], name: str) -> float | None:
+    return float(item[name]["N"]) if name in item else None

@@ -9,8 +9,16 @@ try on the retry queue, so every try is a message of its own: one slow subscribe
 Every try is claimed by a conditional write on the record's attempt count, as jobs claim provider calls: S3 sending an
 event twice, SQS redelivering, and a retry message arriving twice all find the attempt already taken, and every try
 of one event carries the same `webhook-id`. Nothing is lost between steps: a record is written before its message is
-sent, and a message that finds its record overdue with no message on the way (the sender died, or SQS refused) sends
-it again; a try whose worker died leaves a lease that runs out, and the message coming back makes it again.
+sent, and says whether the message went out (`retry_queued`); the message that made the try stays on the queue until
+then, so if the sender died or SQS refused, it comes back, finds the retry recorded but not queued, and queues it
+for when it is due. A message that finds its record long overdue sends it again too; a try whose worker died leaves
+a lease that runs out, and the message coming back makes it again.
+
+Tries follow the schedule (darkroom.webhooks.schedule) from the delivery's opening, or from its last redelivery on
+purpose, which starts the schedule over while the attempts keep their numbers. An endpoint's tries go to its url as
+it is at the time (a PATCH moves retries and redeliveries with it), and only while it still takes the event; its
+circuit breaker (darkroom.webhooks.endpoints) postpones them, without using up an attempt, while it is open. A job's
+own `webhook_url` has no endpoint record, and no breaker.
 
 Retries wait on the retry queue, with SQS delays chained past its 15-minute cap.
 """
@@ -29,7 +37,7 @@ from darkroom import aws, storage
 from darkroom.observability import logger, metrics
 from darkroom.settings import settings
 from darkroom.webhooks import delivery, signing
-from darkroom.webhooks.endpoints import Endpoint, WebhookStore
+from darkroom.webhooks.endpoints import PROBE_LEASE_S, Endpoint, WebhookStore
 from darkroom.webhooks.events import event_body, event_type
 
 JOB_TARGET = "job"
@@ -54,6 +62,8 @@ class Delivery:
     lease_until: float = 0.0
     due_at: float = 0.0
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    schedule_base: int = 0  # attempts made before the last redelivery on purpose: the schedule counts from there
+    retry_queued: bool = True  # False from recording a retry until its message is known to be on the queue
 
 
 def message_id(job_id: str, target: str) -> str:
@@ -83,12 +93,14 @@ def notify_job(tenant: str, job_id: str) -> None:
     kind = event_type(manifest["status"])
     timestamp = manifest.get("completed_at") or datetime.now(UTC).isoformat(timespec="seconds")
     store = DeliveryStore()
+    first = delivery.next_delay_s(0, settings().webhook_retry_schedule) or 0.0  # the schedule's first entry
     for target, url in _targets(WebhookStore(), tenant, manifest, kind):
-        record = store.open(Delivery(job_id, target, tenant, kind, timestamp, message_id(job_id, target)), url)
+        opened = Delivery(job_id, target, tenant, kind, timestamp, message_id(job_id, target))
+        record = store.open(opened, url, due_at=time.time() + first)
         if record.status == "retrying" and record.attempts_made == 0:
             # New, or opened by an earlier copy of this event whose message may not have gone out: one more
             # message for the first try is harmless, its claim is conditional.
-            send_retry({"job_id": job_id, "target": target, "attempt": 0}, 0)
+            _send_due(record, 0)
 
 
 class DeliveryBusy(Exception):
@@ -102,23 +114,68 @@ def handle_retry_message(body: str) -> None:
     if wait > 1:  # chained past SQS's 15-minute cap
         send_retry(message, wait)
         return
-    store = DeliveryStore()
+    store, hooks = DeliveryStore(), WebhookStore()
     job_id, target, attempt = str(message["job_id"]), str(message["target"]), int(message["attempt"])
-    record, url = store.claim(job_id, target, attempt)
-    if record is None:
-        record, url = _after_lost_claim(store, job_id, target, attempt)
-        if record is None:
+    endpoint: Endpoint | None = None
+    probing = False
+    tenant = str(message.get("tenant") or "")  # messages queued before it was carried have none
+    if target != JOB_TARGET and tenant:
+        # Before the claim, so a try the breaker holds back keeps its attempt.
+        endpoint = _endpoint(hooks, tenant, target)
+        until, probing = _breaker(hooks, endpoint)
+        if until is not None:
+            _postpone(store, message, until)
             return
-    manifest = storage.read_manifest(record.tenant, record.job_id)
-    if manifest is None:
-        store.finish(record, "failed", {"error": "the job's manifest is gone (its outputs expired)"})
-        return
-    _try(store, WebhookStore(), record, url, manifest)
+    tried = False
+    try:
+        record, url = store.claim(job_id, target, attempt)
+        if record is None:
+            record, url = _after_lost_claim(store, job_id, target, attempt)
+            if record is None:
+                return
+        manifest = storage.read_manifest(record.tenant, record.job_id)
+        if manifest is None:
+            store.finish(record, "failed", {"error": "the job's manifest is gone (its outputs expired)"})
+            return
+        if target != JOB_TARGET and (endpoint is None or endpoint.tenant != record.tenant):
+            endpoint = _endpoint(hooks, record.tenant, target)
+        tried = True
+        _try(store, hooks, record, url, manifest, endpoint)
+    finally:
+        if probing and endpoint is not None and not tried:
+            hooks.release_probe(endpoint)  # the probe was not this message's to make: another may take it now
+
+
+def _breaker(hooks: WebhookStore, endpoint: Endpoint | None) -> tuple[float | None, bool]:
+    """Whether a try to the endpoint may go now: (None, probing) if so, else (when to come back, False)."""
+    if endpoint is None or not endpoint.enabled or not endpoint.breaker_open():
+        return None, False
+    assert endpoint.breaker_until is not None
+    now = time.time()
+    if now < endpoint.breaker_until:
+        return endpoint.breaker_until + 1, False  # a second late rather than early, or it is postponed again
+    if hooks.take_probe(endpoint):
+        return None, True
+    # Another worker probes: come back when its outcome is written (a probe lease at most).
+    probe_ends = endpoint.probe_until if endpoint.probe_of == endpoint.breaker_until else None
+    return min(now + PROBE_LEASE_S, max(now + 1, probe_ends or 0.0)), False
+
+
+def _postpone(store: DeliveryStore, message: dict[str, Any], until: float) -> None:
+    """The message comes back when the endpoint's breaker may let it through; its attempt stays unused."""
+    job_id, target, attempt = str(message["job_id"]), str(message["target"]), int(message["attempt"])
+    store.postpone(job_id, target, attempt, until)  # due then: the overdue backstop waits for it too
+    send_retry({**message, "not_before": until}, until - time.time())
+    logger.info(
+        "webhook try postponed: the endpoint's circuit breaker is open",
+        extra={"job_id": job_id, "target": target, "attempt": attempt, "delay_s": round(until - time.time())},
+    )
 
 
 def _after_lost_claim(store: DeliveryStore, job_id: str, target: str, attempt: int) -> tuple[Delivery | None, str]:
     """The message could not claim its try. It may be a duplicate (nothing to do), early (its record is not written
-    yet), or the only message left for a delivery whose worker died (take the try over, or queue the next one)."""
+    yet), the message of a try whose retry never made it to the queue (queue it), or the only message left for a
+    delivery whose worker died (take the try over, or queue the next one)."""
     current, url = store.get(job_id, target)
     now = time.time()
     if current is None:
@@ -127,8 +184,14 @@ def _after_lost_claim(store: DeliveryStore, job_id: str, target: str, attempt: i
         if current.lease_until >= now:
             raise DeliveryBusy(f"delivery {job_id}/{target} is being tried")
         return store.take_over(current), url
+    if current.status == "retrying" and current.attempts_made == attempt + 1 and not current.retry_queued:
+        # This message made the last try; its retry was recorded, and its sender died or SQS refused before the
+        # retry was queued. Queued now, for when it was due: the flag keeps later copies from queueing it again.
+        _send_due(current, current.attempts_made)
+        store.mark_queued(current)
+        return None, ""
     if current.status == "retrying" and current.attempts_made > attempt and current.due_at < now - STALE_S:
-        send_retry({"job_id": job_id, "target": target, "attempt": current.attempts_made}, 0)
+        _send_due(current, current.attempts_made)
     return None, ""
 
 
@@ -146,12 +209,23 @@ def _targets(hooks: WebhookStore, tenant: str, manifest: dict[str, Any], kind: s
     return targets
 
 
-def _try(store: DeliveryStore, hooks: WebhookStore, record: Delivery, url: str, manifest: dict[str, Any]) -> None:
+def _try(
+    store: DeliveryStore,
+    hooks: WebhookStore,
+    record: Delivery,
+    url: str,
+    manifest: dict[str, Any],
+    endpoint: Endpoint | None,
+) -> None:
     s = settings()
-    endpoint = None if record.target == JOB_TARGET else _endpoint(hooks, record)
-    if record.target != JOB_TARGET and (endpoint is None or not endpoint.enabled):
-        store.finish(record, "failed", {"error": "the endpoint was deleted or disabled"})
-        return
+    if record.target != JOB_TARGET:
+        if endpoint is None or not endpoint.enabled:
+            store.finish(record, "failed", {"error": "the endpoint was deleted or disabled"})
+            return
+        if record.event_type not in endpoint.events:
+            store.finish(record, "skipped", {"error": f"the endpoint no longer takes {record.event_type} events"})
+            return
+        url = endpoint.url  # where the tenant wants its events now, not where it wanted them when the job ended
     secrets = hooks.tenant_secrets(record.tenant) if endpoint is None else hooks.endpoint_secrets(endpoint)
     body = event_body(
         manifest,
@@ -172,42 +246,59 @@ def _try(store: DeliveryStore, hooks: WebhookStore, record: Delivery, url: str, 
     }
     log = {"job_id": record.job_id, "target": record.target, "attempt": record.attempts_made, "status": attempt.status}
     if attempt.outcome == "delivered":
-        store.finish(record, "delivered", seen)
-        if endpoint is not None and endpoint.failing_since:
+        store.finish(record, "delivered", seen, url=url)
+        if endpoint is not None:
+            # Always: a failure may have been written since the endpoint was read, and a success closes the breaker.
             hooks.mark_endpoint(endpoint, failing=False)
         metrics.add_metric(name="WebhooksDelivered", unit="Count", value=1)
         logger.info("webhook delivered", extra=log)
         return
     if attempt.outcome == "gone":
-        store.finish(record, "gone", seen)
+        store.finish(record, "gone", seen, url=url)
         if endpoint is not None:
-            hooks.disable_endpoint(endpoint, "the endpoint answered 410 Gone")
+            _disable(hooks, endpoint, "the endpoint answered 410 Gone")
         logger.warning("webhook endpoint gone", extra=log)
         return
     if endpoint is not None:
         endpoint = hooks.mark_endpoint(endpoint, failing=True)
         if endpoint.failing_since and time.time() - endpoint.failing_since > DISABLE_AFTER_FAILING_S:
-            hooks.disable_endpoint(endpoint, "every delivery failed for 5 days")
-    delay = delivery.next_delay_s(record.attempts_made, s.webhook_retry_schedule, attempt.retry_after_s)
+            _disable(hooks, endpoint, "every delivery failed for 5 days")
+    tries = record.attempts_made - record.schedule_base
+    delay = delivery.next_delay_s(tries, s.webhook_retry_schedule, attempt.retry_after_s)
     if delay is None:
-        store.finish(record, "failed", seen)
+        store.finish(record, "failed", seen, url=url)
         metrics.add_metric(name="WebhooksFailed", unit="Count", value=1)
         logger.warning("webhook given up", extra=log)
         return
     due = time.time() + delay
     seen["next_attempt_at"] = datetime.fromtimestamp(due, UTC).isoformat(timespec="seconds")
-    store.will_retry(record, seen, due_at=due)  # written first: a lost message is re-sent from the record
-    send_retry({"job_id": record.job_id, "target": record.target, "attempt": record.attempts_made}, delay)
+    store.will_retry(record, seen, due_at=due, url=url)  # written first: a lost message is re-sent from the record
+    _send_due(record, record.attempts_made)
+    store.mark_queued(record)
     logger.info("webhook will be retried", extra={**log, "delay_s": round(delay)})
 
 
-def _endpoint(hooks: WebhookStore, record: Delivery) -> Endpoint | None:
+def _disable(hooks: WebhookStore, endpoint: Endpoint, reason: str) -> None:
+    hooks.disable_endpoint(endpoint, reason)
+    metrics.add_metric(name="WebhookEndpointsDisabled", unit="Count", value=1)
+    logger.warning(
+        "webhook endpoint disabled", extra={"tenant": endpoint.tenant, "endpoint_id": endpoint.id, "reason": reason}
+    )
+
+
+def _endpoint(hooks: WebhookStore, tenant: str, endpoint_id: str) -> Endpoint | None:
     try:
-        return hooks.get_endpoint(record.tenant, record.target)
+        return hooks.get_endpoint(tenant, endpoint_id)
     except Exception as exc:
         if getattr(exc, "status", None) == 404:
             return None
         raise
+
+
+def _send_due(record: Delivery, attempt: int) -> None:
+    """The message for try number attempt+1 of a delivery, due when its record says."""
+    message = {"job_id": record.job_id, "target": record.target, "tenant": record.tenant, "attempt": attempt}
+    send_retry({**message, "not_before": record.due_at}, record.due_at - time.time())
 
 
 def send_retry(message: dict[str, Any], delay_s: float) -> None:
@@ -227,9 +318,8 @@ class DeliveryStore:
         self.table = settings().deliveries_table
         self.db = aws.client("dynamodb")
 
-    def open(self, record: Delivery, url: str) -> Delivery:
-        """The delivery's record, written due now unless an earlier copy of the event already wrote it."""
-        now = time.time()
+    def open(self, record: Delivery, url: str, *, due_at: float) -> Delivery:
+        """The delivery's record, written due at `due_at` unless an earlier copy of the event already wrote it."""
         item = {
             "job_id": {"S": record.job_id},
             "target": {"S": record.target},
@@ -241,12 +331,12 @@ class DeliveryStore:
             "status": {"S": "retrying"},
             "attempts_made": {"N": "0"},
             "lease_until": {"N": "0"},
-            "due_at": {"N": str(now)},
+            "due_at": {"N": str(due_at)},
             "attempts": {"S": "[]"},
         }
         try:
             self.db.put_item(TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(job_id)")
-            record.status, record.attempts_made, record.due_at = "retrying", 0, now
+            record.status, record.attempts_made, record.due_at = "retrying", 0, due_at
             return record
         except Exception as exc:
             if aws.error_code(exc) != "ConditionalCheckFailedException":
@@ -305,48 +395,101 @@ class DeliveryStore:
             return None
         return record
 
-    def will_retry(self, record: Delivery, seen: dict[str, Any], *, due_at: float) -> None:
-        self._record(record, "retrying", seen, due_at=due_at)
+    def will_retry(self, record: Delivery, seen: dict[str, Any], *, due_at: float, url: str) -> None:
+        """Retrying, and not yet known to be queued (mark_queued says so once its message is sent)."""
+        self._record(record, "retrying", seen, due_at=due_at, url=url, queued=False)
 
-    def finish(self, record: Delivery, status: str, seen: dict[str, Any]) -> None:
-        self._record(record, status, seen, due_at=0.0)
+    def finish(self, record: Delivery, status: str, seen: dict[str, Any], *, url: str | None = None) -> None:
+        self._record(record, status, seen, due_at=0.0, url=url)
 
-    def _record(self, record: Delivery, status: str, seen: dict[str, Any], *, due_at: float) -> None:
+    def _record(
+        self,
+        record: Delivery,
+        status: str,
+        seen: dict[str, Any],
+        *,
+        due_at: float,
+        url: str | None,
+        queued: bool | None = None,
+    ) -> None:
         attempts = [*record.attempts, {"attempt": record.attempts_made, **seen}][-MAX_ATTEMPTS_KEPT:]
+        values: dict[str, Any] = {
+            ":status": {"S": status},
+            ":attempts": {"S": json.dumps(attempts)},
+            ":zero": {"N": "0"},
+            ":due": {"N": str(due_at)},
+            ":sending": {"S": "sending"},
+            ":n": {"N": str(record.attempts_made)},
+        }
+        names = {"#s": "status"}
+        sets = "SET #s = :status, attempts = :attempts, lease_until = :zero, due_at = :due"
+        if url is not None:  # the url this try went to, as the listing shows it
+            sets += ", #url = :url"
+            names["#url"], values[":url"] = "url", {"S": url}
+        if queued is not None:
+            sets += ", retry_queued = :queued"
+            values[":queued"] = {"BOOL": queued}
         self.db.update_item(
             TableName=self.table,
             Key=self._key(record.job_id, record.target),
-            UpdateExpression="SET #s = :status, attempts = :attempts, lease_until = :zero, due_at = :due",
+            UpdateExpression=sets,
             ConditionExpression="#s = :sending AND attempts_made = :n",
-            ExpressionAttributeNames={"#s": "status"},
-            ExpressionAttributeValues={
-                ":status": {"S": status},
-                ":attempts": {"S": json.dumps(attempts)},
-                ":zero": {"N": "0"},
-                ":due": {"N": str(due_at)},
-                ":sending": {"S": "sending"},
-                ":n": {"N": str(record.attempts_made)},
-            },
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
         )
-        record.status, record.attempts = status, attempts
+        record.status, record.attempts, record.due_at = status, attempts, due_at
+        if queued is not None:
+            record.retry_queued = queued
 
-    def reopen(self, job_id: str, target: str) -> int | None:
-        """Make a delivery due again (a redelivery on purpose, or one whose retry is long overdue): its attempt count,
-        for the message that makes the next try, or None while a try is under way or due soon."""
+    def mark_queued(self, record: Delivery) -> None:
+        """The retry's message is on the queue; nothing to do if its try was claimed meanwhile."""
+        self._if_waiting(record.job_id, record.target, record.attempts_made, "SET retry_queued = :v", {"BOOL": True})
+
+    def postpone(self, job_id: str, target: str, attempt: int, until: float) -> None:
+        """A waiting try held back by its endpoint's breaker is due later (its message says so too)."""
+        self._if_waiting(job_id, target, attempt, "SET due_at = :v", {"N": str(until)})
+
+    def _if_waiting(self, job_id: str, target: str, attempt: int, expression: str, value: dict[str, Any]) -> None:
+        """`expression` (with its value as :v) if the delivery still waits for try number attempt+1."""
+        try:
+            self.db.update_item(
+                TableName=self.table,
+                Key=self._key(job_id, target),
+                UpdateExpression=expression,
+                ConditionExpression="#s = :retrying AND attempts_made = :n",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={
+                    ":retrying": {"S": "retrying"},
+                    ":n": {"N": str(attempt)},
+                    ":v": value,
+                },
+            )
+        except Exception as exc:
+            if aws.error_code(exc) != "ConditionalCheckFailedException":
+                raise
+
+    def reopen(self, job_id: str, target: str) -> Delivery | None:
+        """Make a delivery due again, on purpose: its schedule starts over from the attempts made, which keep their
+        numbers. The record, for the message that makes the next try; None while a try is under way or due (a
+        retry long overdue, or never queued, is reopened too)."""
+        now = time.time()
         try:
             item = self.db.update_item(
                 TableName=self.table,
                 Key=self._key(job_id, target),
-                UpdateExpression="SET #s = :retrying, due_at = :now",
-                ConditionExpression="#s IN (:delivered, :failed, :gone) OR (#s = :retrying AND due_at < :stale)",
+                UpdateExpression="SET #s = :retrying, due_at = :now, schedule_base = attempts_made, retry_queued = :no",
+                ConditionExpression="#s IN (:delivered, :failed, :gone, :skipped) "
+                "OR (#s = :retrying AND (due_at < :stale OR (retry_queued = :no AND due_at < :now)))",
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues={
                     ":retrying": {"S": "retrying"},
                     ":delivered": {"S": "delivered"},
                     ":failed": {"S": "failed"},
                     ":gone": {"S": "gone"},
-                    ":now": {"N": str(time.time())},
-                    ":stale": {"N": str(time.time() - STALE_S)},
+                    ":skipped": {"S": "skipped"},
+                    ":now": {"N": str(now)},
+                    ":stale": {"N": str(now - STALE_S)},
+                    ":no": {"BOOL": False},
                 },
                 ReturnValues="ALL_NEW",
             )["Attributes"]
@@ -354,15 +497,9 @@ class DeliveryStore:
             if aws.error_code(exc) != "ConditionalCheckFailedException":
                 raise
             return None
-        return int(item["attempts_made"]["N"])
+        return _delivery(item)
 
     def for_job(self, job_id: str) -> list[dict[str, Any]]:
-        page = self.db.query(
-            TableName=self.table,
-            KeyConditionExpression="job_id = :j",
-            ExpressionAttributeValues={":j": {"S": job_id}},
-            ConsistentRead=True,
-        )
         return [
             {
                 "target": item["target"]["S"],
@@ -372,8 +509,21 @@ class DeliveryStore:
                 "status": item["status"]["S"],
                 "attempts": json.loads(item["attempts"]["S"]),
             }
-            for item in page.get("Items", [])
+            for item in self._items(job_id)
         ]
+
+    def records_for_job(self, job_id: str) -> list[Delivery]:
+        return [_delivery(item) for item in self._items(job_id)]
+
+    def _items(self, job_id: str) -> list[dict[str, Any]]:
+        # At most one delivery per target: the job's url and MAX_ENDPOINTS, each well under a page.
+        page = self.db.query(
+            TableName=self.table,
+            KeyConditionExpression="job_id = :j",
+            ExpressionAttributeValues={":j": {"S": job_id}},
+            ConsistentRead=True,
+        )
+        return list(page.get("Items", []))
 
     @staticmethod
     def _key(job_id: str, target: str) -> dict[str, Any]:
@@ -393,6 +543,9 @@ def _delivery(item: dict[str, Any]) -> Delivery:
         lease_until=float(item["lease_until"]["N"]),
         due_at=float(item.get("due_at", {"N": "0"})["N"]),
         attempts=json.loads(item["attempts"]["S"]),
+        schedule_base=int(item.get("schedule_base", {"N": "0"})["N"]),
+        # Records written before the flag existed: only the overdue backstop speaks for them.
+        retry_queued=item.get("retry_queued", {"BOOL": True})["BOOL"],
     )
 
 
@@ -405,12 +558,18 @@ def handle_queue_record(body: str, source_arn: str) -> None:
 
 
 def redeliver(job_id: str) -> list[str]:
-    """Send a job's event again to every target it went to, with the same webhook-id: the targets made due."""
-    store = DeliveryStore()
+    """Send a job's event again to every target it went to that still wants it, with the same webhook-id: the
+    targets made due (an endpoint since deleted, disabled, or no longer taking the event is left out)."""
+    store, hooks = DeliveryStore(), WebhookStore()
     due = []
-    for record in store.for_job(job_id):
-        attempt = store.reopen(job_id, record["target"])
-        if attempt is not None:
-            send_retry({"job_id": job_id, "target": record["target"], "attempt": attempt}, 0)
-            due.append(record["target"])
+    for record in store.records_for_job(job_id):
+        if record.target != JOB_TARGET:
+            endpoint = _endpoint(hooks, record.tenant, record.target)
+            if endpoint is None or not endpoint.enabled or record.event_type not in endpoint.events:
+                continue
+        reopened = store.reopen(job_id, record.target)
+        if reopened is not None:
+            _send_due(reopened, reopened.attempts_made)
+            store.mark_queued(reopened)
+            due.append(record.target)
     return due

@@ -9,7 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from darkroom import addresses
 from darkroom.errors import FieldError, ValidationFailed
-from darkroom.models import WEBHOOK_EVENTS, WebhookEvent, field_errors_from_pydantic
+from darkroom.models import WEBHOOK_EVENTS, field_errors_from_pydantic
+from darkroom.models import WebhookEvents as Events
 
 
 class WebhookEndpointRequest(BaseModel):
@@ -18,7 +19,7 @@ class WebhookEndpointRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     url: Annotated[str, StringConstraints(min_length=1, max_length=2048)]
-    events: Annotated[list[WebhookEvent], Field(min_length=1)] = Field(
+    events: Events = Field(
         default_factory=lambda: list(WEBHOOK_EVENTS), description="Which events to send; all by default."
     )
     description: Annotated[str, StringConstraints(max_length=256)] = ""
@@ -45,7 +46,7 @@ class WebhookEndpointUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     url: Annotated[str, StringConstraints(min_length=1, max_length=2048)] | None = None
-    events: Annotated[list[WebhookEvent], Field(min_length=1)] | None = None
+    events: Events | None = None
     description: Annotated[str, StringConstraints(max_length=256)] | None = None
     enabled: bool | None = None
 
