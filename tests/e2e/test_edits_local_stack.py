@@ -18,6 +18,7 @@ from PIL import Image
 from darkroom_local.emulator import EmulatorConfig
 from darkroom_local.stack import LocalStack, StackConfig
 from tests.conftest import FAST, QUIET
+from tests.e2e.served import api_client, wait_for_end
 from tests.images import image_bytes, mask_bytes
 
 pytestmark = pytest.mark.e2e
@@ -35,19 +36,8 @@ def running() -> Iterator[LocalStack]:
 
 @pytest.fixture(scope="module")
 def client(running: LocalStack) -> Iterator[httpx.Client]:
-    headers = {"Authorization": f"Bearer {running.api_keys['dev']}"}
-    with httpx.Client(base_url=running.api_url, headers=headers, timeout=30) as http:
+    with api_client(running) as http:
         yield http
-
-
-def ended(client: httpx.Client, job_id: str, timeout_s: float = 60.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        job = client.get(f"/v1/jobs/{job_id}").json()
-        if job["status"] in ("succeeded", "failed", "canceled"):
-            return dict(job)
-        assert time.monotonic() < deadline, f"job {job_id} still {job['status']} after {timeout_s} s"
-        time.sleep(0.2)
 
 
 def first_output(job: dict[str, Any]) -> Image.Image:
@@ -74,7 +64,7 @@ def test_the_official_sdks_edit_is_accepted_as_a_job_and_ends_edited(running: Lo
     assert raw.http_response.status_code == 202
     accepted = raw.http_response.json()
     assert accepted["kind"] == "edit" and accepted["inputs"]["mask"]["format"] == "png"
-    job = ended(client, accepted["id"])
+    job = wait_for_end(client, accepted["id"])
     assert job["status"] == "succeeded", job["error"]
     output = first_output(job)
     assert close(output.getpixel((4, 4)), TINTED) and close(output.getpixel((60, 44)), BLUE)
@@ -96,7 +86,7 @@ def test_a_presigned_upload_starts_its_job(running: LocalStack, client: httpx.Cl
     assert sent.status_code == 204
 
     # Then S3's event starts the job, which ends edited over the whole image, at the input's size
-    job = ended(client, opened["id"])
+    job = wait_for_end(client, opened["id"])
     assert job["status"] == "succeeded", job["error"]
     assert job["inputs"]["images"][0]["format"] == "webp"
     output = first_output(job)
@@ -125,7 +115,7 @@ def test_a_boto3_drop_in_with_metadata_becomes_a_finished_edit(running: LocalSta
             time.sleep(0.2)
 
     # Then the job it names belongs to the tenant, carries the metadata, and ends edited
-    job = ended(client, answer["job_id"])
+    job = wait_for_end(client, answer["job_id"])
     assert job["status"] == "succeeded", job["error"]
     assert job["metadata"] == {"batch": "7"} and job["request"]["quality"] == "low"
     assert close(first_output(job).getpixel((32, 32)), TINTED)

@@ -17,6 +17,7 @@ from darkroom.jobs.store import JobStore
 from darkroom_local.emulator import EmulatorConfig
 from darkroom_local.stack import LocalStack, StackConfig
 from tests.conftest import FAST, QUIET
+from tests.e2e.served import api_client, wait_for_end
 
 pytestmark = pytest.mark.e2e
 
@@ -36,19 +37,8 @@ def running() -> Iterator[LocalStack]:
 
 @pytest.fixture(scope="module")
 def client(running: LocalStack) -> Iterator[httpx.Client]:
-    headers = {"Authorization": f"Bearer {running.api_keys['dev']}"}
-    with httpx.Client(base_url=running.api_url, headers=headers, timeout=30) as http:
+    with api_client(running) as http:
         yield http
-
-
-def wait_for_end(client: httpx.Client, job_id: str, timeout_s: float = 30) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job = client.get(f"/v1/jobs/{job_id}").json()
-        if job["status"] in ("succeeded", "failed", "canceled"):
-            return dict(job)
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not end within {timeout_s} s")
 
 
 def test_generate_a_webp_and_download_it(client: httpx.Client) -> None:

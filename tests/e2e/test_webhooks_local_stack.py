@@ -17,6 +17,7 @@ from darkroom_local.emulator import EmulatorConfig
 from darkroom_local.stack import LocalStack, StackConfig
 from darkroom_local.webhook_listener import WebhookListener
 from tests.conftest import FAST, QUIET
+from tests.e2e.served import api_client
 
 pytestmark = pytest.mark.e2e
 
@@ -35,8 +36,7 @@ def running() -> Iterator[LocalStack]:
 
 @pytest.fixture(scope="module")
 def client(running: LocalStack) -> Iterator[httpx.Client]:
-    headers = {"Authorization": f"Bearer {running.api_keys['dev']}"}
-    with httpx.Client(base_url=running.api_url, headers=headers, timeout=30) as http:
+    with api_client(running) as http:
         yield http
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 from darkroom import routing
 
@@ -65,6 +66,14 @@ class Settings:
     allow_private_urls: bool
     # How long POST /v1/uploads' presigned POSTs are valid; the job waits a little longer for uploads under way.
     upload_ttl_s: int
+
+    def request_rules(self) -> dict[str, Any]:
+        """What a request is judged against besides its own fields: the deployment's webhook and route settings."""
+        return {
+            "allow_http_webhooks": self.allow_http_webhooks,
+            "allow_private_webhooks": self.allow_private_webhooks,
+            "routes": self.routes,
+        }
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:

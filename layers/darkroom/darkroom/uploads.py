@@ -238,13 +238,7 @@ def dropped(tenant: str, key: str) -> None:
 def _submit(tenant: str, body: dict[str, Any], idempotency: IdempotencyKey) -> Job:
     from darkroom.jobs.intake import submit_edit
 
-    s = settings()
-    request = parse_edit_request(
-        body,
-        allow_http_webhooks=s.allow_http_webhooks,
-        allow_private_webhooks=s.allow_private_webhooks,
-        routes=s.routes,
-    )
+    request = parse_edit_request(body, **settings().request_rules())
     assert isinstance(request, EditRequest)
     found = edits.inputs_of_json(tenant, request)
     errors = edits.judge(found)

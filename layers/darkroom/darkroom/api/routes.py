@@ -51,13 +51,7 @@ def openapi(request: Request) -> Response:
 @router.route("POST", "/v1/images/generations", summary="Queue an image generation job.")
 def create_generation(request: Request) -> Response:
     body = request.json()
-    s = settings()
-    generation = parse_generation_request(
-        body,
-        allow_http_webhooks=s.allow_http_webhooks,
-        allow_private_webhooks=s.allow_private_webhooks,
-        routes=s.routes,
-    )
+    generation = parse_generation_request(body, **settings().request_rules())
     key = idempotency.from_request(request.tenant, request.headers, "generations", body)  # of a body known valid
     return _accepted(*submit_generation(request.tenant, generation, key))
 
@@ -84,12 +78,7 @@ def create_edit(request: Request) -> Response:
             f"An edit's body may carry at most {INLINE_EDIT_LIMIT // (1024 * 1024)} MB here; send larger images "
             "through POST /v1/uploads, which returns presigned uploads straight to storage."
         )
-    s = settings()
-    rules: dict[str, Any] = {
-        "allow_http_webhooks": s.allow_http_webhooks,
-        "allow_private_webhooks": s.allow_private_webhooks,
-        "routes": s.routes,
-    }
+    rules = settings().request_rules()
     content_type = request.headers.get("content-type", "")
     if content_type.split(";")[0].strip().lower() == "multipart/form-data":
         from darkroom.api.forms import parse_form
@@ -120,13 +109,7 @@ def create_upload(request: Request) -> Response:
     body = request.json()
     s = settings()
     wanted = upload_files(body)
-    edit = parse_upload_request(
-        body,
-        wanted,
-        allow_http_webhooks=s.allow_http_webhooks,
-        allow_private_webhooks=s.allow_private_webhooks,
-        routes=s.routes,
-    )
+    edit = parse_upload_request(body, wanted, **s.request_rules())
     key = idempotency.from_request(request.tenant, request.headers, "uploads", body)
     job, posts, replayed = open_upload(request.tenant, edit, wanted, key)
     headers = {"location": f"/v1/jobs/{job.id}"}
