@@ -16,6 +16,7 @@ message delivered and every DynamoDB write with its outcome, so the failure can 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import random
@@ -33,6 +34,7 @@ from darkroom_local.emulator import EmulatorConfig
 from darkroom_local.stack import LocalStack, StackConfig
 from darkroom_local.webhook_listener import WebhookListener
 from tests.conftest import QUIET
+from tests.images import image_bytes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fault]
 
@@ -67,6 +69,10 @@ def test_async_fault_run_loses_nothing_and_submits_each_job_at_most_once(capsys:
         parameters={"AsyncFirstPollSeconds": "1", "PollMaxWaitSeconds": "2"},
         async_ms=1500,
     )
+
+
+GENERATIONS = "/v1/images/generations"
+EDIT_SOURCE = {"b64_json": base64.b64encode(image_bytes("png", (96, 64))).decode()}
 
 
 def fault_run(
@@ -112,13 +118,17 @@ def fault_run(
         # Given the accepted jobs
         ids = []
         for i in range(jobs):
+            # Every fourth job is an edit: its inputs go to the provider as multipart files, or as links WaveSpeed
+            # fetches, under the same faults and billing rules.
+            path, inputs = ("/v1/images/edits", {"images": [EDIT_SOURCE]}) if i % 4 == 3 else (GENERATIONS, {})
             answer = client.post(
-                "/v1/images/generations",
+                path,
                 json={
                     "prompt": f"fault run {i}",
                     "quality": "low",
                     "size": "1024x1024",
                     "webhook_url": listener.url,
+                    **inputs,
                     **body(i),
                 },
             )
@@ -175,7 +185,7 @@ def fault_run(
     elapsed = time.monotonic() - started
     with capsys.disabled():
         print(
-            f"\nfault run (seed {seed}): {jobs} jobs in {elapsed:.1f} s -> {dict(statuses)}"
+            f"\nfault run (seed {seed}): {jobs} jobs ({jobs // 4} of them edits) in {elapsed:.1f} s -> {dict(statuses)}"
             f"{' failures ' + str(dict(errors)) if errors else ''}; provider calls {stats['calls']}, "
             f"submissions {sum(c['submissions'] for c in prompts)}, "
             f"faults {stats['faults']}; most generations for one prompt (the emulator's count): "
