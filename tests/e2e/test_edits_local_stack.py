@@ -108,7 +108,9 @@ def test_a_boto3_drop_in_with_metadata_becomes_a_finished_edit(running: LocalSta
     deadline = time.monotonic() + 30
     while True:
         try:
-            answer = json.loads(s3.get_object(Bucket=bucket, Key="uploads/dev/drop/e2e/card.job.json")["Body"].read())
+            answer = json.loads(
+                s3.get_object(Bucket=bucket, Key="uploads/dev/drop/e2e/card.jpg.job.json")["Body"].read()
+            )
             break
         except s3.exceptions.NoSuchKey:
             assert time.monotonic() < deadline, "no answer file for the dropped image"

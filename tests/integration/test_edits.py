@@ -154,6 +154,7 @@ def test_a_file_under_the_tenants_uploads_prefix_can_be_named(stack: LocalStack)
         ({"images": [{"b64_json": "***"}]}, "images[0]", "base64_invalid"),
         ({"images": [{"b64_json": "eA==", "file": "a.png"}]}, "images[0]", "image_source"),
         ({"images": [{"file": "../dev-2/x.png"}]}, "images[0]", "file_name"),
+        ({"n": "2", "images": [{"b64_json": "aGk="}]}, "n", "int_type"),
         (
             {"images": [b64(image_bytes("png"))], "mask": b64(mask_bytes()), "provider": "wavespeed"},
             "mask",

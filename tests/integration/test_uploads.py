@@ -156,6 +156,7 @@ def test_an_upload_that_never_completes_expires_and_its_partial_files_are_delete
         ({"files": {"markup": True}}, "files.markup", "markup_not_supported"),
         ({"input_fidelity": "low"}, "input_fidelity", "input_fidelity_not_supported"),
         ({"files": {"pages": 2}}, "files.pages", "extra_forbidden"),
+        ({"mask": {"b64_json": "aGk="}}, "mask", "upload_files"),
     ],
 )
 def test_an_upload_is_validated_as_any_edit(stack: LocalStack, body: dict[str, Any], field: str, rule: str) -> None:
@@ -191,7 +192,7 @@ def test_a_dropped_image_with_a_prompt_becomes_an_edit_job_and_says_which(stack:
     run_uploads_function(stack)
 
     # Then one edit job is queued for the dev tenant, and its id is written next to the file
-    answer = answer_of(stack, "uploads/dev/drop/catalog/shoe.job.json")
+    answer = answer_of(stack, "uploads/dev/drop/catalog/shoe.png.job.json")
     queued = job(answer["job_id"])
     assert queued.tenant == "dev" and queued.kind == "edit" and queued.metadata == {"sku": "A-42"}
     assert queued.request["size"] == "1024x1024" and queued.request["output_format"] == "webp"
@@ -217,9 +218,9 @@ def test_an_invalid_drop_gets_an_answer_file_holding_the_error_and_no_job(stack:
     drop(stack, "uploads/dev/drop/bad.png", image_bytes("png"), prompt="bad size", size="1000x1000")
     drop(stack, "uploads/dev/drop/fake.png", image_bytes("gif"), prompt="a gif")
     run_uploads_function(stack)
-    bad = answer_of(stack, "uploads/dev/drop/bad.job.json")
+    bad = answer_of(stack, "uploads/dev/drop/bad.png.job.json")
     assert [(f["field"], f["rule"]) for f in bad["error"]["fields"]] == [("size", "size_multiple_of_16")]
-    fake = answer_of(stack, "uploads/dev/drop/fake.job.json")
+    fake = answer_of(stack, "uploads/dev/drop/fake.png.job.json")
     assert [(f["field"], f["rule"]) for f in fake["error"]["fields"]] == [("images[0]", "image_format")]
     assert receive(stack) == []
 
@@ -249,4 +250,80 @@ def test_nothing_outside_a_tenants_drop_and_jobs_prefixes_makes_a_job(stack: Loc
     drop(stack, "inputs/dev/job_x/image-0.png", image_bytes("png"), prompt="not under uploads")
     run_uploads_function(stack)
     assert receive(stack) == []
-    assert keys_under(stack, "uploads/dev/library/cat.job.json") == []
+    assert keys_under(stack, "uploads/dev/library/cat.png.job.json") == []
+
+
+def test_an_upload_whose_files_all_arrived_is_completed_by_the_sweeper_not_expired(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an upload whose every file arrived but whose event was never handled, and whose time is up
+    from darkroom import uploads
+
+    monkeypatch.setattr(uploads, "expires_at", lambda ttl_s: time.time() - 1)
+    monkeypatch.setenv("SWEEP_GRACE_S", "0")
+    aws.reset()
+    _, opened = open_upload(stack, {"prompt": "complete but unheard"})
+    post_file(opened["uploads"][0], image_bytes("png"))
+    drain(queue_url(stack, "UploadsQueue"))  # the event is lost
+
+    # When the sweeper finds it
+    stack.functions["SweeperFunction"].invoke(load_event("sweeper_schedule"))
+
+    # Then the upload is not thrown away: the job is queued with its input
+    queued = job(opened["id"])
+    assert queued.status == "queued" and queued.inputs, queued.error
+    assert len(receive(stack)) == 1
+    drain(queue_url(stack))
+
+
+def test_a_canceled_upload_keeps_no_files_and_takes_no_more(stack: LocalStack) -> None:
+    # Given an upload for two images, one arrived, then canceled by the tenant
+    _, opened = open_upload(stack, {"prompt": "canceled upload", "files": {"images": 2}})
+    post_file(opened["uploads"][0], image_bytes("png"))
+    run_uploads_function(stack)
+    canceled = call_api(stack, http_event("DELETE", f"/v1/jobs/{opened['id']}", api_key=stack.api_keys["dev"]))
+    assert canceled[0] == 200 and canceled[1]["status"] == "canceled"
+    assert keys_under(stack, f"uploads/dev/jobs/{opened['id']}/") == []
+
+    # When the second file still comes through its presigned POST
+    post_file(opened["uploads"][1], image_bytes("png"))
+    run_uploads_function(stack)
+
+    # Then it is deleted too, and nothing is queued
+    assert keys_under(stack, f"uploads/dev/jobs/{opened['id']}/") == []
+    assert job(opened["id"]).status == "canceled" and receive(stack) == []
+
+
+def test_a_drop_with_malformed_encoded_metadata_still_gets_its_job(stack: LocalStack) -> None:
+    drop(stack, "uploads/dev/drop/odd-meta.png", image_bytes("png"), prompt="odd metadata", note="=?utf-8?b?a?=")
+    run_uploads_function(stack)
+    answer = answer_of(stack, "uploads/dev/drop/odd-meta.png.job.json")
+    assert job(answer["job_id"]).status == "queued"
+    drain(queue_url(stack))
+
+
+def test_a_drop_that_cannot_be_queued_now_is_retried_not_answered(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given SQS refusing the job's message for a moment
+    from darkroom import queue
+
+    def refused(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("SQS is unavailable")
+
+    monkeypatch.setattr(queue, "send_job", refused)
+    drop(stack, "uploads/dev/drop/later.png", image_bytes("png"), prompt="dropped while SQS is down")
+    messages = boto3.client("sqs").receive_message(QueueUrl=queue_url(stack, "UploadsQueue"), WaitTimeSeconds=2)
+    (message,) = messages["Messages"]
+    arn = stack.template.attributes["UploadsQueue"]["Arn"]
+
+    # When the uploads function handles the event, it fails the record (SQS will bring it back) and answers nothing
+    result = stack.functions["UploadsFunction"].invoke({"Records": [sqs_record(message, arn)]})
+    assert result["batchItemFailures"] == [{"itemIdentifier": message["MessageId"]}]
+    assert keys_under(stack, "uploads/dev/drop/later.png.job.json") == []
+
+    # And once SQS is back, the same event makes the job and its answer
+    monkeypatch.undo()
+    stack.functions["UploadsFunction"].invoke({"Records": [sqs_record(message, arn)]})
+    assert job(answer_of(stack, "uploads/dev/drop/later.png.job.json")["job_id"]).status == "queued"
+    drain(queue_url(stack))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from collections.abc import Callable
 
 import pytest
@@ -38,8 +40,13 @@ BAD_INPUTS = [
     ("GIF renamed .png", lambda: image_bytes("gif"), "image_format"),
     ("ZIP archive", zip_bytes, "image_format"),
     ("empty file", lambda: b"", "image_empty"),
-    ("truncated JPEG", lambda: image_bytes("jpeg", (200, 200))[:-200], "image_truncated_or_trailing_data"),
-    ("JPEG with a ZIP appended", lambda: image_bytes("jpeg") + zip_bytes(), "image_truncated_or_trailing_data"),
+    ("truncated JPEG", lambda: image_bytes("jpeg", (200, 200))[:-200], "image_truncated"),
+    ("JPEG with a ZIP appended", lambda: image_bytes("jpeg") + zip_bytes(), "image_trailing_data"),
+    ("JPEG, ZIP, then an end marker", lambda: image_bytes("jpeg") + zip_bytes() + b"\xff\xd9", "image_trailing_data"),
+    ("PNG carrying a ZIP in its IEND", lambda: _png_with_iend_payload(zip_bytes()), "image_trailing_data"),
+    ("PNG of 1,001 text chunks", lambda: _png_with_text_chunks(1_001), "image_too_many_chunks"),
+    ("WebP carrying an unknown chunk", lambda: _webp_with_chunk(b"ZIP!", zip_bytes()), "image_unknown_chunk"),
+    ("JPEG of 65 scans", lambda: _jpeg_with_scans(65), "image_too_many_scans"),
     ("truncated WebP", lambda: image_bytes("webp", (200, 200))[:-20], "image_truncated_or_trailing_data"),
     ("animated WebP", animated_webp, "image_animated"),
     ("PNG with a flipped byte", lambda: _flip(image_bytes("png", (64, 64)), 60), "image_corrupt"),
@@ -55,13 +62,56 @@ def test_a_bad_input_is_refused_by_its_rule(case: str, make: Callable[[], bytes]
     assert rule_of(make()) == rule
 
 
-def test_a_jpeg_whose_pixels_are_garbage_is_refused_as_unreadable() -> None:
-    # Given a JPEG whose framing is whole but whose header segments are noise
+def test_a_jpeg_whose_segments_are_noise_is_refused() -> None:
     data = image_bytes("jpeg", (64, 64))
-    garbled = data[:3] + bytes(range(1, 256)) * 4 + data[-2:]
+    assert rule_of(data[:3] + bytes(range(1, 256)) * 4 + data[-2:]) == "image_corrupt"
 
-    # Then it is refused without reaching a provider
-    assert rule_of(garbled) == "image_unreadable"
+
+def test_a_progressive_jpeg_with_its_usual_scans_passes() -> None:
+    assert check_image(_jpeg_with_scans(0)).format == "jpeg"
+    assert check_image(_jpeg_with_scans(30)).format == "jpeg"
+
+
+def test_a_jpeg_whose_pixels_do_not_decode_is_refused_as_unreadable() -> None:
+    # Given a JPEG whose segments follow one another but whose frame header describes nonsense
+    data = bytearray(image_bytes("jpeg", (64, 64)))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 4] = 0  # precision 0 bits
+
+    # Then Pillow's refusal is darkroom's, naming the file
+    assert rule_of(bytes(data)) == "image_unreadable"
+
+
+def _png_with_iend_payload(payload: bytes) -> bytes:
+    data = image_bytes("png")
+    return data[:-12] + _chunk(b"IEND", payload)
+
+
+def _png_with_text_chunks(count: int) -> bytes:
+    data = image_bytes("png")
+    return data[:-12] + _chunk(b"tEXt", b"k\x00v") * count + data[-12:]
+
+
+def _webp_with_chunk(kind: bytes, payload: bytes) -> bytes:
+    data = image_bytes("webp") + kind + struct.pack("<I", len(payload)) + payload + b"\x00" * (len(payload) % 2)
+    return data[:4] + struct.pack("<I", len(data) - 8) + data[8:]
+
+
+def _jpeg_with_scans(extra: int) -> bytes:
+    """A progressive JPEG with its last scan repeated `extra` times more (each one a pass over every pixel)."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (64, 64), (10, 200, 30)).save(out, "JPEG", progressive=True)
+    data = out.getvalue()
+    last_scan = data.rindex(b"\xff\xda")
+    return data[:-2] + data[last_scan:-2] * extra + data[-2:]
+
+
+def _chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
 
 def test_the_size_limit_is_checked_before_anything_is_read() -> None:

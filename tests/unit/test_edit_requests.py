@@ -152,3 +152,32 @@ def test_every_broken_rule_is_reported_at_once() -> None:
 def test_markup_on_a_2_5_model_without_a_mask_is_accepted_and_not_sent_as_a_field() -> None:
     request = parse_edit_request({"prompt": "p", "model": "gpt-image-2.5-sunburst"}, files={"image": 1, "markup": 1})
     assert "markup" not in request.provider_params() and "images" not in request.provider_params()
+
+
+def test_a_mistyped_field_beside_images_is_a_422_listing_both_problems() -> None:
+    # The images passed their type checks and are judged in a rebuilt request: as plain objects, not models
+    assert rules_of({"n": "2", "images": [{"b64_json": "aGk="}, {"b64_json": "aGk=", "file": "x.png"}]}) == {
+        ("n", "int_type"),
+        ("images[1]", "image_source"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("multipart/form-data; boundary=\u20ac", "--\u20ac".encode()),
+        ("multipart/form-data; boundary=x", b"--x\r\n\r\n\r\n" * 70_000 + b"--x--\r\n"),
+        (
+            "multipart/form-data; boundary=x",
+            b'--x\r\ncontent-disposition: form-data; name="p"' + b"; a=b" * 100_000 + b"\r\n\r\nv\r\n--x--\r\n",
+        ),
+    ],
+    ids=["non-ascii-boundary", "seventy-thousand-parts", "half-a-megabyte-of-header-parameters"],
+)
+def test_a_form_shaped_to_be_slow_or_unreadable_is_refused_before_it_is_parsed(content_type: str, body: bytes) -> None:
+    # The email parser's time grows faster than these bodies (13 s and 17 s for the last two): the limits are
+    # checked on the raw bytes first, which is what each message says.
+    with pytest.raises(InvalidRequest) as refused:
+        parse_form(content_type, body)
+    assert refused.value.errors[0].rule == "multipart_invalid"
+    assert any(words in refused.value.message for words in ("ASCII", "more than 64 parts", "at most 1024 bytes"))

@@ -35,7 +35,7 @@ EXPECTED_GRANTS: dict[str, dict[str, set[str]]] = {
         "OutputsBucket/outputs/*": {"s3:PutObject", "s3:GetObject"},
         "OutputsBucket/inputs/*": {"s3:PutObject"},
         "OutputsBucket/uploads/*": {"s3:GetObject"},
-        "OutputsBucket/uploads/*/jobs/*": {"s3:PutObject"},
+        "OutputsBucket/uploads/*/jobs/*": {"s3:PutObject", "s3:DeleteObject"},
         "OutputsBucket": {"s3:ListBucket"},
         POLLER_EXECUTIONS: {"states:StopExecution"},
         "WebhooksTable": {
@@ -70,7 +70,8 @@ EXPECTED_GRANTS: dict[str, dict[str, set[str]]] = {
         "OutputsBucket": {"s3:ListBucket"},
         "PollerStateMachine": {"states:StartExecution"},
         POLLER_EXECUTIONS: {"states:DescribeExecution", "states:StopExecution"},
-        "OutputsBucket/uploads/*/jobs/*": {"s3:DeleteObject"},
+        "OutputsBucket/uploads/*/jobs/*": {"s3:GetObject", "s3:DeleteObject"},
+        "OutputsBucket/inputs/*": {"s3:PutObject"},
         "WaveSpeedSecret": {"secretsmanager:GetSecretValue"},
     },
     "NotifyFunction": {
@@ -90,7 +91,9 @@ EXPECTED_GRANTS: dict[str, dict[str, set[str]]] = {
     },
     "UploadsFunction": {
         "UploadsFunctionLogs": {"logs:CreateLogStream", "logs:PutLogEvents"},
-        "OutputsBucket/uploads/*": {"s3:GetObject", "s3:PutObject", "s3:DeleteObject"},
+        "OutputsBucket/uploads/*": {"s3:GetObject"},
+        "OutputsBucket/uploads/*/drop/*": {"s3:PutObject"},
+        "OutputsBucket/uploads/*/jobs/*": {"s3:DeleteObject"},
         "OutputsBucket": {"s3:ListBucket"},
         "OutputsBucket/inputs/*": {"s3:PutObject"},
         "OutputsBucket/outputs/*": {"s3:GetObject", "s3:PutObject"},
@@ -230,7 +233,7 @@ def test_bucket_listing_is_limited_to_outputs_and_uploads(cfn: dict[str, Any], f
     listing = [s for s in statements(cfn, role_of(cfn, function_id)) if "s3:ListBucket" in as_list(s["Action"])]
     for statement in listing:
         assert as_list(statement["Action"]) == ["s3:ListBucket"]
-        assert set(as_list(statement["Condition"]["StringLike"]["s3:prefix"])) <= {"outputs/*", "uploads/*"}
+        assert set(as_list(statement["Condition"]["StringLike"]["s3:prefix"])) <= {"outputs/*", "uploads/*", "inputs/*"}
         assert set(statement["Condition"]) == {"StringLike"}
 
 
@@ -241,7 +244,7 @@ def test_only_uploads_in_transit_may_be_deleted(cfn: dict[str, Any], function_id
     for statement in statements(cfn, role_of(cfn, function_id)):
         if any(fnmatchcase("s3:deleteobject", action.lower()) for action in as_list(statement["Action"])):
             for resource in as_list(statement["Resource"]):
-                assert resource_name(cfn, resource).startswith("OutputsBucket/uploads/"), resource
+                assert resource_name(cfn, resource).startswith("OutputsBucket/uploads/*/jobs/"), resource
 
 
 def test_worker_polls_exactly_the_queues_its_event_sources_read(cfn: dict[str, Any]) -> None:

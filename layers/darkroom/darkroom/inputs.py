@@ -27,6 +27,12 @@ MAX_INPUT_PIXELS = 40_000_000
 # JPEGs are decoded at a reduced scale: enough to prove the stream reads, at a sixty-fourth of the memory.
 JPEG_CHECK_EDGE = 1024
 
+# Structure limits, far above what any encoder writes, far below what costs seconds to walk or decode.
+MAX_PNG_CHUNKS = 100_000  # IDAT chunks of 8 KB make 6,400 for 50 MB
+MAX_PNG_ANCILLARY_CHUNKS = 1_000
+MAX_JPEG_SCANS = 64  # a progressive JPEG has about 10
+MAX_WEBP_CHUNKS = 64
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _OTHER_FORMATS = {b"GIF87a": "GIF", b"GIF89a": "GIF", b"BM": "BMP", b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
 _PILLOW_NAMES = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
@@ -118,24 +124,24 @@ def _check_structure(fmt: str, data: bytes, what: str) -> None:
     if fmt == "png":
         _check_png_chunks(data, what)
     elif fmt == "jpeg":
-        if not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
-            raise InputRejected(
-                "image_truncated_or_trailing_data",
-                f"The {what} does not end where its JPEG data ends: it is cut short, or has something appended "
-                "(a motion photo's video, an archive). Save it again as a plain JPEG.",
-            )
-    else:  # webp: RIFF says exactly how long the file is
-        declared = struct.unpack("<I", data[4:8])[0] + 8
-        if declared != len(data):
-            raise InputRejected(
-                "image_truncated_or_trailing_data",
-                f"The {what} is {len(data)} bytes but its WebP header says {declared}: it is cut short, or has "
-                "something appended.",
-            )
+        _check_jpeg_segments(data, what)
+    else:
+        _check_webp_chunks(data, what)
+
+
+def _trailing(what: str, extra: int) -> InputRejected:
+    return InputRejected(
+        "image_trailing_data",
+        f"The {what} has {extra} bytes after the end of its image data (an appended file, a motion photo's video?); "
+        "save it again as a plain image.",
+    )
 
 
 def _check_png_chunks(data: bytes, what: str) -> None:
+    """Every chunk whole and checksummed up to an empty IEND, nothing after it, and not a flood of chunks that
+    would cost seconds to walk."""
     offset = len(PNG_SIGNATURE)
+    chunks = ancillary = 0
     while True:
         if offset + 12 > len(data):
             raise InputRejected("image_truncated", f"The {what} is a PNG cut short before its end.")
@@ -143,18 +149,97 @@ def _check_png_chunks(data: bytes, what: str) -> None:
         end = offset + 12 + length
         if end > len(data):
             raise InputRejected("image_truncated", f"The {what} is a PNG cut short inside its {kind!r} chunk.")
+        chunks += 1
+        ancillary += kind[0:1].islower()
+        if chunks > MAX_PNG_CHUNKS or ancillary > MAX_PNG_ANCILLARY_CHUNKS:
+            raise InputRejected("image_too_many_chunks", f"The {what} is a PNG of more chunks than an image needs.")
         crc = struct.unpack(">I", data[end - 4 : end])[0]
         if zlib.crc32(data[offset + 4 : end - 4]) != crc:
             raise InputRejected("image_corrupt", f"The {what}'s PNG chunk {kind!r} fails its checksum.")
         offset = end
         if kind == b"IEND":
+            if length:  # IEND is empty: anything in it is something else riding along
+                raise _trailing(what, length)
             break
     if offset != len(data):
+        raise _trailing(what, len(data) - offset)
+
+
+def _check_jpeg_segments(data: bytes, what: str) -> None:
+    """Segment by segment from SOI to the first EOI, through each scan's entropy-coded data, and nothing after it
+    but padding. A progressive JPEG's scans each pass over every pixel: a small file of thousands of them costs
+    minutes to decode, so their number is bounded."""
+    size, pos, scans = len(data), 2, 0
+
+    def cut_short() -> InputRejected:
+        return InputRejected("image_truncated", f"The {what} is a JPEG cut short before its end.")
+
+    while True:
+        if pos >= size:
+            raise cut_short()
+        if data[pos] != 0xFF:
+            raise InputRejected("image_corrupt", f"The {what} is a JPEG whose segments do not follow one another.")
+        while pos < size and data[pos] == 0xFF:  # fill bytes before a marker
+            pos += 1
+        if pos >= size:
+            raise cut_short()
+        marker = data[pos]
+        pos += 1
+        if marker == 0xD9:  # EOI
+            break
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # standalone markers
+            continue
+        if pos + 2 > size:
+            raise cut_short()
+        length = int.from_bytes(data[pos : pos + 2], "big")
+        if marker == 0xD8 or length < 2:
+            raise InputRejected("image_corrupt", f"The {what} is a JPEG with a malformed segment.")
+        pos += length
+        if marker != 0xDA:  # not a scan: its length covers it
+            continue
+        scans += 1
+        if scans > MAX_JPEG_SCANS:
+            raise InputRejected(
+                "image_too_many_scans", f"The {what} is a JPEG of more than {MAX_JPEG_SCANS} scans; save it again."
+            )
+        while True:  # entropy-coded data: 0xFF is stuffed as FF00, restarts are FFD0-FFD7
+            pos = data.find(b"\xff", pos)
+            if pos < 0 or pos + 1 >= size:
+                raise cut_short()
+            following = data[pos + 1]
+            if following == 0x00 or 0xD0 <= following <= 0xD7:
+                pos += 2
+            elif following == 0xFF:
+                pos += 1
+            else:
+                break
+    if data[pos:].strip(b"\x00"):
+        raise _trailing(what, len(data) - pos)
+
+
+# What a still WebP is made of; anything else in its RIFF container is something else riding along.
+_WEBP_CHUNKS = {b"VP8 ", b"VP8L", b"VP8X", b"ALPH", b"ANIM", b"ANMF", b"ICCP", b"EXIF", b"XMP "}
+
+
+def _check_webp_chunks(data: bytes, what: str) -> None:
+    declared = struct.unpack("<I", data[4:8])[0] + 8
+    if declared != len(data):
         raise InputRejected(
-            "image_trailing_data",
-            f"The {what} has {len(data) - offset} bytes after the end of its PNG data (an appended file?); "
-            "send the image alone.",
+            "image_truncated_or_trailing_data",
+            f"The {what} is {len(data)} bytes but its WebP header says {declared}: it is cut short, or has something "
+            "appended.",
         )
+    pos, chunks = 12, 0
+    while pos < len(data):
+        if pos + 8 > len(data):
+            raise InputRejected("image_truncated", f"The {what} is a WebP cut short inside a chunk.")
+        kind, length = data[pos : pos + 4], struct.unpack("<I", data[pos + 4 : pos + 8])[0]
+        chunks += 1
+        if kind not in _WEBP_CHUNKS or chunks > MAX_WEBP_CHUNKS:
+            raise InputRejected("image_unknown_chunk", f"The {what} is a WebP carrying a chunk no image needs.")
+        pos += 8 + length + (length % 2)
+    if pos != len(data):
+        raise InputRejected("image_truncated", f"The {what} is a WebP cut short inside a chunk.")
 
 
 def _check_pixels(fmt: str, data: bytes, what: str) -> InputImage:

@@ -212,13 +212,23 @@ def parse_upload_request(body: Any, files: UploadFiles, **rules: Any) -> EditReq
     own rules report on `files.*`."""
     fields = {k: v for k, v in body.items() if k != "files"} if isinstance(body, dict) else body
     counts = {"image": files.images, "mask": int(files.mask), "markup": int(files.markup)}
+    sent = [name for name in ("images", "mask", "markup") if isinstance(fields, dict) and name in fields]
+    misplaced = [
+        FieldError(name, "upload_files", f"An upload's files come by presigned POST: say files.{name} instead.")
+        for name in sent
+    ]
     try:
-        return parse_edit_request(fields, files=counts, **rules)
+        request = parse_edit_request(
+            {k: v for k, v in fields.items() if k not in sent} if sent else fields, files=counts, **rules
+        )
     except ValidationFailed as exc:
         renamed = {"image": "files.images", "mask": "files.mask", "markup": "files.markup"}
         raise ValidationFailed(
-            [FieldError(renamed.get(e.field, e.field), e.rule, e.message) for e in exc.errors]
+            [FieldError(renamed.get(e.field, e.field), e.rule, e.message) for e in exc.errors] + misplaced
         ) from None
+    if misplaced:
+        raise ValidationFailed(misplaced)
+    return request
 
 
 def _parse(model: type[GenerationRequest], body: Any, extra: list[FieldError], **rules: Any) -> GenerationRequest:
@@ -305,10 +315,12 @@ def edit_rule_errors(
 def _source_errors(request: EditRequest) -> list[FieldError]:
     sources = [(f"images[{i}]", source) for i, source in enumerate(request.images or [])]
     sources += [(name, getattr(request, name)) for name in ("mask", "markup") if getattr(request, name) is not None]
+    # A request rebuilt from the fields that passed their type checks (one answer, every problem) holds its sources
+    # as the plain objects they were: validated already, so building them cannot fail.
     return [
         FieldError(name, "image_source", "Give exactly one of b64_json, image_url, file or job_output.")
         for name, source in sources
-        if source.kind() is None
+        if ImageSource.model_validate(source).kind() is None
     ]
 
 

@@ -8,7 +8,8 @@ Everything under `uploads/{tenant}/` belongs to that tenant; S3 tells the upload
   `upload_expired` after its expiry and deletes what did arrive.
 - `uploads/{tenant}/drop/...`: an image put with `x-amz-meta-prompt` (and optional `model`, `size`, `quality`,
   `output-format`, `webhook-url`, `metadata-*`) becomes an edit of that image; a `*.edit.json` request file names
-  images, a mask and parameters in the same prefix. The answer is written next to it as `<name>.job.json`: the job's
+  images, a mask and parameters in the same prefix. The answer is written next to it as `<name>.job.json` (for
+  `look.edit.json`, `look.job.json`): the job's
   id, or the error. A duplicate S3 event finds the same job again (an idempotency key of the object's key and ETag).
 Anything else under `uploads/` (a tenant's library of files that edits name) triggers nothing.
 """
@@ -18,14 +19,15 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from email.errors import HeaderParseError
 from email.header import decode_header, make_header
 from typing import Any
 from urllib.parse import unquote_plus
 
 from darkroom import aws, catalog, edits, queue
-from darkroom.errors import DarkroomError, FieldError, ValidationFailed
+from darkroom.errors import DarkroomError, FieldError, ServiceUnavailable, ValidationFailed
 from darkroom.jobs import manifests
-from darkroom.jobs.idempotency import IdempotencyKey
+from darkroom.jobs.idempotency import IdempotencyKey, IdempotencyKeyInProgress
 from darkroom.jobs.store import Job, JobStore, LeaseLost
 from darkroom.models import EditRequest, parse_edit_request
 from darkroom.observability import logger
@@ -103,7 +105,7 @@ def handle_queue_record(body: str) -> None:
 
 def handle_object(key: str) -> None:
     parts = key.split("/")
-    if len(parts) < 4 or parts[0] != "uploads" or not TENANT_PATTERN.match(parts[1]):
+    if len(parts) < 4 or parts[0] != "uploads" or not TENANT_PATTERN.fullmatch(parts[1]):
         return
     tenant = parts[1]
     if parts[2] == "jobs" and len(parts) == 5:
@@ -117,36 +119,49 @@ def file_landed(tenant: str, job_id: str) -> None:
     store = JobStore()
     job = store.get_for_tenant(job_id, tenant)
     if job is None or job.status != "awaiting_upload":
-        return  # unknown, or already queued or ended by an earlier event: its files were dealt with then
+        # Unknown, canceled, or taken by an earlier event: nothing waits for this file (a presigned POST still
+        # accepts files until it expires).
+        _delete_prefix(f"uploads/{tenant}/jobs/{job_id}/")
+        return
+    complete(store, job)
+
+
+def complete(store: JobStore, job: Job) -> bool:
+    """Judge, store and queue an upload job once every expected file is there; False while some are missing."""
     arrived = _listed(upload_prefix(job))
     expected = expected_files(job)
     if not set(expected) <= set(arrived):
-        return  # the last file's event will complete it
-    found = [
-        edits.EditInput(
-            "image" if name.startswith("image-") else name,
-            field,
-            source_key=upload_prefix(job) + name,
-            source_etag=arrived[name],
-        )
-        for name, field in expected.items()
-    ]
-    errors = edits.judge(found)
+        return False  # the last file's event will complete it
+    found, errors = [], []
+    for name, field in expected.items():
+        role = "image" if name.startswith("image-") else name
+        etag, size = arrived[name]
+        found.append(edits.EditInput(role, field, source_key=upload_prefix(job) + name, source_etag=etag))
+        # Sizes from the listing, before a byte is read: the POST policy limits them in AWS, but not alone.
+        if size >= _limit(role):
+            message = f"The {role} must be under {_limit(role) // (1024 * 1024)} MB."
+            errors.append(FieldError(field, "image_too_large", message))
+    errors = errors or edits.judge(found)
     if errors:
         _fail(store, job, errors)
-        return
+        return True
     try:
-        inputs = edits.store_inputs(tenant, job.id, found)
+        inputs = edits.store_inputs(job.tenant, job.id, found)
         job = store.uploads_complete(job, inputs=inputs)
     except ValidationFailed as exc:  # a file was replaced while it was judged
         _fail(store, job, exc.errors)
-        return
+        return True
     except LeaseLost:
-        return  # another event for this job queued it first
-    queue.send_job(job.id, tenant, attempt=0)
+        return True  # another event for this job queued it first
+    queue.send_job(job.id, job.tenant, attempt=0)
     store.message_sent(job)  # if this fails, the sweeper sends one harmless duplicate
     delete_uploads(job)
-    logger.info("uploaded edit queued", extra={"job_id": job.id, "tenant": tenant, "files": len(found)})
+    logger.info("uploaded edit queued", extra={"job_id": job.id, "tenant": job.tenant, "files": len(found)})
+    return True
+
+
+def _limit(role: str) -> int:
+    return catalog.MAX_MASK_BYTES if role == "mask" else catalog.MAX_INPUT_IMAGE_BYTES
 
 
 def _fail(store: JobStore, job: Job, errors: list[FieldError]) -> None:
@@ -163,7 +178,10 @@ def _fail(store: JobStore, job: Job, errors: list[FieldError]) -> None:
 
 
 def expire(store: JobStore, job: Job) -> Job:
-    """The sweeper's verdict on a job whose files did not all arrive in time."""
+    """The sweeper's verdict on a job whose files did not all arrive in time. If they did (their event failed, or
+    waits in a backlog), the job is completed here instead: a finished upload is never thrown away."""
+    if complete(store, job):
+        return store.get(job.id) or job
     job = store.fail_waiting(
         job,
         code="upload_expired",
@@ -175,23 +193,27 @@ def expire(store: JobStore, job: Job) -> Job:
 
 
 def delete_uploads(job: Job) -> None:
-    """The job's uploaded files: copied to its inputs, refused, or expired. Best effort: the bucket's lifecycle
-    removes what this misses."""
+    """The job's uploaded files: copied to its inputs, refused, expired or canceled."""
+    _delete_prefix(upload_prefix(job))
+
+
+def _delete_prefix(prefix: str) -> None:
+    """Best effort: the bucket's lifecycle removes what this misses."""
     try:
-        keys = list(_listed(upload_prefix(job)))
-        if keys:
+        names = list(_listed(prefix))
+        if names:
             aws.client("s3").delete_objects(
                 Bucket=settings().outputs_bucket,
-                Delete={"Objects": [{"Key": upload_prefix(job) + name} for name in keys], "Quiet": True},
+                Delete={"Objects": [{"Key": prefix + name} for name in names], "Quiet": True},
             )
     except Exception:
-        logger.warning("could not delete a job's uploads", extra={"job_id": job.id}, exc_info=True)
+        logger.warning("could not delete uploaded files", extra={"prefix": prefix}, exc_info=True)
 
 
-def _listed(prefix: str) -> dict[str, str]:
-    """Names under a prefix -> their ETags."""
+def _listed(prefix: str) -> dict[str, tuple[str, int]]:
+    """Names under a prefix -> (ETag, size)."""
     listed = aws.client("s3").list_objects_v2(Bucket=settings().outputs_bucket, Prefix=prefix)
-    return {item["Key"][len(prefix) :]: item["ETag"] for item in listed.get("Contents", [])}
+    return {item["Key"][len(prefix) :]: (item["ETag"], item["Size"]) for item in listed.get("Contents", [])}
 
 
 # Drop-ins
@@ -220,13 +242,14 @@ def dropped(tenant: str, key: str) -> None:
         body = _request_of_metadata(head.get("Metadata", {}), key[len("uploads/") + len(tenant) + 1 :])
         if body is None:
             return  # an image without a prompt: a request file will name it
-        folder, _, name = key.rpartition("/")
-        answer_key = f"{folder}/{name.rpartition('.')[0] or name}{ANSWER_SUFFIX}"
+        answer_key = key + ANSWER_SUFFIX  # photo.png.job.json: photo.png and photo.webp answer apart
     # The object's key and version identify the drop: a duplicate event finds the job the first one made.
     fingerprint = hashlib.sha256(json.dumps(body, sort_keys=True).encode(errors="surrogatepass")).hexdigest()
     idempotency = IdempotencyKey(tenant, f"drop:{key}:{head['ETag']}", fingerprint)
     try:
         job = _submit(tenant, body, idempotency)
+    except (ServiceUnavailable, IdempotencyKeyInProgress):
+        raise  # not an answer: the event comes back and is tried again
     except DarkroomError as exc:
         _answer(answer_key, exc.body())
         logger.info("dropped edit refused", extra={"tenant": tenant, "code": exc.code})
@@ -265,7 +288,9 @@ def _request_file(key: str, drop: str) -> dict[str, Any]:
     in_drop = f"drop/{folder}/" if folder else "drop/"
 
     def source(name: Any) -> Any:
-        return {"file": in_drop + name} if isinstance(name, str) else name  # anything else: the model refuses it
+        # A name is a file in the request file's folder; an object is any JSON source (another of the tenant's
+        # files, a job's output), judged as in the API.
+        return {"file": in_drop + name} if isinstance(name, str) else name
 
     images = body.get("images")
     if isinstance(images, list):
@@ -297,7 +322,7 @@ def _decoded(value: str) -> str:
         return value
     try:
         return str(make_header(decode_header(value)))
-    except (ValueError, LookupError):
+    except (ValueError, LookupError, HeaderParseError):
         return value
 
 

@@ -18,6 +18,8 @@ FILE_FIELDS = ("image", "mask", "markup")
 INTEGER_FIELDS = ("n", "output_compression", "partial_images")
 BOOLEAN_FIELDS = ("stream",)
 MAX_PARTS = 64  # 16 images, a mask, a markup and every text field, with room to spare
+MAX_PART_HEADERS = 1024  # the SDK sends about 100 bytes: a name, a file name and a type
+_BOUNDARY = re.compile(r"boundary=(\"[^\"]{1,70}\"|[0-9A-Za-z'()+_,./:=?-]{1,70})")
 _KEYED = re.compile(r"([a-z_]+)\[([^\[\]]*)\]")
 _INTEGER = re.compile(r"-?[0-9]{1,9}")
 
@@ -34,11 +36,8 @@ def parse_form(content_type: str, body: bytes) -> Form:
     from email.parser import BytesParser
     from email.policy import HTTP
 
-    if "boundary=" not in content_type:
-        raise _unreadable("The multipart body has no boundary in its Content-Type.")
-    message = BytesParser(policy=HTTP).parsebytes(
-        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
-    )
+    _check_shape(body, _boundary(content_type))
+    message = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body)
     if not message.is_multipart() or message.defects:
         raise _unreadable("The body is not well-formed multipart/form-data.")
     parts = list(message.iter_parts())
@@ -59,6 +58,25 @@ def parse_form(content_type: str, body: bytes) -> Form:
         else:
             _add_text_field(form.fields, name, data)
     return form
+
+
+def _boundary(content_type: str) -> bytes:
+    match = _BOUNDARY.search(content_type)
+    if not content_type.isascii() or match is None:
+        raise _unreadable("The Content-Type needs a boundary of printable ASCII (RFC 2046).")
+    return match.group(1).strip('"').encode()
+
+
+def _check_shape(body: bytes, boundary: bytes) -> None:
+    """The limits, checked on the raw bytes before the email parser, whose time grows faster than the body: at
+    most MAX_PARTS parts, each with a short header block."""
+    pieces = body.split(b"--" + boundary)
+    if len(pieces) > MAX_PARTS + 2:  # the preamble and the epilogue around the parts
+        raise _unreadable(f"The form has more than {MAX_PARTS} parts.")
+    for piece in pieces[1:-1]:
+        headers_end = piece.find(b"\r\n\r\n")
+        if headers_end < 0 or headers_end > MAX_PART_HEADERS:
+            raise _unreadable(f"Every part needs its headers, in at most {MAX_PART_HEADERS} bytes.")
 
 
 def _add_text_field(fields: dict[str, Any], name: str, data: bytes) -> None:

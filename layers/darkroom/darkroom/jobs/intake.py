@@ -179,6 +179,10 @@ def cancel_job(tenant: str, job_id: str) -> Job:
     # execution is stopped; if that fails, its next poll finds the job canceled and ends there.
     if job.prediction_id:
         executions.stop(job.id, cause="canceled at the tenant's request")
+    if job.upload and not job.inputs:
+        from darkroom.uploads import delete_uploads
+
+        delete_uploads(job)  # what arrived of an upload nobody waits for now
     manifests.publish(store, job)
     return job
 

@@ -213,7 +213,9 @@ def _run(store: JobStore, job: Job, remaining_ms: RemainingMs) -> None:
     inputs are fetched before the claim: nothing slow may sit between the claim and the call."""
     with contextlib.ExitStack() as inputs:
         try:
-            files = inputs.enter_context(storage.input_files(job)) if job.kind == "edit" else []
+            # Sent as files to an OpenAI-compatible route; an asynchronous one gets links to them instead.
+            as_files = job.kind == "edit" and not routing.ROUTES[job.route].asynchronous
+            files = inputs.enter_context(storage.input_files(job)) if as_files else []
         except Exception as exc:
             if aws.error_code(exc) not in ("404", "NoSuchKey"):
                 raise  # S3 may answer next time: the message comes back
