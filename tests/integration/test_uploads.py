@@ -122,15 +122,19 @@ def test_an_uploaded_file_that_breaks_a_rule_fails_the_job_naming_it(stack: Loca
     assert receive(stack) == []
 
 
-def test_an_upload_that_never_completes_expires_and_its_partial_files_are_deleted(
-    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Given an upload for two images, only one of which arrives, and whose time is up
+@pytest.fixture
+def uploads_already_due(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Uploads opened from here on are past their expiry, and the sweeper acts on them at once."""
     from darkroom import uploads
 
     monkeypatch.setattr(uploads, "expires_at", lambda ttl_s: time.time() - 1)
     monkeypatch.setenv("SWEEP_GRACE_S", "0")
     aws.reset()
+
+
+@pytest.mark.usefixtures("uploads_already_due")
+def test_an_upload_that_never_completes_expires_and_its_partial_files_are_deleted(stack: LocalStack) -> None:
+    # Given an upload for two images, only one of which arrives, and whose time is up
     _, opened = open_upload(stack, {"prompt": "half an upload", "files": {"images": 2}})
     post_file(opened["uploads"][0], image_bytes("png"))
     run_uploads_function(stack)
@@ -253,15 +257,9 @@ def test_nothing_outside_a_tenants_drop_and_jobs_prefixes_makes_a_job(stack: Loc
     assert keys_under(stack, "uploads/dev/library/cat.png.job.json") == []
 
 
-def test_an_upload_whose_files_all_arrived_is_completed_by_the_sweeper_not_expired(
-    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.usefixtures("uploads_already_due")
+def test_an_upload_whose_files_all_arrived_is_completed_by_the_sweeper_not_expired(stack: LocalStack) -> None:
     # Given an upload whose every file arrived but whose event was never handled, and whose time is up
-    from darkroom import uploads
-
-    monkeypatch.setattr(uploads, "expires_at", lambda ttl_s: time.time() - 1)
-    monkeypatch.setenv("SWEEP_GRACE_S", "0")
-    aws.reset()
     _, opened = open_upload(stack, {"prompt": "complete but unheard"})
     post_file(opened["uploads"][0], image_bytes("png"))
     drain(queue_url(stack, "UploadsQueue"))  # the event is lost
