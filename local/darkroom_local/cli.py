@@ -28,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
     stack.start()
     _remember_local_stack(stack)
     provider = f"emulator {stack.emulator.url}" if stack.emulator else "OpenAI (real calls, real bills)"
+    bucket = stack.template.attributes["OutputsBucket"]["Ref"]
     print(
         f"""
 darkroom is running.
@@ -41,6 +42,10 @@ darkroom is running.
 
   curl -s $DARKROOM_URL/v1/images/generations -H "Authorization: Bearer $DARKROOM_API_KEY" \\
        -H 'content-type: application/json' -d '{{"prompt": "a lighthouse at dusk", "size": "1536x1024"}}'
+  # an edit, multipart as the openai SDK sends it:
+  curl -s $DARKROOM_URL/v1/images/edits -H "Authorization: Bearer $DARKROOM_API_KEY" \\
+       -F "image[]=@photo.png" -F prompt="make it a watercolour"
+  # or drop a file into the bucket (s3://{bucket}) under uploads/dev/drop/ with x-amz-meta-prompt
 
 Ctrl-C stops it.""",
         flush=True,
