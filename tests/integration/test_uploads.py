@@ -250,11 +250,16 @@ def test_a_request_file_names_images_and_a_mask_in_its_prefix(stack: LocalStack)
 
 def test_nothing_outside_a_tenants_drop_and_jobs_prefixes_makes_a_job(stack: LocalStack) -> None:
     drop(stack, "uploads/dev/library/cat.png", image_bytes("png"), prompt="library files are not drop-ins")
+    drop(stack, "uploads/dev/jobs/catalog/logo.png", image_bytes("png"))  # a tenant's folder named jobs/
+    drop(stack, "uploads/dev/jobs/job_00000000000000000000000000/logo.png", image_bytes("png"))
     drop(stack, "uploads/Not_A_Tenant/drop/cat.png", image_bytes("png"), prompt="no such tenant prefix")
     drop(stack, "inputs/dev/job_x/image-0.png", image_bytes("png"), prompt="not under uploads")
     run_uploads_function(stack)
     assert receive(stack) == []
     assert keys_under(stack, "uploads/dev/library/cat.png.job.json") == []
+    # and a tenant's own files under a folder named jobs/ are left where they are
+    assert keys_under(stack, "uploads/dev/jobs/catalog/") == ["uploads/dev/jobs/catalog/logo.png"]
+    assert keys_under(stack, "uploads/dev/jobs/job_00000000000000000000000000/") != []
 
 
 @pytest.mark.usefixtures("uploads_already_due")
@@ -264,8 +269,12 @@ def test_an_upload_whose_files_all_arrived_is_completed_by_the_sweeper_not_expir
     post_file(opened["uploads"][0], image_bytes("png"))
     drain(queue_url(stack, "UploadsQueue"))  # the event is lost
 
-    # When the sweeper finds it
-    stack.functions["SweeperFunction"].invoke(load_event("sweeper_schedule"))
+    # When the sweeper finds it, it hands the upload back to the uploads function, and does not look again soon
+    report = stack.functions["SweeperFunction"].invoke(load_event("sweeper_schedule"))
+    assert opened["id"] in report["renotified"] and job(opened["id"]).status == "awaiting_upload"
+    again = stack.functions["SweeperFunction"].invoke(load_event("sweeper_schedule"))
+    assert opened["id"] not in again["renotified"]
+    run_uploads_function(stack)
 
     # Then the upload is not thrown away: the job is queued with its input
     queued = job(opened["id"])

@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import boto3
 import pytest
 
+from darkroom.webhooks import delivery as delivery_module
 from darkroom.webhooks import endpoints as endpoints_module
 from darkroom.webhooks import notify as notify_module
 from darkroom.webhooks.endpoints import (
@@ -146,7 +148,7 @@ def test_a_breakers_window_grows_to_sqss_longest_delay(stack: LocalStack) -> Non
         # When it fails again
         failed = store.mark_endpoint(store.get_endpoint("dev", endpoint.id), failing=True)
         # Then its window is SQS's longest delay, so a postponed try is one message
-        assert failed.breaker_until is not None
+        assert failed is not None and failed.breaker_until is not None
         assert BREAKER_MAX_WINDOW_S - 5 <= failed.breaker_until - time.time() <= BREAKER_MAX_WINDOW_S
     finally:
         store.delete_endpoint("dev", endpoint.id)
@@ -174,5 +176,53 @@ def test_an_endpoint_behind_its_breaker_is_still_disabled_after_five_days(
         assert len(receiver.seen) == 1
         disabled = store.get_endpoint("dev", endpoint.id)
         assert disabled.enabled is False and "5 days" in (disabled.disabled_reason or "")
+    finally:
+        store.delete_endpoint("dev", endpoint.id)
+
+
+def test_an_answer_from_the_old_url_says_nothing_of_the_endpoints_new_one(
+    stack: LocalStack, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a try under way to an endpoint's URL when the tenant moves the endpoint, and the old URL answers 410
+    store = WebhookStore()
+    endpoint, _ = store.create_endpoint("dev", url=receiver.url, events=["job.succeeded"], description="", enabled=True)
+    new_url = receiver.url + "/v2"
+
+    def moved_while_sending(url: str, *args: Any, **kwargs: Any) -> delivery_module.Attempt:
+        store.update_endpoint("dev", endpoint.id, {"url": new_url})
+        return delivery_module.Attempt("gone", 410, 5, error="the subscriber answered 410 Gone")
+
+    monkeypatch.setattr(notify_module.delivery, "send", moved_while_sending)
+    try:
+        # When the try's outcome is recorded
+        run_job(stack, prompt="a lighthouse for a moving endpoint")
+        first_tries(stack)
+
+        # Then the endpoint at its new URL stays on, with no failure counted against it
+        moved = store.get_endpoint("dev", endpoint.id)
+        assert moved.url == new_url and moved.enabled, moved.disabled_reason
+        assert moved.failures == 0
+    finally:
+        store.delete_endpoint("dev", endpoint.id)
+
+
+def test_one_failure_after_a_quiet_week_restarts_the_clock_instead_of_disabling(
+    stack: LocalStack, receiver: Receiver
+) -> None:
+    # Given an endpoint whose last try failed six days ago, with nothing sent since
+    store = WebhookStore()
+    endpoint, _ = store.create_endpoint("dev", url=receiver.url, events=["job.succeeded"], description="", enabled=True)
+    try:
+        set_health(stack, endpoint.id, failing_since=time.time() - 6 * 24 * 3600, failures=1)
+
+        # When the next job's first try meets one 503
+        receiver.answers[:] = [503]
+        run_job(stack, prompt="a lighthouse after a quiet week")
+        first_tries(stack)
+
+        # Then it is not disabled: its failing clock starts again now
+        after = store.get_endpoint("dev", endpoint.id)
+        assert after.enabled, after.disabled_reason
+        assert after.failing_since and time.time() - after.failing_since < 60
     finally:
         store.delete_endpoint("dev", endpoint.id)

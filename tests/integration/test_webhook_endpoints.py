@@ -304,7 +304,9 @@ def test_a_new_url_or_turning_it_back_on_starts_an_endpoint_afresh(stack: LocalS
     try:
         # Given an endpoint whose deliveries have failed often enough to open its breaker
         for _ in range(4):
-            endpoint = store.mark_endpoint(endpoint, failing=True)
+            marked = store.mark_endpoint(endpoint, failing=True)
+            assert marked is not None
+            endpoint = marked
         assert endpoint.failing_since and endpoint.breaker_open()
         # When the tenant points it elsewhere, or turns it (back) on
         status, _ = call(stack, "PATCH", f"/v1/webhooks/endpoints/{endpoint.id}", change)

@@ -254,12 +254,15 @@ def test_an_endpoint_failing_every_delivery_for_five_days_is_disabled(
     store = WebhookStore()
     endpoint, _ = store.create_endpoint("dev", url=receiver.url, events=["job.succeeded"], description="", enabled=True)
     try:
-        # Given an endpoint whose deliveries have all failed since six days ago
+        # Given an endpoint whose deliveries have all failed since six days ago, the last an hour ago
         boto3.client("dynamodb").update_item(
             TableName=stack.template.attributes["WebhooksTable"]["Ref"],
             Key={"tenant": {"S": "dev"}, "item": {"S": f"endpoint#{endpoint.id}"}},
-            UpdateExpression="SET failing_since = :then",
-            ExpressionAttributeValues={":then": {"N": str(time.time() - 6 * 24 * 3600)}},
+            UpdateExpression="SET failing_since = :then, breaker_until = :last",
+            ExpressionAttributeValues={
+                ":then": {"N": str(time.time() - 6 * 24 * 3600)},
+                ":last": {"N": str(time.time() - 3600)},
+            },
         )
         # When the next delivery fails too
         receiver.answers[:] = [503]

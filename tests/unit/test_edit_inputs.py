@@ -176,3 +176,30 @@ def test_a_palette_png_with_transparency_counts_as_having_alpha() -> None:
 
     # Then it can serve as a mask
     assert inputs.check_image(out.getvalue()).has_alpha
+
+
+def test_a_phones_multi_picture_jpeg_is_taken_as_its_first_picture() -> None:
+    # Given a JPEG carrying a second picture as phones write it (MPF: an Ultra HDR gain map, say)
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    primary, gain_map = Image.new("RGB", (64, 48), (200, 80, 20)), Image.new("RGB", (32, 24), (9, 9, 9))
+    primary.save(out, "MPO", save_all=True, append_images=[gain_map])
+
+    # Then it is a JPEG of the first picture's size, not trailing data or an animation
+    image = check_image(out.getvalue())
+    assert (image.format, image.width, image.height) == ("jpeg", 64, 48)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda data: data[:2] + b"\xff\xfe\x00\x02" * 1_001 + data[2:],  # 1,001 empty comment segments
+        lambda data: data[:2] + b"\xff" * 17 + data[2:],  # 17 fill bytes before a marker
+    ],
+    ids=["thousand-comments", "fill-bytes"],
+)
+def test_a_jpeg_padded_to_be_slow_to_walk_is_refused(make: Callable[[bytes], bytes]) -> None:
+    assert rule_of(make(image_bytes("jpeg"))) == "image_too_many_segments"

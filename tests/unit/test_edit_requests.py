@@ -181,3 +181,34 @@ def test_a_form_shaped_to_be_slow_or_unreadable_is_refused_before_it_is_parsed(c
         parse_form(content_type, body)
     assert refused.value.errors[0].rule == "multipart_invalid"
     assert any(words in refused.value.message for words in ("ASCII", "more than 64 parts", "at most 1024 bytes"))
+
+
+SLOW_HEADER = b'--real\r\ncontent-disposition: form-data; name="p"' + b"; a=b" * 40_000 + b"\r\n\r\nv\r\n--real--\r\n"
+NESTED = (
+    b'--real\r\ncontent-disposition: form-data; name="p"\r\ncontent-type: multipart/mixed; boundary=inner\r\n\r\n'
+    + b"--inner\r\n\r\nx\r\n" * 2_000
+    + b"--inner--\r\n--real--\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "words"),
+    [
+        ('multipart/form-data; x="boundary=decoy"; boundary=real', SLOW_HEADER, "at most 1024 bytes"),
+        ("multipart/form-data; boundary=real", NESTED, "not nested"),
+    ],
+    ids=["decoy-boundary-parameter", "nested-multipart-part"],
+)
+def test_a_form_hiding_its_parts_from_the_limits_is_refused_before_it_is_parsed(
+    content_type: str, body: bytes, words: str
+) -> None:
+    # The limits must see what the parser will: the real boundary, and no parts nested inside a part.
+    with pytest.raises(InvalidRequest) as refused:
+        parse_form(content_type, body)
+    assert refused.value.errors[0].rule == "multipart_invalid" and words in refused.value.message
+
+
+def test_a_quoted_boundary_in_another_case_is_read_as_the_parser_reads_it() -> None:
+    body = b'--a"b\r\ncontent-disposition: form-data; name="prompt"\r\n\r\nhi\r\n--a"b--\r\n'
+    form = parse_form('multipart/form-data; Boundary="a\\"b"', body.replace(b'a"b', b'a"b'))
+    assert form.fields == {"prompt": "hi"}

@@ -70,8 +70,8 @@ EXPECTED_GRANTS: dict[str, dict[str, set[str]]] = {
         "OutputsBucket": {"s3:ListBucket"},
         "PollerStateMachine": {"states:StartExecution"},
         POLLER_EXECUTIONS: {"states:DescribeExecution", "states:StopExecution"},
-        "OutputsBucket/uploads/*/jobs/*": {"s3:GetObject", "s3:DeleteObject"},
-        "OutputsBucket/inputs/*": {"s3:PutObject"},
+        "OutputsBucket/uploads/*/jobs/*": {"s3:DeleteObject"},
+        "UploadsQueue": {"sqs:SendMessage"},
         "WaveSpeedSecret": {"secretsmanager:GetSecretValue"},
     },
     "NotifyFunction": {

@@ -31,6 +31,8 @@ JPEG_CHECK_EDGE = 1024
 MAX_PNG_CHUNKS = 100_000  # IDAT chunks of 8 KB make 6,400 for 50 MB
 MAX_PNG_ANCILLARY_CHUNKS = 1_000
 MAX_JPEG_SCANS = 64  # a progressive JPEG has about 10
+MAX_JPEG_SEGMENTS = 1_000  # a camera's JPEG has about 20
+MAX_JPEG_FILL = 16  # fill bytes before one marker (usually none)
 MAX_WEBP_CHUNKS = 64
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -169,24 +171,33 @@ def _check_jpeg_segments(data: bytes, what: str) -> None:
     """Segment by segment from SOI to the first EOI, through each scan's entropy-coded data, and nothing after it
     but padding. A progressive JPEG's scans each pass over every pixel: a small file of thousands of them costs
     minutes to decode, so their number is bounded."""
-    size, pos, scans = len(data), 2, 0
+    size, pos, scans, segments, pictures = len(data), 2, 0, 0, False
 
     def cut_short() -> InputRejected:
         return InputRejected("image_truncated", f"The {what} is a JPEG cut short before its end.")
+
+    def too_many(kind: str) -> InputRejected:
+        return InputRejected("image_too_many_segments", f"The {what} is a JPEG of more {kind} than an image needs.")
 
     while True:
         if pos >= size:
             raise cut_short()
         if data[pos] != 0xFF:
             raise InputRejected("image_corrupt", f"The {what} is a JPEG whose segments do not follow one another.")
+        fill = pos
         while pos < size and data[pos] == 0xFF:  # fill bytes before a marker
             pos += 1
+        if pos - fill > MAX_JPEG_FILL:
+            raise too_many("fill bytes")
         if pos >= size:
             raise cut_short()
         marker = data[pos]
         pos += 1
         if marker == 0xD9:  # EOI
             break
+        segments += 1
+        if segments > MAX_JPEG_SEGMENTS:
+            raise too_many("segments")
         if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # standalone markers
             continue
         if pos + 2 > size:
@@ -194,6 +205,7 @@ def _check_jpeg_segments(data: bytes, what: str) -> None:
         length = int.from_bytes(data[pos : pos + 2], "big")
         if marker == 0xD8 or length < 2:
             raise InputRejected("image_corrupt", f"The {what} is a JPEG with a malformed segment.")
+        pictures = pictures or (marker == 0xE2 and data[pos + 2 : pos + 6] == b"MPF\x00")
         pos += length
         if marker != 0xDA:  # not a scan: its length covers it
             continue
@@ -213,7 +225,9 @@ def _check_jpeg_segments(data: bytes, what: str) -> None:
                 pos += 1
             else:
                 break
-    if data[pos:].strip(b"\x00"):
+    # A phone's JPEG may carry more pictures after the first (MPF: an Ultra HDR gain map, a depth map), which its
+    # APP2 segment declares; anything else after the end marker is something else riding along.
+    if data[pos:].strip(b"\x00") and not pictures:
         raise _trailing(what, len(data) - pos)
 
 
@@ -255,7 +269,7 @@ def _check_pixels(fmt: str, data: bytes, what: str) -> InputImage:
                     f"The {what} declares {width}x{height} pixels; darkroom takes at most "
                     f"{MAX_INPUT_PIXELS // 1_000_000} megapixels.",
                 )
-            if getattr(image, "n_frames", 1) > 1:
+            if getattr(image, "n_frames", 1) > 1 and image.format != "MPO":  # MPO: a photo and its gain map
                 raise InputRejected("image_animated", f"The {what} is animated; send a still image.")
             has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
             if fmt == "jpeg":

@@ -66,6 +66,7 @@ class Settings:
     allow_private_urls: bool
     # How long POST /v1/uploads' presigned POSTs are valid; the job waits a little longer for uploads under way.
     upload_ttl_s: int
+    uploads_queue_url: str
 
     def request_rules(self) -> dict[str, Any]:
         """What a request is judged against besides its own fields: the deployment's webhook and route settings."""
@@ -115,6 +116,7 @@ class Settings:
             poll_failures_tolerated=int(env.get("POLL_FAILURES_TOLERATED", "5")),
             allow_private_urls=_flag(env.get("ALLOW_PRIVATE_URLS")),
             upload_ttl_s=int(env.get("UPLOAD_TTL_S", "900")),
+            uploads_queue_url=env.get("UPLOADS_QUEUE_URL", ""),
         )
 
 

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from email.errors import HeaderParseError
 from email.header import decode_header, make_header
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import quote_plus, unquote_plus
 
 from darkroom import aws, catalog, edits, queue
 from darkroom.errors import DarkroomError, FieldError, ServiceUnavailable, ValidationFailed
@@ -36,6 +37,11 @@ from darkroom.tenants import TENANT_PATTERN
 
 # An upload that started just before its POST expired may still be arriving: the job waits this much longer.
 UPLOAD_GRACE_S = 600
+# After the sweeper re-sends a complete upload's event: the uploads queue's visibility timeout, and a margin.
+RENOTIFY_AFTER_S = 2000
+JOB_ID = re.compile(r"job_[0-9a-z]{26}")
+# S3 keys are at most 1,024 bytes: an answer that would not fit is not written (the job still runs).
+MAX_KEY_BYTES = 1024
 REQUEST_FILE_LIMIT = 64 * 1024
 REQUEST_SUFFIX = ".edit.json"
 ANSWER_SUFFIX = ".job.json"
@@ -117,11 +123,13 @@ def handle_object(key: str) -> None:
 def file_landed(tenant: str, job_id: str) -> None:
     """A file of an upload job arrived: once all have, judge them and queue the job (or fail it)."""
     store = JobStore()
-    job = store.get_for_tenant(job_id, tenant)
-    if job is None or job.status != "awaiting_upload":
-        # Unknown, canceled, or taken by an earlier event: nothing waits for this file (a presigned POST still
-        # accepts files until it expires).
-        _delete_prefix(f"uploads/{tenant}/jobs/{job_id}/")
+    job = store.get_for_tenant(job_id, tenant) if JOB_ID.fullmatch(job_id) else None
+    if job is None or job.upload is None:
+        return  # not an upload job's folder: a tenant's own files, which trigger nothing
+    if job.status != "awaiting_upload":
+        # Canceled, or taken by an earlier event: nothing waits for its files (a presigned POST still accepts
+        # files until it expires). Only the names the job's POSTs allow are removed.
+        _delete_names(upload_prefix(job), list(expected_files(job)))
         return
     complete(store, job)
 
@@ -177,11 +185,19 @@ def _fail(store: JobStore, job: Job, errors: list[FieldError]) -> None:
     )
 
 
-def expire(store: JobStore, job: Job) -> Job:
-    """The sweeper's verdict on a job whose files did not all arrive in time. If they did (their event failed, or
-    waits in a backlog), the job is completed here instead: a finished upload is never thrown away."""
-    if complete(store, job):
-        return store.get(job.id) or job
+def expire(store: JobStore, job: Job) -> str:
+    """The sweeper's verdict on an upload job past its expiry: `expired` when files are missing (it fails, and what
+    came is deleted); `renotified` when every file did arrive but its event failed or waits in a backlog. Judging
+    files is the uploads function's work, with its memory and time: the sweeper sends it the event again, and looks
+    at the job once more only after the queue's visibility timeout."""
+    if set(expected_files(job)) <= set(_listed(upload_prefix(job))):
+        last_file = upload_prefix(job) + list(expected_files(job))[-1]
+        aws.client("sqs").send_message(
+            QueueUrl=settings().uploads_queue_url,
+            MessageBody=json.dumps({"Records": [{"s3": {"object": {"key": quote_plus(last_file)}}}]}),
+        )
+        store.sweep_again_at(job, time.time() + RENOTIFY_AFTER_S)
+        return "renotified"
     job = store.fail_waiting(
         job,
         code="upload_expired",
@@ -189,7 +205,7 @@ def expire(store: JobStore, job: Job) -> Job:
     )
     delete_uploads(job)
     manifests.publish(store, job)
-    return job
+    return "expired"
 
 
 def delete_uploads(job: Job) -> None:
@@ -198,9 +214,12 @@ def delete_uploads(job: Job) -> None:
 
 
 def _delete_prefix(prefix: str) -> None:
+    _delete_names(prefix, list(_listed(prefix)))
+
+
+def _delete_names(prefix: str, names: list[str]) -> None:
     """Best effort: the bucket's lifecycle removes what this misses."""
     try:
-        names = list(_listed(prefix))
         if names:
             aws.client("s3").delete_objects(
                 Bucket=settings().outputs_bucket,
@@ -327,6 +346,9 @@ def _decoded(value: str) -> str:
 
 
 def _answer(key: str, document: dict[str, Any]) -> None:
+    if len(key.encode()) > MAX_KEY_BYTES:
+        logger.warning("drop-in answer not written: its key would be too long", extra={"key": key[:200]})
+        return
     aws.client("s3").put_object(
         Bucket=settings().outputs_bucket,
         Key=key,

@@ -19,7 +19,7 @@ INTEGER_FIELDS = ("n", "output_compression", "partial_images")
 BOOLEAN_FIELDS = ("stream",)
 MAX_PARTS = 64  # 16 images, a mask, a markup and every text field, with room to spare
 MAX_PART_HEADERS = 1024  # the SDK sends about 100 bytes: a name, a file name and a type
-_BOUNDARY = re.compile(r"boundary=(\"[^\"]{1,70}\"|[0-9A-Za-z'()+_,./:=?-]{1,70})")
+_NESTED = re.compile(rb"content-type:\s*(multipart|message)/", re.IGNORECASE)
 _KEYED = re.compile(r"([a-z_]+)\[([^\[\]]*)\]")
 _INTEGER = re.compile(r"-?[0-9]{1,9}")
 
@@ -61,10 +61,17 @@ def parse_form(content_type: str, body: bytes) -> Form:
 
 
 def _boundary(content_type: str) -> bytes:
-    match = _BOUNDARY.search(content_type)
-    if not content_type.isascii() or match is None:
+    """The boundary exactly as the parser will read it (a `boundary=` inside another parameter's value is not it)."""
+    from email.policy import HTTP
+
+    boundary = None
+    if content_type.isascii():
+        header = HTTP.header_factory("content-type", content_type)
+        if header.content_type == "multipart/form-data" and not header.defects:
+            boundary = header.params.get("boundary")
+    if not isinstance(boundary, str) or not 0 < len(boundary) <= 70:
         raise _unreadable("The Content-Type needs a boundary of printable ASCII (RFC 2046).")
-    return match.group(1).strip('"').encode()
+    return boundary.encode()
 
 
 def _check_shape(body: bytes, boundary: bytes) -> None:
@@ -77,6 +84,9 @@ def _check_shape(body: bytes, boundary: bytes) -> None:
         headers_end = piece.find(b"\r\n\r\n")
         if headers_end < 0 or headers_end > MAX_PART_HEADERS:
             raise _unreadable(f"Every part needs its headers, in at most {MAX_PART_HEADERS} bytes.")
+        # A part that is itself a multipart (or a message) would hide parts and headers from these limits.
+        if _NESTED.search(piece[:headers_end]):
+            raise _unreadable("A form's parts are files and text, not nested multiparts or messages.")
 
 
 def _add_text_field(fields: dict[str, Any], name: str, data: bytes) -> None:

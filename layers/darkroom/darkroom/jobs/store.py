@@ -497,6 +497,12 @@ class JobStore:
             sets={"inputs": inputs, "sweep_at": time.time()},
         )
 
+    def sweep_again_at(self, job: Job, at: float) -> None:
+        """An upload job the sweeper handed back to the uploads function: it looks again at `at`, not every pass."""
+        self._bookkeeping(
+            job, condition="#s = :awaiting", values={":awaiting": {"S": "awaiting_upload"}}, sets={"sweep_at": at}
+        )
+
     def fail_waiting(self, job: Job, *, code: str, message: str) -> Job:
         """awaiting_upload -> failed: its files broke a rule, or never all arrived."""
         return self._update(

@@ -45,11 +45,20 @@ class SweepReport:
     manifests: list[str] = field(default_factory=list)
     pollers: list[str] = field(default_factory=list)
     expired: list[str] = field(default_factory=list)
+    # Uploads whose files all arrived but whose event was lost or late: sent to the uploads function again.
+    renotified: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
 
     @property
     def moved(self) -> int:
-        return len(self.resent) + len(self.recovered) + len(self.manifests) + len(self.pollers) + len(self.expired)
+        return (
+            len(self.resent)
+            + len(self.recovered)
+            + len(self.manifests)
+            + len(self.pollers)
+            + len(self.expired)
+            + len(self.renotified)
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "moved": self.moved}
@@ -91,9 +100,9 @@ def _sweep_job(store: JobStore, job_id: str, report: SweepReport, remaining_ms: 
     elif job.status == "awaiting_upload":
         from darkroom.uploads import expire  # only a pass that finds an expired upload pays for its imports
 
-        expire(store, job)
-        report.expired.append(job.id)
-        logger.info("sweeper expired an upload", extra={"job_id": job.id, "tenant": job.tenant})
+        outcome = expire(store, job)
+        (report.expired if outcome == "expired" else report.renotified).append(job.id)
+        logger.info(f"sweeper {outcome} an upload", extra={"job_id": job.id, "tenant": job.tenant})
     elif job.status == "running" and job.lease_expired():
         recover_abandoned(store, job)
         report.recovered.append(job.id)

@@ -35,6 +35,9 @@ MAX_ENDPOINTS = 20  # per tenant: each one is a delivery per ended job
 BREAKER_AFTER_FAILURES = 3
 BREAKER_FIRST_WINDOW_S = 60.0
 BREAKER_MAX_WINDOW_S = 900.0  # SQS's longest delay: a postponed try waits as one message
+# A failure this long after the last one restarts the 5-day clock: retries fail at most 10 h apart while anything
+# is being delivered, so a longer gap means nothing was sent, not that everything failed.
+QUIET_RESTART_S = 86_400.0
 PROBE_LEASE_S = 60.0  # longer than a try (15 s) and its bookkeeping; a probe whose worker died is taken again after it
 # What a delivery's outcomes write on the endpoint; a new url starts afresh.
 _HEALTH = ("failing_since", "failures", "breaker_until", "probe_of", "probe_until")
@@ -242,28 +245,35 @@ class WebhookStore:
                 raise NotFound(f"No webhook endpoint {endpoint_id}.") from None  # deleted meanwhile
             raise
 
-    def mark_endpoint(self, endpoint: Endpoint, *, failing: bool) -> Endpoint:
+    def mark_endpoint(self, endpoint: Endpoint, *, failing: bool) -> Endpoint | None:
         """Note a try's outcome, and return the endpoint as it now is. A failure counts toward the breaker, opens or
-        lengthens its window, and starts the failing clock if it is not running; a success stops both."""
+        lengthens its window, and starts the failing clock if it is not running (or restarts it after a quiet spell:
+        a failure days after the last one says nothing of the days between); a success stops both. Only while the
+        endpoint still has the URL the try went to: None when it was moved or deleted meanwhile, so an answer from
+        the old URL never counts against the new one."""
         key = {"tenant": {"S": endpoint.tenant}, "item": {"S": ENDPOINT_PREFIX + endpoint.id}}
+        same_url = {"ConditionExpression": "#url = :url", "ExpressionAttributeNames": {"#url": "url"}}
         try:
             if failing:
                 now = time.time()
                 # From the count read before the try: at worst a window one step short when tries overlap.
                 doublings = min(10, max(0, endpoint.failures + 1 - BREAKER_AFTER_FAILURES))
                 window = min(BREAKER_MAX_WINDOW_S, BREAKER_FIRST_WINDOW_S * 2**doublings)
+                last_failure = endpoint.breaker_until or endpoint.failing_since  # the former is set by every failure
+                quiet = last_failure is not None and now - last_failure > QUIET_RESTART_S
+                since = ":now" if quiet else "if_not_exists(failing_since, :now)"
                 item = self.db.update_item(
                     TableName=self.table,
                     Key=key,
-                    UpdateExpression="SET failing_since = if_not_exists(failing_since, :now), breaker_until = :until "
-                    "ADD failures :one",
-                    ConditionExpression="attribute_exists(tenant)",
+                    UpdateExpression=f"SET failing_since = {since}, breaker_until = :until ADD failures :one",
                     ExpressionAttributeValues={
                         ":now": {"N": str(now)},
                         ":until": {"N": str(now + window)},
                         ":one": {"N": "1"},
+                        ":url": {"S": endpoint.url},
                     },
                     ReturnValues="ALL_NEW",
+                    **same_url,
                 )["Attributes"]
                 return _endpoint(item)
             # Whatever was read before the try: another try may have failed since.
@@ -271,13 +281,15 @@ class WebhookStore:
                 TableName=self.table,
                 Key=key,
                 UpdateExpression="REMOVE " + ", ".join(_HEALTH),
-                ConditionExpression="attribute_exists(tenant)",
+                ExpressionAttributeValues={":url": {"S": endpoint.url}},
+                **same_url,
             )
             endpoint.failing_since, endpoint.failures, endpoint.breaker_until = None, 0, None
             endpoint.probe_of, endpoint.probe_until = None, None
         except Exception as exc:
             if aws.error_code(exc) != "ConditionalCheckFailedException":
                 raise
+            return None
         return endpoint
 
     def take_probe(self, endpoint: Endpoint) -> bool:
@@ -318,20 +330,23 @@ class WebhookStore:
             if aws.error_code(exc) != "ConditionalCheckFailedException":
                 raise
 
-    def disable_endpoint(self, endpoint: Endpoint, reason: str) -> None:
-        """Turn an endpoint off, saying why; nothing to do if the tenant deleted it meanwhile."""
+    def disable_endpoint(self, endpoint: Endpoint, reason: str) -> bool:
+        """Turn an endpoint off, saying why; False if the tenant deleted it or moved it to another URL meanwhile."""
         try:
             self.db.update_item(
                 TableName=self.table,
                 Key={"tenant": {"S": endpoint.tenant}, "item": {"S": ENDPOINT_PREFIX + endpoint.id}},
                 UpdateExpression="SET enabled = :off, disabled_reason = :why",
-                ConditionExpression="attribute_exists(tenant)",
-                ExpressionAttributeValues={":off": {"BOOL": False}, ":why": {"S": reason}},
+                ConditionExpression="#url = :url",
+                ExpressionAttributeNames={"#url": "url"},
+                ExpressionAttributeValues={":off": {"BOOL": False}, ":why": {"S": reason}, ":url": {"S": endpoint.url}},
             )
         except Exception as exc:
             if aws.error_code(exc) != "ConditionalCheckFailedException":
                 raise
+            return False
         endpoint.enabled, endpoint.disabled_reason = False, reason
+        return True
 
     def endpoint_secrets(self, endpoint: Endpoint) -> list[str]:
         """The endpoint's valid secrets, newest first."""

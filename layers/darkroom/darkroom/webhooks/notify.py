@@ -260,9 +260,9 @@ def _try(
         logger.warning("webhook endpoint gone", extra=log)
         return
     if endpoint is not None:
-        endpoint = hooks.mark_endpoint(endpoint, failing=True)
-        if endpoint.failing_since and time.time() - endpoint.failing_since > DISABLE_AFTER_FAILING_S:
-            _disable(hooks, endpoint, "every delivery failed for 5 days")
+        marked = hooks.mark_endpoint(endpoint, failing=True)  # None: moved to another URL since this try began
+        if marked and marked.failing_since and time.time() - marked.failing_since > DISABLE_AFTER_FAILING_S:
+            _disable(hooks, marked, "every delivery failed for 5 days")
     tries = record.attempts_made - record.schedule_base
     delay = delivery.next_delay_s(tries, s.webhook_retry_schedule, attempt.retry_after_s)
     if delay is None:
@@ -279,7 +279,8 @@ def _try(
 
 
 def _disable(hooks: WebhookStore, endpoint: Endpoint, reason: str) -> None:
-    hooks.disable_endpoint(endpoint, reason)
+    if not hooks.disable_endpoint(endpoint, reason):
+        return  # deleted, or moved to another URL: the old URL's answer says nothing of the new one
     metrics.add_metric(name="WebhookEndpointsDisabled", unit="Count", value=1)
     logger.warning(
         "webhook endpoint disabled", extra={"tenant": endpoint.tenant, "endpoint_id": endpoint.id, "reason": reason}
