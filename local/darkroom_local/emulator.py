@@ -43,7 +43,11 @@ Knobs (environment, read when the emulator starts, shared with the local stack):
 - DARKROOM_EMULATOR_RETRY_AFTER_S: the retry-after sent with 429s;
 - DARKROOM_EMULATOR_TEXTURE: `gradient` (default: small, quick images) or `noise` (images that do not compress, as
   large as a real provider's photographs at worst, for measuring memory and bandwidth);
-- DARKROOM_EMULATOR_ASYNC_MS: how long a WaveSpeed prediction takes from submission to its end (default 3000).
+- DARKROOM_EMULATOR_ASYNC_MS: how long a WaveSpeed prediction takes from submission to its end (default 3000);
+- DARKROOM_EMULATOR_IPM: images per minute the key may generate (default 0: no limit). Past it a valid call is
+  answered at once with OpenAI's 429 `rate_limit_exceeded`, `retry-after` saying when the window frees enough, and
+  the window's `x-ratelimit-*` headers (which every answer then carries); refusals are counted as `limited` in
+  /_emulator/stats and nothing is generated.
 A prompt containing `[refuse]` is refused as OpenAI refuses content-policy violations (400 `moderation_blocked`).
 
 An edit's visible change, for tests to check: every output is the first image resized to the output size (`auto`
@@ -76,6 +80,7 @@ from PIL import Image, ImageDraw
 
 from darkroom import catalog
 from darkroom_local.http_server import BackgroundHTTPServer
+from darkroom_local.rate_limit import ImagesPerMinute
 from darkroom_local.wavespeed_emulator import (
     OUTPUT_PATH,
     RESULT_PATH,
@@ -151,6 +156,8 @@ class EmulatorConfig:
     texture: str = "gradient"
     # How long a WaveSpeed prediction takes from submission to its end.
     async_ms: int = 3000
+    # Images per minute the emulator's key may generate (0: no limit); past it, 429 as OpenAI answers.
+    ipm: int = 0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> EmulatorConfig:
@@ -162,6 +169,7 @@ class EmulatorConfig:
             retry_after_s=float(env.get("DARKROOM_EMULATOR_RETRY_AFTER_S", "1")),
             texture=env.get("DARKROOM_EMULATOR_TEXTURE", "gradient"),
             async_ms=int(env.get("DARKROOM_EMULATOR_ASYNC_MS", "3000")),
+            ipm=int(env.get("DARKROOM_EMULATOR_IPM", "0")),
         )
 
 
@@ -197,6 +205,8 @@ class EmulatorStats:
     calls: int = 0
     faults: Counter[str] = field(default_factory=Counter)
     refusals: int = 0
+    # Calls answered 429 because the images-per-minute limit (DARKROOM_EMULATOR_IPM) was reached.
+    limited: int = 0
     # Successful generations per darkroom job (from X-Client-Request-Id "job:attempt"), or per call without one.
     generations: Counter[str] = field(default_factory=Counter)
     # The provider's billing view, keyed by prompt text.
@@ -210,6 +220,7 @@ class EmulatorStats:
                 "calls": self.calls,
                 "faults": dict(self.faults),
                 "refusals": self.refusals,
+                "limited": self.limited,
                 "generations": dict(self.generations),
             }
 
@@ -609,6 +620,7 @@ class Emulator(BackgroundHTTPServer):
         self._fault_round: list[str] = []
         self.stopping = threading.Event()
         self.wavespeed = self._wavespeed_service()
+        self.limiter = ImagesPerMinute(self.config.ipm)
         # Told (X-Client-Request-Id, outcome) for every accepted call: the local stack's trail of a job.
         self.observer: Callable[[str, str], None] | None = None
 
@@ -623,6 +635,26 @@ class Emulator(BackgroundHTTPServer):
     def reset(self) -> None:
         self.stats = EmulatorStats()
         self.wavespeed = self._wavespeed_service()
+        self.limiter = ImagesPerMinute(self.config.ipm)
+
+    def admit(self, images: int) -> None:
+        """Count the images against the per-minute limit, or refuse the call with a 429 saying when to come back."""
+        wait_s = self.limiter.take(images)
+        if wait_s is None:
+            return
+        with self.stats.lock:
+            self.stats.limited += 1
+        raise ApiError(
+            429,
+            f"Rate limit reached for images per minute: limit {self.limiter.limit}. Please try again in {wait_s:.3f}s.",
+            type_="requests",
+            code="rate_limit_exceeded",
+            headers={
+                "retry-after": f"{math.ceil(wait_s * 1000) / 1000:g}",
+                "retry-after-ms": str(math.ceil(wait_s * 1000)),
+                **self.limiter.headers(),
+            },
+        )
 
     def _wavespeed_service(self) -> WaveSpeedService:
         def render(prediction: Prediction) -> bytes:
@@ -787,6 +819,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.emulator.stats.count_request(params.get("prompt"))
             request = check_request(params, edit=edit)
             inputs = check_edit(request, files) if edit else None
+            self.emulator.admit(request.n)  # a refusal above costs no quota; a valid request does
             with self.emulator.stats.lock:
                 self.emulator.stats.calls += 1
             if self.emulator.config.latency_ms:
@@ -855,6 +888,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
             # Refused before latency, faults or billing; an edit's images are fetched and read here too.
             submission = check_submission(model, task, params)
             sources = fetch_images(submission.images)
+            try:
+                self.emulator.admit(1)  # one image per submission
+            except ApiError as exc:  # the same limit, in WaveSpeed's envelope
+                raise WaveSpeedError(429, str(exc.body["error"]["message"]), exc.headers) from None
             self._wavespeed_delay()
             request_id = self.headers.get("x-client-request-id", "")
             fault = self._wavespeed_fault(request_id)
@@ -961,10 +998,16 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(data)))
             self.send_header("x-request-id", f"req_{random.getrandbits(64):016x}")
-            self.send_header("x-ratelimit-limit-requests", "250")
-            self.send_header("x-ratelimit-remaining-requests", "249")
-            self.send_header("x-ratelimit-reset-requests", "240ms")
-            for name, value in (headers or {}).items():
+            limits = (
+                self.emulator.limiter.headers()
+                if self.emulator.limiter.limit
+                else {
+                    "x-ratelimit-limit-requests": "250",
+                    "x-ratelimit-remaining-requests": "249",
+                    "x-ratelimit-reset-requests": "240ms",
+                }
+            )
+            for name, value in {**limits, **(headers or {})}.items():
                 self.send_header(name, value)
             self.end_headers()
             self.wfile.write(data)
