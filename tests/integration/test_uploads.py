@@ -334,3 +334,16 @@ def test_a_drop_that_cannot_be_queued_now_is_retried_not_answered(
     stack.functions["UploadsFunction"].invoke({"Records": [sqs_record(message, arn)]})
     assert job(answer_of(stack, "uploads/dev/drop/later.png.job.json")["job_id"]).status == "queued"
     drain(queue_url(stack))
+
+
+def test_the_same_image_dropped_again_with_other_metadata_is_another_edit(stack: LocalStack) -> None:
+    data = image_bytes("png")
+    drop(stack, "uploads/dev/drop/again.png", data, prompt="first wording")
+    run_uploads_function(stack)
+    first = answer_of(stack, "uploads/dev/drop/again.png.job.json")["job_id"]
+    drop(stack, "uploads/dev/drop/again.png", data, prompt="corrected wording")
+    run_uploads_function(stack)
+    second = answer_of(stack, "uploads/dev/drop/again.png.job.json")
+    assert "error" not in second and second["job_id"] != first
+    assert job(second["job_id"]).request["prompt"] == "corrected wording"
+    drain(queue_url(stack))

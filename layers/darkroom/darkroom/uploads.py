@@ -262,9 +262,10 @@ def dropped(tenant: str, key: str) -> None:
         if body is None:
             return  # an image without a prompt: a request file will name it
         answer_key = key + ANSWER_SUFFIX  # photo.png.job.json: photo.png and photo.webp answer apart
-    # The object's key and version identify the drop: a duplicate event finds the job the first one made.
+    # The object's key, bytes and request identify the drop: a duplicate event finds the job the first one made,
+    # and the same bytes put again with other metadata are another edit (never a key "reused" nobody sent).
     fingerprint = hashlib.sha256(json.dumps(body, sort_keys=True).encode(errors="surrogatepass")).hexdigest()
-    idempotency = IdempotencyKey(tenant, f"drop:{key}:{head['ETag']}", fingerprint)
+    idempotency = IdempotencyKey(tenant, f"drop:{key}:{head['ETag']}:{fingerprint}", fingerprint)
     try:
         job = _submit(tenant, body, idempotency)
     except (ServiceUnavailable, IdempotencyKeyInProgress):
