@@ -1,4 +1,4 @@
-"""What the end-to-end tests share: a client of a running stack's API, and waiting for a job to end over HTTP."""
+"""What the end-to-end tests share: a served stack, a client of its API, and waiting for a job to end over HTTP."""
 
 from __future__ import annotations
 
@@ -9,7 +9,25 @@ from typing import Any
 
 import httpx
 
-from darkroom_local.stack import LocalStack
+from darkroom_local.emulator import EmulatorConfig
+from darkroom_local.stack import LocalStack, StackConfig
+from tests.conftest import FAST, QUIET
+
+
+@contextmanager
+def served_stack(
+    parameters: dict[str, str] | None = None, environment: dict[str, str] | None = None, **config: Any
+) -> Iterator[LocalStack]:
+    """The whole local stack serving HTTP on a free port, with short waits and quiet logs, plus what a test adds."""
+    stack_config = StackConfig(
+        port=0,
+        parameters={**FAST, **(parameters or {})},
+        environment={**QUIET, **(environment or {})},
+        emulator=EmulatorConfig(),
+        **config,
+    )
+    with LocalStack(stack_config) as stack:
+        yield stack
 
 
 @contextmanager

@@ -15,10 +15,8 @@ import openai
 import pytest
 from PIL import Image
 
-from darkroom_local.emulator import EmulatorConfig
-from darkroom_local.stack import LocalStack, StackConfig
-from tests.conftest import FAST, QUIET
-from tests.e2e.served import api_client, wait_for_end
+from darkroom_local.stack import LocalStack
+from tests.e2e.served import api_client, served_stack, wait_for_end
 from tests.images import image_bytes, mask_bytes
 
 pytestmark = pytest.mark.e2e
@@ -29,8 +27,7 @@ TINTED = ((40 + 255) // 2, 120 // 2, (200 + 255) // 2)
 
 @pytest.fixture(scope="module")
 def running() -> Iterator[LocalStack]:
-    config = StackConfig(port=0, parameters=dict(FAST), environment=dict(QUIET), emulator=EmulatorConfig())
-    with LocalStack(config) as stack:
+    with served_stack() as stack:
         yield stack
 
 

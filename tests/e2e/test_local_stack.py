@@ -14,24 +14,15 @@ from PIL import Image
 
 from darkroom import queue
 from darkroom.jobs.store import JobStore
-from darkroom_local.emulator import EmulatorConfig
-from darkroom_local.stack import LocalStack, StackConfig
-from tests.conftest import FAST, QUIET
-from tests.e2e.served import api_client, wait_for_end
+from darkroom_local.stack import LocalStack
+from tests.e2e.served import api_client, served_stack, wait_for_end
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def running() -> Iterator[LocalStack]:
-    config = StackConfig(
-        port=0,
-        parameters=dict(FAST),
-        environment={**QUIET, "SWEEP_GRACE_S": "1"},
-        emulator=EmulatorConfig(),
-        schedule_interval_s=1,
-    )
-    with LocalStack(config) as stack:
+    with served_stack(environment={"SWEEP_GRACE_S": "1"}, schedule_interval_s=1) as stack:
         yield stack
 
 

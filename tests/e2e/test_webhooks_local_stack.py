@@ -13,24 +13,16 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from darkroom_local.emulator import EmulatorConfig
-from darkroom_local.stack import LocalStack, StackConfig
+from darkroom_local.stack import LocalStack
 from darkroom_local.webhook_listener import WebhookListener
-from tests.conftest import FAST, QUIET
-from tests.e2e.served import api_client
+from tests.e2e.served import api_client, served_stack
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def running() -> Iterator[LocalStack]:
-    config = StackConfig(
-        port=0,
-        parameters={**FAST, "WebhookRetryScheduleSeconds": "0,1,1"},
-        environment=dict(QUIET),
-        emulator=EmulatorConfig(),
-    )
-    with LocalStack(config) as stack:
+    with served_stack(parameters={"WebhookRetryScheduleSeconds": "0,1,1"}) as stack:
         yield stack
 
 

@@ -26,6 +26,8 @@ from darkroom.settings import settings
 ROLES = ("image", "mask", "markup")
 _DATA_URL = re.compile(r"data:image/[a-z0-9.+-]+;base64,", re.IGNORECASE)
 FILE_CHANGED = "The file changed or went away while darkroom read it; try again."
+# What S3 answers a read or copy conditional on an ETag when the object was replaced or deleted meanwhile.
+CHANGED_OR_GONE = ("PreconditionFailed", "412", "404", "NoSuchKey")
 
 
 @dataclass
@@ -121,7 +123,7 @@ def store_inputs(tenant: str, job_id: str, found: list[EditInput]) -> dict[str, 
                     MetadataDirective="REPLACE",
                 )
             except Exception as exc:
-                if aws.error_code(exc) not in ("PreconditionFailed", "412", "404", "NoSuchKey"):
+                if aws.error_code(exc) not in CHANGED_OR_GONE:
                     raise
                 raise ValidationFailed([FieldError(item.field, "file_changed", FILE_CHANGED)]) from None
         entry = {
@@ -207,7 +209,7 @@ def _read(item: EditInput) -> bytes:
             Bucket=settings().outputs_bucket, Key=item.source_key, IfMatch=item.source_etag
         )["Body"]
     except Exception as exc:
-        if aws.error_code(exc) in ("PreconditionFailed", "412", "404", "NoSuchKey"):
+        if aws.error_code(exc) in CHANGED_OR_GONE:
             raise InputRejected("file_changed", FILE_CHANGED) from None
         raise
     return bytes(body.read())
