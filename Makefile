@@ -61,8 +61,9 @@ integration: install ## Handlers against moto's server over HTTP
 e2e: install ## The local stack end to end, and the fault run
 	$(PY) -m pytest -q tests/e2e
 
-bench: install ## Cold-start ratios against a boto3-only baseline
+bench: install ## Cold-start ratios against a boto3-only baseline; the shared rate limit against the emulator's
 	$(PY) bench/coldstart.py
+	$(PY) bench/traffic.py
 
 clean: ## Remove environments and build output
 	rm -rf $(VENV) $(TOOLS) $(CHECKOV) build .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage .coverage.*

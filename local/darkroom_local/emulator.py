@@ -207,6 +207,8 @@ class EmulatorStats:
     refusals: int = 0
     # Calls answered 429 because the images-per-minute limit (DARKROOM_EMULATOR_IPM) was reached.
     limited: int = 0
+    # When each call within the limit was admitted (monotonic seconds) and its images: how evenly a limit was used.
+    admitted: list[tuple[float, int]] = field(default_factory=list)
     # Successful generations per darkroom job (from X-Client-Request-Id "job:attempt"), or per call without one.
     generations: Counter[str] = field(default_factory=Counter)
     # The provider's billing view, keyed by prompt text.
@@ -641,6 +643,9 @@ class Emulator(BackgroundHTTPServer):
         """Count the images against the per-minute limit, or refuse the call with a 429 saying when to come back."""
         wait_s = self.limiter.take(images)
         if wait_s is None:
+            if self.limiter.limit:
+                with self.stats.lock:
+                    self.stats.admitted.append((time.monotonic(), images))
             return
         with self.stats.lock:
             self.stats.limited += 1
@@ -998,15 +1003,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(data)))
             self.send_header("x-request-id", f"req_{random.getrandbits(64):016x}")
-            limits = (
-                self.emulator.limiter.headers()
-                if self.emulator.limiter.limit
-                else {
-                    "x-ratelimit-limit-requests": "250",
-                    "x-ratelimit-remaining-requests": "249",
-                    "x-ratelimit-reset-requests": "240ms",
-                }
-            )
+            limits = self.emulator.limiter.headers() if self.emulator.limiter.limit else {}  # no limit, none announced
             for name, value in {**limits, **(headers or {})}.items():
                 self.send_header(name, value)
             self.end_headers()

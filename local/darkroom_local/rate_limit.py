@@ -37,16 +37,16 @@ class ImagesPerMinute:
             return self.window_s  # not reached: the oldest entries free at least the excess
 
     def headers(self, now: float | None = None) -> dict[str, str]:
-        """OpenAI's x-ratelimit-* headers for the window as it is (counting an image as a request)."""
+        """x-ratelimit-* headers for the window as it is, in OpenAI's form, named for what is counted: images."""
         now = time.monotonic() if now is None else now
         with self._lock:
             self._expire(now)
             used = sum(count for _, count in self._taken)
             reset = self._taken[0][0] + self.window_s - now if self._taken else 0.0
         return {
-            "x-ratelimit-limit-requests": str(self.limit),
-            "x-ratelimit-remaining-requests": str(max(0, self.limit - used)),
-            "x-ratelimit-reset-requests": f"{max(0.0, reset):.3f}s",
+            "x-ratelimit-limit-images": str(self.limit),
+            "x-ratelimit-remaining-images": str(max(0, self.limit - used)),
+            "x-ratelimit-reset-images": f"{max(0.0, reset):.3f}s",
         }
 
     def _expire(self, now: float) -> None:

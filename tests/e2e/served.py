@@ -16,14 +16,17 @@ from tests.conftest import FAST, QUIET
 
 @contextmanager
 def served_stack(
-    parameters: dict[str, str] | None = None, environment: dict[str, str] | None = None, **config: Any
+    parameters: dict[str, str] | None = None,
+    environment: dict[str, str] | None = None,
+    emulator: EmulatorConfig | None = None,
+    **config: Any,
 ) -> Iterator[LocalStack]:
     """The whole local stack serving HTTP on a free port, with short waits and quiet logs, plus what a test adds."""
     stack_config = StackConfig(
         port=0,
         parameters={**FAST, **(parameters or {})},
         environment={**QUIET, **(environment or {})},
-        emulator=EmulatorConfig(),
+        emulator=emulator or EmulatorConfig(),
         **config,
     )
     with LocalStack(stack_config) as stack:

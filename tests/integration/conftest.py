@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
+from darkroom import aws
 from darkroom_local.stack import LocalStack
 from tests.pipeline import queue_url
 from tests.support import drain
@@ -26,3 +28,17 @@ def calm_provider(stack: LocalStack) -> Iterator[None]:
     drain(queue_url(stack))
     yield
     calm()
+
+
+@pytest.fixture
+def settings_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Change the functions' environment for one test, as a template parameter would."""
+
+    def set_env(**values: str) -> None:
+        for name, value in values.items():
+            monkeypatch.setenv(name, value)
+        aws.reset()
+
+    yield set_env
+    monkeypatch.undo()
+    aws.reset()

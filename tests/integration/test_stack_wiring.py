@@ -41,7 +41,14 @@ def test_resources_come_from_the_template() -> None:
         tables = boto3.client("dynamodb").list_tables()["TableNames"]
         assert set(tables) == {
             stack.template.attributes[t]["Ref"]
-            for t in ("JobsTable", "ApiKeysTable", "IdempotencyTable", "WebhooksTable", "DeliveriesTable")
+            for t in (
+                "JobsTable",
+                "ApiKeysTable",
+                "IdempotencyTable",
+                "WebhooksTable",
+                "DeliveriesTable",
+                "RoutesTable",
+            )
         }
         worker = stack.functions["WorkerFunction"].spec
         assert worker.timeout_s == 600 and worker.sqs_events[0]["BatchSize"] == "1"

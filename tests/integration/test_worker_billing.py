@@ -12,7 +12,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from darkroom import aws, images, pricing, storage
+from darkroom import images, pricing, storage
 from darkroom.images import ImageInfo
 from darkroom.jobs.store import JobStore
 from darkroom.observability import logger
@@ -20,20 +20,6 @@ from darkroom_local.stack import LocalStack
 from tests.pipeline import deliver, faults, generations, job, manifest, queue_url, receive, submit
 
 pytestmark = pytest.mark.usefixtures("calm_provider")
-
-
-@pytest.fixture
-def settings_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """Change the functions' environment for one test, as a template parameter would."""
-
-    def set_env(**values: str) -> None:
-        for name, value in values.items():
-            monkeypatch.setenv(name, value)
-        aws.reset()
-
-    yield set_env
-    monkeypatch.undo()
-    aws.reset()
 
 
 @pytest.fixture

@@ -59,7 +59,7 @@ def test_past_its_images_per_minute_the_emulator_answers_429_and_generates_nothi
     # Given a key limited to 3 images a minute that has generated 2
     first = client.post("/v1/images/generations", json={"prompt": "two", "n": 2, "size": "1024x1024"})
     assert first.status_code == 200
-    assert first.headers["x-ratelimit-remaining-requests"] == "1"
+    assert first.headers["x-ratelimit-remaining-images"] == "1"
 
     # When a call asks for 2 more
     refused = client.post("/v1/images/generations", json={"prompt": "two more", "n": 2, "size": "1024x1024"})
@@ -68,7 +68,7 @@ def test_past_its_images_per_minute_the_emulator_answers_429_and_generates_nothi
     assert refused.status_code == 429
     assert refused.json()["error"]["code"] == "rate_limit_exceeded"
     assert 59 <= float(refused.headers["retry-after"]) <= 60
-    assert refused.headers["x-ratelimit-limit-requests"] == "3"
+    assert refused.headers["x-ratelimit-limit-images"] == "3"
     stats = emulator.stats.as_dict()
     assert stats["limited"] == 1 and emulator.generations_for("two more") == 0
     # And one more image still fits

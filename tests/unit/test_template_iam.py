@@ -60,6 +60,7 @@ EXPECTED_GRANTS: dict[str, dict[str, set[str]]] = {
         "ProviderSecret": {"secretsmanager:GetSecretValue"},
         "WaveSpeedSecret": {"secretsmanager:GetSecretValue"},
         "PollerStateMachine": {"states:StartExecution"},
+        "RoutesTable": {"dynamodb:GetItem", "dynamodb:UpdateItem"},
     },
     "SweeperFunction": {
         "SweeperFunctionLogs": {"logs:CreateLogStream", "logs:PutLogEvents"},

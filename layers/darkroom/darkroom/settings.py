@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import cache
 from typing import Any
 
@@ -67,6 +68,15 @@ class Settings:
     # How long POST /v1/uploads' presigned POSTs are valid; the job waits a little longer for uploads under way.
     upload_ttl_s: int
     uploads_queue_url: str
+    # Provider routes' shared state (rate limits, breakers), and their configured limits ({route or "*": n}).
+    routes_table: str
+    images_per_minute: dict[str, int]
+    requests_per_minute: dict[str, int]
+    # Tenants' quotas and usage (darkroom.quotas), and the defaults for a tenant with no quotas of its own (0: none).
+    tenants_table: str
+    tenant_max_in_flight: int
+    tenant_submits_per_minute: int
+    tenant_monthly_budget_usd: Decimal | None
 
     def request_rules(self) -> dict[str, Any]:
         """What a request is judged against besides its own fields: the deployment's webhook and route settings."""
@@ -117,6 +127,15 @@ class Settings:
             allow_private_urls=_flag(env.get("ALLOW_PRIVATE_URLS")),
             upload_ttl_s=int(env.get("UPLOAD_TTL_S", "900")),
             uploads_queue_url=env.get("UPLOADS_QUEUE_URL", ""),
+            routes_table=env.get("ROUTES_TABLE", ""),
+            images_per_minute=_per_minute(env.get("PROVIDER_IMAGES_PER_MINUTE", "")),
+            requests_per_minute=_per_minute(env.get("PROVIDER_REQUESTS_PER_MINUTE", "")),
+            tenants_table=env.get("TENANTS_TABLE", ""),
+            tenant_max_in_flight=int(env.get("TENANT_MAX_IN_FLIGHT") or "0"),
+            tenant_submits_per_minute=int(env.get("TENANT_SUBMITS_PER_MINUTE") or "0"),
+            tenant_monthly_budget_usd=Decimal(env["TENANT_MONTHLY_BUDGET_USD"])
+            if env.get("TENANT_MONTHLY_BUDGET_USD")
+            else None,
         )
 
 
@@ -124,6 +143,12 @@ def _schedule(text: str) -> tuple[int, ...]:
     from darkroom.webhooks.schedule import DEFAULT_SCHEDULE_S, parse_schedule
 
     return parse_schedule(text) if text else DEFAULT_SCHEDULE_S
+
+
+def _per_minute(text: str) -> dict[str, int]:
+    from darkroom.ratelimit import parse_per_minute
+
+    return parse_per_minute(text)
 
 
 @cache

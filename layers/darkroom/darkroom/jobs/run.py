@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from darkroom import aws, images, pricing, queue, routing, storage
+from darkroom import aws, images, pricing, queue, ratelimit, routing, storage
 from darkroom.errors import (
     ProviderAmbiguous,
     ProviderBadResponse,
@@ -55,6 +55,8 @@ LEASE_MARGIN_S = 30.0
 RETRY_OVERDUE_S = 900
 # An asynchronous provider's submission only queues the job: it answers in seconds, not minutes.
 SUBMIT_TIMEOUT_S = 30.0
+# A turn this close is waited for in place rather than through the queue.
+SLEEP_FOR_TURN_S = 2.0
 # How long an asynchronous provider's links to an edit's inputs stay valid: it fetches them when it starts the job.
 INPUT_URL_TTL_S = 3600
 
@@ -153,7 +155,8 @@ def handle_job_message(body: dict[str, Any], remaining_ms: RemainingMs) -> None:
         raise JobBusy(f"job {job.id} waits for its retry's own message")
     try:
         if job.status == "queued":
-            _run(store, job, remaining_ms)
+            if _turn_has_come(job, body):
+                _run(store, job, remaining_ms)
         elif not job.lease_expired():
             raise JobBusy(f"job {job.id} is running elsewhere until its lease ends")
         else:
@@ -205,6 +208,32 @@ def _call_budget(remaining_ms: RemainingMs, configured: float) -> tuple[float, f
         # A cut-short call would burn an attempt, and if it timed out it would end the job as ambiguous.
         raise JobBusy(f"{budget_s:.0f} s left is not enough for a provider call and storing its images")
     return timeout_s, budget_s
+
+
+def _turn_has_come(job: Job, body: dict[str, Any]) -> bool:
+    """Whether the job's route may be called for it now (darkroom.ratelimit). If not, its turn is reserved and its
+    message sent again to come back then: this one is done, the job unchanged, no attempt spent."""
+    turn = _reserved_turn(job, body)
+    if turn is None:
+        turn = ratelimit.take_turn(job.route, images=int(job.request.get("n", 1)))
+    wait = turn.wait_s()
+    if wait <= SLEEP_FOR_TURN_S:
+        time.sleep(wait)  # cheaper than a round trip through the queue
+        return True
+    reserved = {"route": job.route, "at": turn.at} if turn.reserved else None
+    queue.send_job(job.id, job.tenant, attempt=job.provider_calls, delay_s=math.ceil(wait), turn=reserved)
+    metrics.add_metric(name="RateLimitWaits", unit="Count", value=1)
+    logger.info("job waits for its turn", extra={"job_id": job.id, "route": job.route, "wait_s": round(wait, 1)})
+    return False
+
+
+def _reserved_turn(job: Job, body: dict[str, Any]) -> ratelimit.Turn | None:
+    """The turn this message came back for, if it was reserved on the job's current route."""
+    turn = body.get("turn")
+    if not isinstance(turn, dict) or turn.get("route") != job.route:
+        return None
+    at = turn.get("at")
+    return ratelimit.Turn(float(at)) if isinstance(at, int | float) and math.isfinite(at) else None
 
 
 def _run(store: JobStore, job: Job, remaining_ms: RemainingMs) -> None:
@@ -269,6 +298,7 @@ def _call_provider(store: JobStore, job: Job, remaining_ms: RemainingMs, files: 
         polling.begin(store, job, outcome)  # an error here brings the message back, which finds the job polling
         return
     latency_ms = round((time.monotonic() - started) * 1000)
+    _learn_limits(job, outcome)
     try:
         _complete(store, job, outcome, {**log, "latency_ms": latency_ms})
     except Exception as exc:
@@ -345,8 +375,20 @@ def _finish_abandoned(store: JobStore, job: Job, outputs: list[dict[str, Any]]) 
     return store.finish(job, "succeeded", outputs=outputs, cost_usd=_cost(job, job.usage))
 
 
+def _learn_limits(job: Job, result: GenerationResult) -> None:
+    if result.rate_limits:
+        try:
+            ratelimit.learn(job.route, result.rate_limits)
+        except Exception:  # the images come first; the limits are announced again with the next answer
+            logger.warning("could not record the provider's rate limits", exc_info=True, extra={"job_id": job.id})
+
+
 def _retry_rate_limited(store: JobStore, job: Job, exc: ProviderRateLimited) -> None:
     s = settings()
+    try:
+        ratelimit.hold_off(job.route, exc.retry_after_s)  # every worker waits, not only this job
+    except Exception:
+        logger.warning("could not hold the route off after a 429", exc_info=True, extra={"job_id": job.id})
     if job.rate_limits + 1 > s.rate_limit_max_requeues:
         _fail(store, job, "rate_limited", f"The provider kept rate-limiting this job ({job.rate_limits + 1} times).")
         return

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import binascii
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from darkroom.errors import ProviderBadResponse
@@ -31,6 +31,8 @@ class GenerationResult:
     images: list[bytes]
     usage: dict[str, Any] | None
     revised_prompts: list[str | None]
+    # The per-minute limits the provider's headers announced with the answer (darkroom.ratelimit.announced_limits).
+    rate_limits: dict[str, int] = field(default_factory=dict)
 
 
 class ImagesResponseReader:

@@ -13,6 +13,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -21,6 +22,7 @@ from darkroom.errors import ProviderAmbiguous, ProviderBadResponse, ProviderErro
 from darkroom.providers import deadline
 from darkroom.providers.failures import classify, redact, retry_after_s, transport_failures
 from darkroom.providers.images_response import GenerationResult, ImagesResponseReader
+from darkroom.ratelimit import announced_limits
 
 ERROR_BODY_LIMIT = 64 * 1024
 
@@ -107,7 +109,7 @@ class OpenAICompatibleProvider:
                         code="provider_timeout",
                         status=response.status_code,
                     )
-            return reader.result()
+            return replace(reader.result(), rate_limits=announced_limits(response.headers))
 
 
 def _read_bounded(response: httpx.Response, ends_at: float) -> bytes:
