@@ -59,7 +59,14 @@ Ctrl-C stops it.""",
 
 def _remember_local_stack(stack: LocalStack) -> None:
     """Where the running stack's AWS lives, for `darkroom keys --local` in another terminal."""
-    names = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "API_KEYS_TABLE")
+    names = (
+        "AWS_ENDPOINT_URL",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_DEFAULT_REGION",
+        "API_KEYS_TABLE",
+        "TENANTS_TABLE",
+    )
     LOCAL_STATE.parent.mkdir(exist_ok=True)
     LOCAL_STATE.write_text(json.dumps({"api": stack.api_url, "environment": {n: os.environ[n] for n in names}}))
 
@@ -133,6 +140,51 @@ def keys_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _use_tenants_table(args: argparse.Namespace) -> None:
+    if args.table:
+        os.environ["TENANTS_TABLE"] = args.table
+        args.table = None
+    elif not args.local and not os.environ.get("TENANTS_TABLE"):
+        raise SystemExit("name the tenants table with --table (the stack's TenantsTableName output), or use --local")
+    os.environ.setdefault("API_KEYS_TABLE", "unused")
+    _use_keys_table(args)
+
+
+def tenants_set(args: argparse.Namespace) -> int:
+    """Set (or, with --default, drop) one tenant's own quotas; the deployment's defaults apply to the rest."""
+    from decimal import Decimal, InvalidOperation
+
+    _use_tenants_table(args)
+    from darkroom import quotas
+
+    values: dict[str, int | Decimal | None] = {name: None for name in args.default or []}
+    if args.max_in_flight is not None:
+        values["max_in_flight"] = args.max_in_flight
+    if args.per_minute is not None:
+        values["submits_per_minute"] = args.per_minute
+    if args.budget is not None:
+        try:
+            values["monthly_budget_usd"] = Decimal(args.budget).quantize(Decimal("0.01"))
+        except InvalidOperation:
+            raise SystemExit("--budget is USD, e.g. 250 or 99.50") from None
+    quotas.set_limits(args.tenant, **values)
+    return tenants_show(args)
+
+
+def tenants_show(args: argparse.Namespace) -> int:
+    _use_tenants_table(args)
+    from darkroom import quotas
+
+    limits = quotas.limits_for(args.tenant)
+    print(
+        json.dumps(
+            {"tenant": args.tenant, **limits.as_dict(), "budget": quotas.budget_state(args.tenant, quotas.month_of())},
+            indent=2,
+        )
+    )
+    return 0
+
+
 def webhooks_listen(args: argparse.Namespace) -> int:
     from darkroom_local.webhook_listener import WebhookListener
 
@@ -145,6 +197,15 @@ def webhooks_listen(args: argparse.Namespace) -> int:
     finally:
         listener.server_close()
     return 0
+
+
+def _which_stack(table_output: str) -> argparse.ArgumentParser:
+    """--table (a deployed stack's table, named by its output) or --local (the stack `darkroom run` is running)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    where = parent.add_mutually_exclusive_group()
+    where.add_argument("--table", help=f"a deployed stack's {table_output} output")
+    where.add_argument("--local", action="store_true", help="the stack `darkroom run` is running")
+    return parent
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,10 +223,7 @@ def main(argv: list[str] | None = None) -> int:
 
     keys_parser = commands.add_parser("keys", help="API keys: create, list, revoke (deployed or local stack)")
     keys_commands = keys_parser.add_subparsers(dest="keys_command", required=True)
-    table = argparse.ArgumentParser(add_help=False)
-    where = table.add_mutually_exclusive_group()
-    where.add_argument("--table", help="a deployed stack's ApiKeysTableName output")
-    where.add_argument("--local", action="store_true", help="the stack `darkroom run` is running")
+    table = _which_stack("ApiKeysTableName")
     create_parser = keys_commands.add_parser("create", parents=[table], help="create a key and print it once")
     create_parser.add_argument("--tenant", required=True)
     create_parser.add_argument("--name", default="", help="a label to recognise the key by")
@@ -177,6 +235,25 @@ def main(argv: list[str] | None = None) -> int:
     revoke_parser = keys_commands.add_parser("revoke", parents=[table], help="revoke a key by its id")
     revoke_parser.add_argument("key_id")
     revoke_parser.set_defaults(func=keys_revoke)
+
+    tenants_parser = commands.add_parser("tenants", help="tenant quotas: show, set (deployed or local stack)")
+    tenants_commands = tenants_parser.add_subparsers(dest="tenants_command", required=True)
+    tenants_table = _which_stack("TenantsTableName")
+    show_parser = tenants_commands.add_parser("show", parents=[tenants_table], help="a tenant's quotas and budget")
+    show_parser.add_argument("tenant")
+    show_parser.set_defaults(func=tenants_show)
+    set_parser = tenants_commands.add_parser("set", parents=[tenants_table], help="set a tenant's own quotas")
+    set_parser.add_argument("tenant")
+    set_parser.add_argument("--max-in-flight", type=int, help="jobs accepted and not ended (0: no limit)")
+    set_parser.add_argument("--per-minute", type=int, help="submissions a minute (0: no limit)")
+    set_parser.add_argument("--budget", help="USD a calendar month (UTC)")
+    set_parser.add_argument(
+        "--default",
+        action="append",
+        choices=["max_in_flight", "submits_per_minute", "monthly_budget_usd"],
+        help="drop the tenant's own value: the deployment's default applies",
+    )
+    set_parser.set_defaults(func=tenants_set)
 
     webhooks_parser = commands.add_parser("webhooks", help="webhooks: a local receiver that verifies deliveries")
     webhooks_commands = webhooks_parser.add_subparsers(dest="webhooks_command", required=True)

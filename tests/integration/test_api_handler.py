@@ -116,6 +116,7 @@ def test_health_and_openapi_need_no_key(stack: LocalStack) -> None:
         "/v1/webhooks/endpoints/{id}/rotate",
         "/v1/webhooks/secret",
         "/v1/webhooks/secret/rotate",
+        "/v1/usage",
     }
     assert "GenerationRequest" in document["components"]["schemas"]
 
@@ -212,8 +213,8 @@ def test_a_job_whose_record_landed_but_was_reported_failed_is_withdrawn(
 ) -> None:
     real_create = JobStore.create
 
-    def create_then_lose_the_answer(self: JobStore, job: Any) -> None:
-        real_create(self, job)
+    def create_then_lose_the_answer(self: JobStore, job: Any, **kwargs: Any) -> None:
+        real_create(self, job, **kwargs)
         raise RuntimeError("read timeout")
 
     monkeypatch.setattr(JobStore, "create", create_then_lose_the_answer)

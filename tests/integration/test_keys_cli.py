@@ -56,3 +56,23 @@ def test_revoking_an_unknown_id_fails_clearly(stack: LocalStack, capsys: pytest.
 def test_a_bad_tenant_name_is_refused_before_anything_is_stored(stack: LocalStack) -> None:
     with pytest.raises(ValueError, match="tenant must be"):
         main(["keys", "create", "--tenant", "Not A Tenant", "--table", keys_table(stack)])
+
+
+def test_a_tenants_own_quotas_are_set_shown_and_enforced(stack: LocalStack, capsys: pytest.CaptureFixture[str]) -> None:
+    table = stack.template.attributes["TenantsTable"]["Ref"]
+    api_key = tenants.create_api_key("cli-quota")
+    assert main(["tenants", "set", "cli-quota", "--budget", "0.01", "--max-in-flight", "3", "--table", table]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["monthly_budget_usd"] == 0.01 and shown["max_in_flight"] == 3
+    body = {"prompt": "too dear", "quality": "medium"}
+    answer = stack.functions["ApiFunction"].invoke(
+        http_event("POST", "/v1/images/generations", api_key=api_key, body=body)
+    )
+    assert answer["statusCode"] == 402 and json.loads(answer["body"])["error"]["code"] == "budget_exceeded"
+    # Back to the deployment's default (no budget): the same request is accepted
+    assert main(["tenants", "set", "cli-quota", "--default", "monthly_budget_usd", "--table", table]) == 0
+    assert json.loads(capsys.readouterr().out)["monthly_budget_usd"] is None
+    answer = stack.functions["ApiFunction"].invoke(
+        http_event("POST", "/v1/images/generations", api_key=api_key, body=body)
+    )
+    assert answer["statusCode"] == 202

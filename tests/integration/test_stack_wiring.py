@@ -48,6 +48,7 @@ def test_resources_come_from_the_template() -> None:
                 "WebhooksTable",
                 "DeliveriesTable",
                 "RoutesTable",
+                "TenantsTable",
             )
         }
         worker = stack.functions["WorkerFunction"].spec

@@ -48,6 +48,7 @@ EXPECTED_GRANTS: dict[str, dict[str, set[str]]] = {
         "WebhookSecretsKey": {"kms:Encrypt", "kms:Decrypt"},
         "DeliveriesTable": {"dynamodb:Query", "dynamodb:UpdateItem"},
         "WebhookRetryQueue": {"sqs:SendMessage"},
+        "TenantsTable": {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query"},
     },
     "WorkerFunction": {
         "WorkerFunctionLogs": {"logs:CreateLogStream", "logs:PutLogEvents"},
@@ -61,6 +62,7 @@ EXPECTED_GRANTS: dict[str, dict[str, set[str]]] = {
         "WaveSpeedSecret": {"secretsmanager:GetSecretValue"},
         "PollerStateMachine": {"states:StartExecution"},
         "RoutesTable": {"dynamodb:GetItem", "dynamodb:UpdateItem"},
+        "TenantsTable": {"dynamodb:UpdateItem"},
     },
     "SweeperFunction": {
         "SweeperFunctionLogs": {"logs:CreateLogStream", "logs:PutLogEvents"},
@@ -74,6 +76,7 @@ EXPECTED_GRANTS: dict[str, dict[str, set[str]]] = {
         "OutputsBucket/uploads/*/jobs/*": {"s3:DeleteObject"},
         "UploadsQueue": {"sqs:SendMessage"},
         "WaveSpeedSecret": {"secretsmanager:GetSecretValue"},
+        "TenantsTable": {"dynamodb:UpdateItem"},
     },
     "NotifyFunction": {
         "NotifyFunctionLogs": {"logs:CreateLogStream", "logs:PutLogEvents"},
@@ -102,12 +105,14 @@ EXPECTED_GRANTS: dict[str, dict[str, set[str]]] = {
         "IdempotencyTable": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem"},
         "JobsQueue": {"sqs:SendMessage"},
         "UploadsQueue": {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"},
+        "TenantsTable": {"dynamodb:GetItem", "dynamodb:UpdateItem"},
     },
     "PollerFunction": {
         "PollerFunctionLogs": {"logs:CreateLogStream", "logs:PutLogEvents"},
         "JobsTable": {"dynamodb:GetItem", "dynamodb:UpdateItem"},
         "OutputsBucket/outputs/*": {"s3:PutObject"},
         "WaveSpeedSecret": {"secretsmanager:GetSecretValue"},
+        "TenantsTable": {"dynamodb:UpdateItem"},
     },
 }
 

@@ -86,6 +86,28 @@ class Conflict(DarkroomError):
         self.code = code
 
 
+class QuotaExceeded(DarkroomError):
+    """A tenant's quota refuses the request for now: too many submissions this minute or jobs in flight (429, with
+    when to try again)."""
+
+    status = 429
+
+    def __init__(self, message: str, *, code: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.code = code
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"retry-after": str(self.retry_after_s)}
+
+
+class BudgetExceeded(DarkroomError):
+    """The job's worst-case cost does not fit what is left of the tenant's monthly budget."""
+
+    status = 402
+    code = "budget_exceeded"
+
+
 class ServiceUnavailable(DarkroomError):
     """A dependency (DynamoDB, SQS, S3) failed; the client may retry. Its own error text stays in our logs."""
 

@@ -146,16 +146,19 @@ class Timeline:
         """The next turn for a request costing `cost_s`, reserved if it comes within `ahead_s` of now: (turn, True);
         otherwise nothing is reserved: (when its turn would have been, False).
 
-        Two conditional updates cover every case, and the timeline only grows, so this settles in two or three
+        Two conditional updates cover every case, and the timeline only grows, so this settles in one or two
         writes whatever other writers do: while the timeline is ahead of now the cost is added to it (the turn is
         read from the result); when it has fallen behind, it restarts from now."""
         early = tolerance_s - min(cost_s, tolerance_s)  # how far before `tat` a turn may come
+        # One `now` for every try: whichever update fails, the other's condition then holds for that same moment
+        # (the timeline only grows), so a loser never ping-pongs between the two as the clock moves.
+        now = time.time()
+        latest = now + ahead_s + early
         for _ in range(3):
-            now = time.time()
             ahead = self.update(
                 "SET tat = tat + :cost",
                 "tat > :now AND tat <= :latest",
-                {":cost": cost_s, ":now": now, ":latest": now + ahead_s + early},
+                {":cost": cost_s, ":now": now, ":latest": latest},
             )
             if ahead is not None:
                 return max(now, float(ahead["tat"]["N"]) - cost_s - early), True
@@ -164,7 +167,7 @@ class Timeline:
             ):
                 return now, True
             tat = float(self.item().get("tat", {"N": "0"})["N"])
-            if tat > now + ahead_s + early:
+            if tat > latest:
                 return tat - early, False
         return time.time() + random.uniform(1, 3), False  # not reached in practice: ask again soon
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
+from datetime import UTC, date, datetime
 from typing import Any
 
 from darkroom.api.http import Request, Response, Router
@@ -160,6 +161,39 @@ def _within_page_budget(jobs: list[Job], next_cursor: str | None) -> tuple[list[
             return data, cursor_after(jobs[len(data) - 1])
         data.append(summary)
     return data, next_cursor
+
+
+@router.route("GET", "/v1/usage", summary="The tenant's jobs, images, tokens and cost by day or model; its budget.")
+def get_usage(request: Request) -> Response:
+    from darkroom import usage
+
+    today = datetime.now(UTC).date()
+    errors: list[FieldError] = []
+    start = _date_param(request, "from", today.replace(day=1), errors)
+    end = _date_param(request, "to", today, errors)
+    group_by = request.query.get("group_by", "day")
+    if group_by not in ("day", "model"):
+        errors.append(FieldError("group_by", "enum", "group_by must be day or model."))
+    if start and end and start > end:
+        errors.append(FieldError("from", "order", "from must be on or before to."))
+    elif start and end and (end - start).days >= usage.MAX_DAYS:
+        errors.append(FieldError("to", "range", f"from and to may be at most {usage.MAX_DAYS} days apart."))
+    if errors or start is None or end is None:
+        raise ValidationFailed(errors)
+    return Response(200, usage.report(request.tenant, start, end, group_by))
+
+
+def _date_param(request: Request, name: str, default: date, errors: list[FieldError]) -> date | None:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    try:
+        if len(text) != 10:
+            raise ValueError
+        return date.fromisoformat(text)
+    except ValueError:
+        errors.append(FieldError(name, "date", f"{name} must be a date as YYYY-MM-DD (UTC)."))
+        return None
 
 
 @router.route("DELETE", "/v1/jobs/{id}", summary="Cancel a queued job, or one a provider is working on.")

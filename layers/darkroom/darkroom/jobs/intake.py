@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from typing import Any
 
-from darkroom import queue, routing
+from darkroom import queue, quotas, routing
 from darkroom.edits import EditInput, store_inputs
-from darkroom.errors import Conflict, NotFound, ServiceUnavailable
+from darkroom.errors import Conflict, DarkroomError, NotFound, ServiceUnavailable
 from darkroom.ids import new_job_id, now_iso
 from darkroom.jobs import executions, manifests
 from darkroom.jobs.idempotency import IdempotencyKey, IdempotencyKeyInProgress
@@ -39,8 +40,9 @@ def submit_edit(
         if replay is not None:
             return replay, True
     job = new_job(tenant, request, kind="edit")
+    admission = _admission(job, input_images=len(found))  # before storing anything
     job.inputs = store_inputs(tenant, job.id, found)
-    return _submit(job, request, idempotency)
+    return _submit(job, request, idempotency, admission)
 
 
 def open_upload(
@@ -60,8 +62,9 @@ def open_upload(
             return replay, posts, True
     job = new_job(tenant, request, kind="edit", status="awaiting_upload")
     job.upload = {**files.model_dump(), "expires_at": uploads.expires_at(ttl_s)}
+    admission = _admission(job, input_images=files.images)
     try:
-        store.create(job, together_with=[idempotency.put_item(job.id)] if idempotency else None)
+        _create(store, job, idempotency, admission)
     except TransactionConflict as exc:
         if idempotency is None or not exc.failed[1]:
             raise
@@ -88,18 +91,56 @@ def new_job(tenant: str, request: GenerationRequest, *, kind: str, status: str =
     )
 
 
-def _submit(job: Job, request: GenerationRequest, idempotency: IdempotencyKey | None) -> tuple[Job, bool]:
-    store = JobStore()
+@dataclass(frozen=True)
+class Admission:
+    """What the tenant's quotas say of a job about to be created: its limits and the reservation it makes."""
+
+    limits: quotas.TenantLimits
+    reservation: quotas.Reservation
+
+
+def _admission(job: Job, input_images: int = 0) -> Admission:
+    """The tenant's per-minute limit counts this submission (429 past it); the job's worst case is reserved with it."""
+    limits = quotas.limits_for(job.tenant)
+    quotas.admit_submission(job.tenant, limits)
+    worst = quotas.worst_case_usd(job.model, job.request, job.route, input_images)
+    reservation = quotas.Reservation(quotas.month_of(), worst)
+    if limits.monthly_budget_usd is not None and worst > limits.monthly_budget_usd:
+        raise quotas.refusal(job.tenant, limits, reservation, [False, True])  # more than the whole budget
+    job.quota = reservation.as_dict()
+    return Admission(limits, reservation)
+
+
+def _create(store: JobStore, job: Job, idempotency: IdempotencyKey | None, admission: Admission) -> None:
+    """The job, its idempotency key and its admission to the tenant's quotas, in one transaction. A key already
+    claimed is a TransactionConflict (the caller replays); a quota that refuses is its 429 or 402."""
+    claim = [idempotency.put_item(job.id)] if idempotency else []
+    admit = quotas.reserve_items(job.tenant, admission.limits, admission.reservation)
     try:
-        store.create(job, together_with=[idempotency.put_item(job.id)] if idempotency else None)
+        store.create(job, together_with=[*claim, *admit])
+    except TransactionConflict as exc:
+        if (idempotency is not None and exc.failed[1]) or not any(exc.failed[-2:]):
+            raise
+        raise quotas.refusal(job.tenant, admission.limits, admission.reservation, exc.failed[-2:]) from None
+
+
+def _submit(
+    job: Job, request: GenerationRequest, idempotency: IdempotencyKey | None, admission: Admission | None = None
+) -> tuple[Job, bool]:
+    store = JobStore()
+    admission = admission or _admission(job)
+    try:
+        _create(store, job, idempotency, admission)
         queue.send_job(job.id, job.tenant, attempt=0)
     except TransactionConflict as exc:
         if idempotency is None or not exc.failed[1]:
             raise
         return _replayed(store, idempotency), True
+    except DarkroomError:
+        raise  # a quota refused the job: nothing was written
     except Exception:
         logger.exception("could not enqueue job", extra={"job_id": job.id, "tenant": job.tenant})
-        _withdraw(store, job, idempotency)
+        _withdraw(store, job, idempotency, admission.reservation)
     else:
         store.message_sent(job)  # if this write fails, the sweeper sends one harmless duplicate
     logger.info("job accepted", extra=accepted_log(job, request))
@@ -141,11 +182,13 @@ def _replayed(store: JobStore, idempotency: IdempotencyKey) -> Job:
     return job
 
 
-def _withdraw(store: JobStore, job: Job, idempotency: IdempotencyKey | None) -> None:
-    """Take back a job whose submission failed half way; returns only if a worker already has it."""
+def _withdraw(store: JobStore, job: Job, idempotency: IdempotencyKey | None, reservation: quotas.Reservation) -> None:
+    """Take back a job whose submission failed half way, with its admission; returns only if a worker already
+    has it."""
+    release = [idempotency.delete_item(job.id)] if idempotency else []
     try:
         withdrawn = store.delete_unstarted(
-            job.id, together_with=[idempotency.delete_item(job.id)] if idempotency else None
+            job.id, together_with=[*release, *quotas.release_items(job.tenant, reservation)]
         )
     except Exception:
         logger.exception("could not withdraw job", extra={"job_id": job.id, "tenant": job.tenant})

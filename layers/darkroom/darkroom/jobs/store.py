@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 import re
 import time
 import uuid
@@ -96,6 +97,10 @@ class Job:
     inputs: dict[str, Any] | None = None
     # Uploads: the files expected ({"images": n, "mask": bool}) and until when (`expires_at`, epoch seconds).
     upload: dict[str, Any] | None = None
+    # What the job holds of its tenant's quotas until it is settled ({"month", "usd"}: darkroom.quotas).
+    quota: dict[str, Any] | None = None
+    # When the ended job was counted in its tenant's usage and quotas (darkroom.usage.settle).
+    settled_at: str | None = None
 
     @property
     def model(self) -> str:
@@ -117,7 +122,7 @@ class Job:
 
 
 # Attributes stored as JSON strings: nested maps of arbitrary shape, read back exactly as written.
-_JSON_FIELDS = ("request", "metadata", "outputs", "usage", "error", "webhook_events", "inputs", "upload")
+_JSON_FIELDS = ("request", "metadata", "outputs", "usage", "error", "webhook_events", "inputs", "upload", "quota")
 _INT_FIELDS = ("provider_calls", "transient_failures", "rate_limits")
 _OPTIONAL_STR = (
     "webhook_url",
@@ -129,6 +134,7 @@ _OPTIONAL_STR = (
     "write_id",
     "prediction_id",
     "provider_status",
+    "settled_at",
 )
 
 
@@ -160,6 +166,28 @@ def _to_item(job: Job) -> dict[str, Any]:
     if job.poll_until is not None:
         item["poll_until"] = {"N": str(job.poll_until)}
     return item
+
+
+CONFLICT_TRIES = 5
+
+
+def transact(db: Any, items: list[dict[str, Any]], *, token: str) -> None:
+    """TransactWriteItems; TransactionConflict when a condition failed. A transaction that only collided with
+    another one in flight on the same item (a tenant's counters take every submission of the tenant) is tried
+    again a few times, under a new token since the canceled one wrote nothing."""
+    for attempt in range(CONFLICT_TRIES):
+        try:
+            db.transact_write_items(TransactItems=items, ClientRequestToken=f"{token}-{attempt}" if attempt else token)
+            return
+        except Exception as exc:
+            if aws.error_code(exc) != "TransactionCanceledException":
+                raise
+            reasons = [reason.get("Code", "") for reason in getattr(exc, "response", {}).get("CancellationReasons", [])]
+            if "ConditionalCheckFailed" in reasons:
+                raise TransactionConflict(reasons) from None
+            if attempt == CONFLICT_TRIES - 1 or set(reasons) - {"None", "TransactionConflict", ""}:
+                raise  # throttling or another failure: retryable by the caller, not a verdict
+            time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
 
 
 def sweep_shard(job_id: str) -> str:
@@ -312,15 +340,7 @@ class JobStore:
         return True
 
     def _transact(self, items: list[dict[str, Any]], *, token: str) -> None:
-        try:
-            self.db.transact_write_items(TransactItems=items, ClientRequestToken=token)
-        except Exception as exc:
-            if aws.error_code(exc) != "TransactionCanceledException":
-                raise
-            reasons = [reason.get("Code", "") for reason in getattr(exc, "response", {}).get("CancellationReasons", [])]
-            if "ConditionalCheckFailed" not in reasons:
-                raise  # a conflict with another transaction in flight, throttling: retryable, not a verdict
-            raise TransactionConflict(reasons) from None
+        transact(self.db, items, token=token)
 
     def claim(self, job: Job, lease_s: float) -> Job:
         """queued -> running for one provider call, under a fresh lease.
