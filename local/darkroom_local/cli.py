@@ -81,9 +81,9 @@ def emulator(args: argparse.Namespace) -> int:
 LOCAL_STATE = Path(".darkroom") / "local.json"
 
 
-def _use_keys_table(args: argparse.Namespace) -> None:
-    """Point darkroom at the keys table: a deployed stack's (--table, AWS credentials from the environment) or the
-    running local stack's (--local, from the file `darkroom run` writes)."""
+def _use_table(args: argparse.Namespace, variable: str, output: str) -> None:
+    """Point darkroom at one of a stack's tables: a deployed stack's (--table, AWS credentials from the
+    environment) or the running local stack's (--local, from the file `darkroom run` writes)."""
     if args.local:
         try:
             state = json.loads(LOCAL_STATE.read_text())
@@ -91,12 +91,16 @@ def _use_keys_table(args: argparse.Namespace) -> None:
             raise SystemExit(f"no local stack found ({LOCAL_STATE}): start one with `darkroom run`") from None
         os.environ.update(state["environment"])
     elif args.table:
-        os.environ["API_KEYS_TABLE"] = args.table
-    elif not os.environ.get("API_KEYS_TABLE"):
-        raise SystemExit("name the keys table with --table (the stack's ApiKeysTableName output), or use --local")
+        os.environ[variable] = args.table
+    elif not os.environ.get(variable):
+        raise SystemExit(f"name the table with --table (the stack's {output} output), or use --local")
     from darkroom import aws
 
     aws.reset()
+
+
+def _use_keys_table(args: argparse.Namespace) -> None:
+    _use_table(args, "API_KEYS_TABLE", "ApiKeysTableName")
 
 
 def keys_create(args: argparse.Namespace) -> int:
@@ -140,45 +144,43 @@ def keys_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
-def _use_tenants_table(args: argparse.Namespace) -> None:
-    if args.table:
-        os.environ["TENANTS_TABLE"] = args.table
-        args.table = None
-    elif not args.local and not os.environ.get("TENANTS_TABLE"):
-        raise SystemExit("name the tenants table with --table (the stack's TenantsTableName output), or use --local")
-    os.environ.setdefault("API_KEYS_TABLE", "unused")
-    _use_keys_table(args)
-
-
 def tenants_set(args: argparse.Namespace) -> int:
     """Set (or, with --default, drop) one tenant's own quotas; the deployment's defaults apply to the rest."""
     from decimal import Decimal, InvalidOperation
 
-    _use_tenants_table(args)
-    from darkroom import quotas
-
     values: dict[str, int | Decimal | None] = {name: None for name in args.default or []}
-    if args.max_in_flight is not None:
-        values["max_in_flight"] = args.max_in_flight
-    if args.per_minute is not None:
-        values["submits_per_minute"] = args.per_minute
+    for name, count in (("max_in_flight", args.max_in_flight), ("submits_per_minute", args.per_minute)):
+        if count is not None:
+            if count < 0:
+                raise SystemExit(f"--{name.replace('_', '-')} is a whole number, 0 for no limit")
+            values[name] = count
     if args.budget is not None:
         try:
-            values["monthly_budget_usd"] = Decimal(args.budget).quantize(Decimal("0.01"))
+            budget = Decimal(args.budget).quantize(Decimal("0.01"))
         except InvalidOperation:
-            raise SystemExit("--budget is USD, e.g. 250 or 99.50") from None
+            budget = Decimal(-1)
+        if not budget.is_finite() or budget < 0:
+            raise SystemExit("--budget is USD, e.g. 250 or 99.50")
+        values["monthly_budget_usd"] = budget
+    _use_table(args, "TENANTS_TABLE", "TenantsTableName")
+    from darkroom import quotas
+
     quotas.set_limits(args.tenant, **values)
-    return tenants_show(args)
+    return _show_tenant(args.tenant)
 
 
 def tenants_show(args: argparse.Namespace) -> int:
-    _use_tenants_table(args)
+    _use_table(args, "TENANTS_TABLE", "TenantsTableName")
+    return _show_tenant(args.tenant)
+
+
+def _show_tenant(tenant: str) -> int:
     from darkroom import quotas
 
-    limits = quotas.limits_for(args.tenant)
+    limits = quotas.limits_for(tenant)
     print(
         json.dumps(
-            {"tenant": args.tenant, **limits.as_dict(), "budget": quotas.budget_state(args.tenant, quotas.month_of())},
+            {"tenant": tenant, **limits.as_dict(), "budget": quotas.budget_state(tenant, quotas.month_of())},
             indent=2,
         )
     )

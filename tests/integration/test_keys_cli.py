@@ -76,3 +76,16 @@ def test_a_tenants_own_quotas_are_set_shown_and_enforced(stack: LocalStack, caps
         http_event("POST", "/v1/images/generations", api_key=api_key, body=body)
     )
     assert answer["statusCode"] == 202
+
+
+@pytest.mark.parametrize(
+    "flags", [["--budget", "nan"], ["--budget", "-5"], ["--budget", "lots"], ["--per-minute", "-1"]]
+)
+def test_a_quota_that_makes_no_sense_is_refused_before_anything_is_stored(stack: LocalStack, flags: list[str]) -> None:
+    table = stack.template.attributes["TenantsTable"]["Ref"]
+    with pytest.raises(SystemExit) as refused:
+        main(["tenants", "set", "cli-nonsense", *flags, "--table", table])
+    assert "--" in str(refused.value)
+    from darkroom import quotas
+
+    assert quotas.limits_for("cli-nonsense") == quotas.TenantLimits(1000, 600, None)

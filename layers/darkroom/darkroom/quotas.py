@@ -185,51 +185,64 @@ class Reservation:
         return cls(str(value["month"]), Decimal(str(value.get("usd", "0"))))
 
 
+def record_update(
+    tenant: str,
+    record: str,
+    expression: str,
+    values: dict[str, Any],
+    condition: str | None = None,
+    names: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A transaction item that changes one of the tenant's records."""
+    update: dict[str, Any] = {
+        "TableName": tenants_table(),
+        "Key": _key(tenant, record),
+        "UpdateExpression": expression,
+        "ExpressionAttributeValues": values,
+    }
+    if condition:
+        update["ConditionExpression"] = condition
+    if names:
+        update["ExpressionAttributeNames"] = names
+    return {"Update": update}
+
+
 def reserve_items(tenant: str, limits: TenantLimits, reservation: Reservation) -> list[dict[str, Any]]:
     """The transaction items that admit one job: one more in flight (unless at the limit), and its worst case
     committed against the month's budget (unless it would pass it). Counted even without limits, so a limit set
     later starts from the truth."""
-    in_flight: dict[str, Any] = {
-        "TableName": tenants_table(),
-        "Key": _key(tenant, "counters"),
-        "UpdateExpression": "ADD in_flight :one",
-        "ExpressionAttributeValues": {":one": {"N": "1"}},
-    }
+    in_flight: dict[str, Any] = {":one": {"N": "1"}}
     if limits.max_in_flight:
-        in_flight["ConditionExpression"] = "attribute_not_exists(in_flight) OR in_flight < :max"
-        in_flight["ExpressionAttributeValues"][":max"] = {"N": str(limits.max_in_flight)}
-    budget: dict[str, Any] = {
-        "TableName": tenants_table(),
-        "Key": _key(tenant, f"month#{reservation.month}"),
-        "UpdateExpression": "ADD committed_usd :usd",
-        "ExpressionAttributeValues": {":usd": {"N": str(reservation.usd)}},
-    }
+        in_flight[":max"] = {"N": str(limits.max_in_flight)}
+    budget: dict[str, Any] = {":usd": {"N": str(reservation.usd)}}
     if limits.monthly_budget_usd is not None:
+        budget[":room"] = {"N": str(limits.monthly_budget_usd - reservation.usd)}
+    return [
+        record_update(
+            tenant,
+            "counters",
+            "ADD in_flight :one",
+            in_flight,
+            "attribute_not_exists(in_flight) OR in_flight < :max" if limits.max_in_flight else None,
+        ),
         # DynamoDB conditions cannot add: compare what is committed with the budget less this job.
-        budget["ConditionExpression"] = "attribute_not_exists(committed_usd) OR committed_usd <= :room"
-        budget["ExpressionAttributeValues"][":room"] = {"N": str(limits.monthly_budget_usd - reservation.usd)}
-    return [{"Update": in_flight}, {"Update": budget}]
+        record_update(
+            tenant,
+            f"month#{reservation.month}",
+            "ADD committed_usd :usd",
+            budget,
+            "attribute_not_exists(committed_usd) OR committed_usd <= :room" if ":room" in budget else None,
+        ),
+    ]
 
 
 def release_items(tenant: str, reservation: Reservation) -> list[dict[str, Any]]:
     """The transaction items that give back a job's admission unused (a submission withdrawn before it ran)."""
     return [
-        {
-            "Update": {
-                "TableName": tenants_table(),
-                "Key": _key(tenant, "counters"),
-                "UpdateExpression": "ADD in_flight :minus",
-                "ExpressionAttributeValues": {":minus": {"N": "-1"}},
-            }
-        },
-        {
-            "Update": {
-                "TableName": tenants_table(),
-                "Key": _key(tenant, f"month#{reservation.month}"),
-                "UpdateExpression": "ADD committed_usd :usd",
-                "ExpressionAttributeValues": {":usd": {"N": str(-reservation.usd)}},
-            }
-        },
+        record_update(tenant, "counters", "ADD in_flight :minus", {":minus": {"N": "-1"}}),
+        record_update(
+            tenant, f"month#{reservation.month}", "ADD committed_usd :usd", {":usd": {"N": str(-reservation.usd)}}
+        ),
     ]
 
 
@@ -248,24 +261,27 @@ def refusal(tenant: str, limits: TenantLimits, reservation: Reservation, failed:
     )
 
 
+def _month(tenant: str, month: str) -> dict[str, Any]:
+    key = _key(tenant, f"month#{month}")
+    item = aws.client("dynamodb").get_item(TableName=tenants_table(), Key=key, ConsistentRead=True).get("Item")
+    return dict(item or {})
+
+
+def _usd(item: dict[str, Any], name: str) -> Decimal:
+    return Decimal(item.get(name, {}).get("N", "0"))
+
+
 def committed_usd(tenant: str, month: str) -> Decimal:
-    item = (
-        aws.client("dynamodb")
-        .get_item(TableName=tenants_table(), Key=_key(tenant, f"month#{month}"), ConsistentRead=True)
-        .get("Item")
-        or {}
-    )
-    return Decimal(item.get("committed_usd", {}).get("N", "0"))
+    return _usd(_month(tenant, month), "committed_usd")
 
 
 def budget_state(tenant: str, month: str) -> dict[str, Any]:
     """The month's budget as the usage API shows it."""
-    client = aws.client("dynamodb")
-    item = client.get_item(TableName=tenants_table(), Key=_key(tenant, f"month#{month}")).get("Item") or {}
+    item = _month(tenant, month)
     limits = limits_for(tenant)
     return {
         "month": month,
         "limit_usd": float(limits.monthly_budget_usd) if limits.monthly_budget_usd is not None else None,
-        "committed_usd": float(Decimal(item.get("committed_usd", {}).get("N", "0"))),
-        "spent_usd": float(Decimal(item.get("spent_usd", {}).get("N", "0"))),
+        "committed_usd": float(_usd(item, "committed_usd")),
+        "spent_usd": float(_usd(item, "spent_usd")),
     }

@@ -48,6 +48,17 @@ def _burst(per_minute: int) -> int:
     return max(1, math.ceil(per_minute * BURST_SHARE))
 
 
+def turn_at(tat: float, now: float, cost_s: float, tolerance_s: float) -> float:
+    """The earliest time at or after `now` when a request costing `cost_s` may go, given the timeline's theoretical
+    arrival time `tat` (a request costing more than the tolerance waits for a full bucket)."""
+    return max(now, tat - tolerance_s + min(cost_s, tolerance_s))
+
+
+def tat_after(tat: float, at: float, cost_s: float) -> float:
+    """The timeline's theoretical arrival time once a request costing `cost_s` went at `at`."""
+    return max(tat, at) + cost_s
+
+
 @dataclass(frozen=True)
 class Pace:
     """A route's limits as one timeline: a request of n images costs the longer of n images' and one request's
@@ -72,13 +83,10 @@ class Pace:
         )
 
     def turn(self, tat: float, now: float, images: int) -> float:
-        """The earliest time at or after `now` when a request of `images` may go, given the bucket's theoretical
-        arrival time `tat` (a request larger than the burst waits for a full bucket)."""
-        return max(now, tat - self.tolerance_s + min(self.cost_s(images), self.tolerance_s))
+        return turn_at(tat, now, self.cost_s(images), self.tolerance_s)
 
     def after(self, tat: float, at: float, images: int) -> float:
-        """The bucket's theoretical arrival time once the request went at `at`."""
-        return max(tat, at) + self.cost_s(images)
+        return tat_after(tat, at, self.cost_s(images))
 
 
 @dataclass(frozen=True)
@@ -149,11 +157,10 @@ class Timeline:
         Two conditional updates cover every case, and the timeline only grows, so this settles in one or two
         writes whatever other writers do: while the timeline is ahead of now the cost is added to it (the turn is
         read from the result); when it has fallen behind, it restarts from now."""
-        early = tolerance_s - min(cost_s, tolerance_s)  # how far before `tat` a turn may come
         # One `now` for every try: whichever update fails, the other's condition then holds for that same moment
         # (the timeline only grows), so a loser never ping-pongs between the two as the clock moves.
         now = time.time()
-        latest = now + ahead_s + early
+        latest = now + ahead_s + tolerance_s - min(cost_s, tolerance_s)  # the latest `tat` whose turn is in reach
         for _ in range(3):
             ahead = self.update(
                 "SET tat = tat + :cost",
@@ -161,14 +168,16 @@ class Timeline:
                 {":cost": cost_s, ":now": now, ":latest": latest},
             )
             if ahead is not None:
-                return max(now, float(ahead["tat"]["N"]) - cost_s - early), True
+                return turn_at(float(ahead["tat"]["N"]) - cost_s, now, cost_s, tolerance_s), True
             if self.update(
-                "SET tat = :tat", "attribute_not_exists(tat) OR tat <= :now", {":tat": now + cost_s, ":now": now}
+                "SET tat = :tat",
+                "attribute_not_exists(tat) OR tat <= :now",
+                {":tat": tat_after(0.0, now, cost_s), ":now": now},
             ):
                 return now, True
             tat = float(self.item().get("tat", {"N": "0"})["N"])
             if tat > latest:
-                return tat - early, False
+                return turn_at(tat, now, cost_s, tolerance_s), False
         return time.time() + random.uniform(1, 3), False  # not reached in practice: ask again soon
 
     def push(self, tat: float) -> None:
@@ -231,11 +240,14 @@ def take_turn(route: str, images: int, *, states: RouteStates | None = None) -> 
 
 
 def hold_off(route: str, seconds: float, *, states: RouteStates | None = None) -> None:
-    """The provider answered 429: no turn of the route starts before `seconds` from now."""
+    """The provider answered 429: no turn of the route starts before `seconds` from now (nothing to do on a route
+    with no known limit, whose turns are not taken)."""
     states = states or RouteStates()
-    pace = pace_for(route, states) or Pace(requests_per_minute=1)
-    # A one-image turn comes at `until` at the earliest.
-    states.timeline(route).push(time.time() + seconds + pace.tolerance_s - min(pace.cost_s(1), pace.tolerance_s))
+    pace = pace_for(route, states)
+    if pace:
+        # A one-image turn comes at `until` at the earliest.
+        until = time.time() + seconds
+        states.timeline(route).push(until + pace.tolerance_s - min(pace.cost_s(1), pace.tolerance_s))
 
 
 RATE_HEADERS = {"images": "x-ratelimit-limit-images", "requests": "x-ratelimit-limit-requests"}

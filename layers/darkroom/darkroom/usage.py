@@ -17,7 +17,7 @@ from typing import Any
 from darkroom import aws
 from darkroom.ids import now_iso
 from darkroom.jobs.store import Job, TransactionConflict, transact
-from darkroom.quotas import Reservation, budget_state, month_of, tenants_table
+from darkroom.quotas import Reservation, budget_state, month_of, record_update, tenants_table
 from darkroom.settings import settings
 
 MAX_DAYS = 366
@@ -57,27 +57,23 @@ def settle(job: Job) -> bool:
                 "ExpressionAttributeValues": {":now": {"S": settled_at}, ":status": {"S": job.status}},
             }
         },
-        {
-            "Update": {
-                "TableName": tenants_table(),
-                "Key": {"tenant": {"S": job.tenant}, "record": {"S": f"usage#{ended[:10]}#{job.model}"}},
-                "UpdateExpression": (
-                    f"SET model = :model, #day = :day ADD jobs :one, {job.status} :one, images :images, "
-                    "input_tokens :input, output_tokens :output, cost_usd :cost"
-                ),
-                "ExpressionAttributeNames": {"#day": "day"},
-                "ExpressionAttributeValues": values,
-            }
-        },
+        record_update(
+            job.tenant,
+            f"usage#{ended[:10]}#{job.model}",
+            f"SET model = :model, #day = :day ADD jobs :one, {job.status} :one, images :images, "
+            "input_tokens :input, output_tokens :output, cost_usd :cost",
+            values,
+            names={"#day": "day"},
+        ),
     ]
     if reservation is not None:
-        items.append(_update(job.tenant, "counters", "ADD in_flight :minus", {":minus": {"N": "-1"}}))
+        items.append(record_update(job.tenant, "counters", "ADD in_flight :minus", {":minus": {"N": "-1"}}))
         change = cost - reservation.usd
         month = reservation.month
     else:  # accepted before quotas existed: nothing was reserved
         change, month = cost, month_of()
     items.append(
-        _update(
+        record_update(
             job.tenant,
             f"month#{month}",
             "ADD committed_usd :change, spent_usd :cost",
@@ -93,17 +89,6 @@ def settle(job: Job) -> bool:
         raise
     job.settled_at = settled_at
     return True
-
-
-def _update(tenant: str, record: str, expression: str, values: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "Update": {
-            "TableName": tenants_table(),
-            "Key": {"tenant": {"S": tenant}, "record": {"S": record}},
-            "UpdateExpression": expression,
-            "ExpressionAttributeValues": values,
-        }
-    }
 
 
 def report(tenant: str, start: date, end: date, group_by: str) -> dict[str, Any]:
