@@ -36,11 +36,12 @@ run: install ## Run API, worker, moto and the provider emulator on 127.0.0.1 (DA
 emulator: install ## Run only the OpenAI Images API emulator (PORT, default 8080)
 	$(VENV)/bin/darkroom emulator --port $${PORT:-8080}
 
+# Two processes (TEST_PROCESSES), one file's tests in the same one: the local stack runs in one Python process and
+# is bound by its one core, so the fault runs take one process while the rest of the suite takes the other.
+TEST_PROCESSES ?= 2
+
 test: lint ## Everything CI runs: lint, then unit, integration, end-to-end and fault tests with coverage
-	$(PY) -m coverage erase
-	$(PY) -m coverage run -m pytest -q
-	$(PY) -m coverage combine -q
-	$(PY) -m coverage report
+	$(PY) -m pytest -q -n $(TEST_PROCESSES) --dist loadfile --cov --cov-report=term
 
 lint: install template $(CHECKOV)/.installed ## ruff, mypy, the template through aws-sam-translator, cfn-lint and checkov
 	$(VENV)/bin/ruff check .
