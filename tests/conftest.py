@@ -22,6 +22,15 @@ FAST = {
 }
 
 
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """What a test recorded as its `summary` (the fault runs' figures), shown whichever process ran it."""
+    for outcome in ("passed", "failed"):
+        for report in terminalreporter.getreports(outcome):
+            for name, value in report.user_properties:
+                if name == "summary":
+                    terminalreporter.write_line(str(value))
+
+
 @pytest.fixture(scope="module")
 def stack() -> Iterator[LocalStack]:
     """AWS resources from template.yaml on moto's server, the functions loaded, the emulator up; nothing polling."""

@@ -57,13 +57,15 @@ def queue_depth(stack: LocalStack, name: str) -> int:
     return sum(int(value) for value in attributes.values())
 
 
-def test_fault_run_loses_nothing_and_bills_each_job_at_most_once(capsys: pytest.CaptureFixture[str]) -> None:
-    fault_run(capsys, jobs=JOBS, body=lambda i: {"n": 1 + i % 2})
+def test_fault_run_loses_nothing_and_bills_each_job_at_most_once(record_property: Callable[[str, str], None]) -> None:
+    fault_run(record_property, jobs=JOBS, body=lambda i: {"n": 1 + i % 2})
 
 
-def test_async_fault_run_loses_nothing_and_submits_each_job_at_most_once(capsys: pytest.CaptureFixture[str]) -> None:
+def test_async_fault_run_loses_nothing_and_submits_each_job_at_most_once(
+    record_property: Callable[[str, str], None],
+) -> None:
     fault_run(
-        capsys,
+        record_property,
         jobs=ASYNC_JOBS,
         body=lambda i: {"provider": "wavespeed"},
         parameters={"AsyncFirstPollSeconds": "1", "PollMaxWaitSeconds": "2"},
@@ -76,7 +78,7 @@ EDIT_SOURCE = {"b64_json": base64.b64encode(image_bytes("png", (96, 64))).decode
 
 
 def fault_run(
-    capsys: pytest.CaptureFixture[str],
+    record_property: Callable[[str, str], None],
     *,
     jobs: int,
     body: Callable[[int], dict[str, Any]],
@@ -183,16 +185,19 @@ def fault_run(
         listener.shutdown()
 
     elapsed = time.monotonic() - started
-    with capsys.disabled():
-        print(
-            f"\nfault run (seed {seed}): {jobs} jobs ({jobs // 4} of them edits) in {elapsed:.1f} s -> {dict(statuses)}"
+    # Printed at the end of the run (tests/conftest.py), from whichever process ran it.
+    record_property(
+        "summary",
+        (
+            f"fault run (seed {seed}): {jobs} jobs ({jobs // 4} of them edits) in {elapsed:.1f} s -> {dict(statuses)}"
             f"{' failures ' + str(dict(errors)) if errors else ''}; provider calls {stats['calls']}, "
             f"submissions {sum(c['submissions'] for c in prompts)}, "
             f"faults {stats['faults']}; most generations for one prompt (the emulator's count): "
             f"{most_generations}, most submissions {most_submissions}; "
             f"duplicate deliveries {duplicates}; webhooks delivered {len(listener.received)} for {jobs} jobs; stuck 0; "
             f"dead-lettered {dead_letters}"
-        )
+        ),
+    )
 
 
 # `interrupted`: an asynchronous submission whose answer was lost (the `slow` fault), never repeated.
