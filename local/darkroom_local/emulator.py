@@ -44,6 +44,8 @@ Knobs (environment, read when the emulator starts, shared with the local stack):
 - DARKROOM_EMULATOR_TEXTURE: `gradient` (default: small, quick images) or `noise` (images that do not compress, as
   large as a real provider's photographs at worst, for measuring memory and bandwidth);
 - DARKROOM_EMULATOR_ASYNC_MS: how long a WaveSpeed prediction takes from submission to its end (default 3000);
+- DARKROOM_EMULATOR_API_KEY: the only key the OpenAI side takes (default: any); another is answered 401
+  `invalid_api_key`, quoting part of it as OpenAI does;
 - DARKROOM_EMULATOR_IPM: images per minute the key may generate (default 0: no limit). Past it a valid call is
   answered at once with OpenAI's 429 `rate_limit_exceeded`, `retry-after` saying when the window frees enough, and
   the window's `x-ratelimit-*` headers (which every answer then carries); refusals are counted as `limited` in
@@ -158,6 +160,8 @@ class EmulatorConfig:
     async_ms: int = 3000
     # Images per minute the emulator's key may generate (0: no limit); past it, 429 as OpenAI answers.
     ipm: int = 0
+    # The one key the OpenAI side takes (None: any non-empty key); another is answered 401 as OpenAI answers it.
+    api_key: str | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> EmulatorConfig:
@@ -170,6 +174,7 @@ class EmulatorConfig:
             texture=env.get("DARKROOM_EMULATOR_TEXTURE", "gradient"),
             async_ms=int(env.get("DARKROOM_EMULATOR_ASYNC_MS", "3000")),
             ipm=int(env.get("DARKROOM_EMULATOR_IPM", "0")),
+            api_key=env.get("DARKROOM_EMULATOR_API_KEY") or None,
         )
 
 
@@ -848,6 +853,14 @@ class _RequestHandler(BaseHTTPRequestHandler):
         auth = self.headers.get("authorization", "")
         if not auth.lower().startswith("bearer ") or not auth[7:].strip():
             raise ApiError(401, "You didn't provide an API key.", type_="invalid_request_error", code=None)
+        wanted, given = self.emulator.config.api_key, auth[7:].strip()
+        if wanted is not None and given != wanted:
+            raise ApiError(
+                401,
+                f"Incorrect API key provided: {given[:3]}***{given[-4:]}.",
+                type_="invalid_request_error",
+                code="invalid_api_key",
+            )
 
     def _maybe_fault(self, request_id: str) -> str | None:
         """A fault drawn for this call: raised, or returned when it comes after the render (`slow`)."""

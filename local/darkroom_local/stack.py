@@ -11,7 +11,7 @@ import os
 import socket
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from darkroom_local import step_functions
@@ -29,8 +29,9 @@ log = logging.getLogger("darkroom.local")
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 EMULATOR_KEY = "sk-emulator-local"
 STOP_GRACE_S = 10.0  # how long Ctrl-C waits for invocations under way
-# Where the local stack's defaults differ from a fresh deployment's: the emulator serves WaveSpeed's API too.
-LOCAL_PARAMETERS = {"EnabledProviderRoutes": "openai,wavespeed"}
+# Where the local stack's defaults differ from a fresh deployment's: the emulator serves WaveSpeed's API too, and the
+# gateway route's (at the same address, unless GatewayBaseUrl names another).
+LOCAL_PARAMETERS = {"EnabledProviderRoutes": "openai,gateway,wavespeed"}
 
 
 def free_port() -> int:
@@ -122,7 +123,12 @@ class LocalStack:
         )
         step_functions.enable_executor(self.moto_url)
         create_resources(
-            self.template, secrets={"ProviderSecret": provider_key, "WaveSpeedSecret": self._wavespeed_key()}
+            self.template,
+            secrets={
+                "ProviderSecret": provider_key,
+                "GatewaySecret": self._other_key("GATEWAY_API_KEY"),
+                "WaveSpeedSecret": self._other_key("WAVESPEED_API_KEY"),
+            },
         )
         specs = self.template.functions()
         self._set_env(self._function_environment(specs, provider_base_url))
@@ -211,15 +217,16 @@ class LocalStack:
             return OPENAI_BASE_URL, key
         if self.config.provider != "emulator":
             raise SystemExit(f"DARKROOM_PROVIDER must be 'emulator' or 'openai', not {self.config.provider!r}")
-        self.emulator = Emulator(self.config.emulator)
+        # The emulator takes only the key the stack put in the provider secrets, as a real provider would.
+        self.emulator = Emulator(replace(self.config.emulator or EmulatorConfig.from_env(), api_key=EMULATOR_KEY))
         if self.trail:
             self.emulator.observer = self.trail.provider_call
         self.emulator.start("127.0.0.1", 0)
         return f"{self.emulator.url}/v1", EMULATOR_KEY
 
-    def _wavespeed_key(self) -> str:
-        """The emulator's key; with real providers WAVESPEED_API_KEY (unset: WaveSpeed jobs fail as unauthorized)."""
-        return EMULATOR_KEY if self.config.provider == "emulator" else os.environ.get("WAVESPEED_API_KEY", "")
+    def _other_key(self, variable: str) -> str:
+        """The emulator's key; with real providers the variable's (unset: that route's jobs fail as unauthorized)."""
+        return EMULATOR_KEY if self.config.provider == "emulator" else os.environ.get(variable, "")
 
     def _function_environment(self, specs: list[Any], provider_base_url: str) -> dict[str, str]:
         """One process runs every function, so their environments must agree where they overlap."""
@@ -232,6 +239,7 @@ class LocalStack:
         merged["PROVIDER_BASE_URL"] = provider_base_url
         if self.emulator:
             merged["WAVESPEED_BASE_URL"] = self.emulator.url  # the emulator speaks WaveSpeed's API at its root
+            merged["GATEWAY_BASE_URL"] = merged.get("GATEWAY_BASE_URL") or provider_base_url
             merged["ALLOW_PRIVATE_URLS"] = "true"  # its output links point at 127.0.0.1
         merged["ALLOW_HTTP_WEBHOOKS"] = "true"  # local subscribers listen on plain http
         # ... on 127.0.0.1, which the production guard refuses; DARKROOM_WEBHOOK_ALLOW_PRIVATE=0 turns it on.

@@ -54,3 +54,30 @@ def test_racing_claims_on_one_job_let_exactly_one_win(stack: LocalStack) -> None
     # Then every job was claimed exactly once, by the worker whose lease it holds
     doubled = [outcome for outcome in outcomes if outcome[1] != 1 or outcome[2] != 1]
     assert not doubled, f"{len(doubled)} of {TRIALS} jobs claimed other than once: {doubled[:3]}"
+
+
+def test_a_job_created_in_a_transaction_that_was_sent_twice_is_created_once(stack: LocalStack) -> None:
+    """A transaction that landed and lost its answer is sent again by boto under the same request token; DynamoDB
+    makes that a no-op for ten minutes, moto never does. Either way the job is created once and no error reaches the
+    client."""
+    from darkroom import aws
+    from darkroom.jobs.idempotency import IdempotencyKey
+
+    real = aws.client("dynamodb")
+
+    class SentTwice:
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+        def transact_write_items(self, **request: object) -> object:
+            real.transact_write_items(**request)  # landed; its answer was lost on the way back
+            return real.transact_write_items(**request)  # the retry
+
+    now = now_iso()
+    job = Job(
+        id=new_job_id(), tenant="dev", kind="generate", status="queued", request={}, created_at=now, updated_at=now
+    )
+    key = IdempotencyKey("dev", new_job_id(), "fingerprint")
+    JobStore(client=SentTwice()).create(job, together_with=[key.put_item(job.id)])
+    stored = JobStore().get(job.id)
+    assert stored is not None and stored.write_id == job.write_id

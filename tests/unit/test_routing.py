@@ -1,4 +1,4 @@
-"""Provider routes: the request's `provider`, else the model's configured default, and what each route refuses."""
+"""Provider routes: the request's `provider`, else the model's configured chain, and what each route refuses."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from darkroom.errors import ValidationFailed
 from darkroom.models import parse_generation_request
 
 BOTH = "openai,wavespeed"
+ALL = "openai,gateway,wavespeed"
 WAVESPEED_DEFAULT = routing.RouteConfig.parse(BOTH, "gpt-image-2=wavespeed,*=openai")
 ENABLED = routing.RouteConfig.parse(BOTH, "*=openai")
 
@@ -24,8 +25,10 @@ def rules_broken(body: dict[str, Any], routes: routing.RouteConfig = ENABLED) ->
 
 
 def test_configuration_parses_model_and_wildcard_entries_and_skips_unknown_routes() -> None:
-    config = routing.RouteConfig.parse("wavespeed, nowhere", " gpt-image-2 = wavespeed , *=openai,x=nowhere,=openai")
-    assert config.defaults == {"gpt-image-2": "wavespeed", "*": "openai"}
+    config = routing.RouteConfig.parse(
+        "wavespeed, nowhere", " gpt-image-2 = wavespeed | nowhere| openai|wavespeed , *=openai,x=nowhere,=openai"
+    )
+    assert config.chains == {"gpt-image-2": ("wavespeed", "openai"), "*": ("openai",)}
     assert config.enabled == {"openai", "wavespeed"}  # openai always
 
 
@@ -42,18 +45,49 @@ def test_configuration_parses_model_and_wildcard_entries_and_skips_unknown_route
     ],
 )
 def test_the_default_route_comes_from_configuration(defaults: str, model: str, route: str) -> None:
-    assert routing.default_route(model, routing.RouteConfig.parse(BOTH, defaults)) == route
+    assert routing.RouteConfig.parse(BOTH, defaults).chain(model)[0] == route
 
 
 def test_a_disabled_route_is_never_a_default_and_never_chosen() -> None:
     openai_only = routing.RouteConfig.parse("openai", "gpt-image-2=wavespeed")
-    assert routing.default_route("gpt-image-2", openai_only) == "openai"
+    assert openai_only.chain("gpt-image-2") == ("openai",)
     assert rules_broken({"provider": "wavespeed"}, openai_only) == {("provider", "provider_disabled")}
 
 
-def test_a_request_may_name_its_provider() -> None:
+def test_a_request_may_name_its_provider_and_is_then_pinned_to_it() -> None:
     assert rules_broken({"provider": "wavespeed", "model": "gpt-image-2"}) == set()
-    assert routing.route_for("gpt-image-2", "openai", WAVESPEED_DEFAULT) == "openai"
+    chained = routing.RouteConfig.parse(ALL, "*=wavespeed|gateway|openai")
+    assert routing.routes_for({"model": "gpt-image-2"}, "openai", chained) == ("openai",)
+
+
+def test_a_models_chain_keeps_its_order_and_leaves_out_what_is_off_or_cannot_serve() -> None:
+    chained = routing.RouteConfig.parse("openai,wavespeed", "gpt-image-2=gateway|wavespeed|openai,*=wavespeed|openai")
+    assert chained.chain("gpt-image-2") == ("wavespeed", "openai")  # gateway is off
+    assert chained.chain("gpt-image-1.5") == ("openai",)  # WaveSpeed serves only gpt-image-2
+    assert routing.RouteConfig.parse(ALL, "gpt-image-2=gateway").chain("gpt-image-2") == ("gateway",)
+
+
+@pytest.mark.parametrize(
+    ("fields", "routes"),
+    [
+        ({"model": "gpt-image-2"}, ("wavespeed", "gateway", "openai")),
+        # WaveSpeed renders one image, and takes neither a mask nor a markup: the job starts on the gateway.
+        ({"model": "gpt-image-2", "n": 2}, ("gateway", "openai")),
+        ({"model": "gpt-image-2", "mask": True}, ("gateway", "openai")),
+    ],
+)
+def test_a_job_gets_the_routes_of_its_chain_that_can_honour_it(
+    fields: dict[str, object], routes: tuple[str, ...]
+) -> None:
+    chained = routing.RouteConfig.parse(ALL, "*=wavespeed|gateway|openai")
+    assert routing.routes_for(fields, None, chained) == routes
+
+
+def test_a_request_no_route_of_its_chain_can_honour_is_refused_with_the_first_routes_reasons() -> None:
+    only_wavespeed = routing.RouteConfig.parse(ALL, "gpt-image-2=wavespeed")
+    assert rules_broken({"model": "gpt-image-2", "n": 2}, only_wavespeed) == {("n", "provider_not_supported")}
+    # With a route after it that can, the request is accepted, for that route.
+    assert rules_broken({"model": "gpt-image-2", "n": 2}, routing.RouteConfig.parse(ALL, "*=wavespeed|openai")) == set()
 
 
 def test_an_unknown_provider_is_a_422_naming_provider() -> None:

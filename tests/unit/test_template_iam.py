@@ -59,6 +59,7 @@ EXPECTED_GRANTS: dict[str, dict[str, set[str]]] = {
         "OutputsBucket/inputs/*": {"s3:GetObject"},
         "OutputsBucket": {"s3:ListBucket"},
         "ProviderSecret": {"secretsmanager:GetSecretValue"},
+        "GatewaySecret": {"secretsmanager:GetSecretValue"},
         "WaveSpeedSecret": {"secretsmanager:GetSecretValue"},
         "PollerStateMachine": {"states:StartExecution"},
         "RoutesTable": {"dynamodb:GetItem", "dynamodb:UpdateItem"},

@@ -11,11 +11,20 @@ from darkroom.settings import settings
 MAX_DELAY_S = 900  # SQS's limit for DelaySeconds
 
 
-def send_job(job_id: str, tenant: str, *, attempt: int, delay_s: int = 0, turn: dict[str, Any] | None = None) -> None:
+def send_job(
+    job_id: str,
+    tenant: str,
+    *,
+    attempt: int,
+    delay_s: int = 0,
+    turn: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> None:
     """`attempt` is the number of provider calls the job had made when this message was sent: the worker tells a
     duplicate or superseded message from the one the job is waiting for by it. `turn` is the route's turn reserved
-    for the job (darkroom.ratelimit), which the message comes back for."""
-    body: dict[str, Any] = {"job_id": job_id, "tenant": tenant, "attempt": attempt}
+    for the job (darkroom.ratelimit), which the message comes back for; `extra`, what else the worker left itself
+    (since when the job has waited for its route's breaker)."""
+    body: dict[str, Any] = {**(extra or {}), "job_id": job_id, "tenant": tenant, "attempt": attempt}
     if turn:
         body["turn"] = turn
     aws.client("sqs").send_message(

@@ -138,9 +138,10 @@ class Timeline:
             "TableName": self.table,
             "Key": self.key,
             "UpdateExpression": expression,
-            "ExpressionAttributeValues": {name: {"N": repr(value)} for name, value in values.items()},
             "ReturnValues": "UPDATED_NEW",
         }
+        if values:
+            request["ExpressionAttributeValues"] = {name: {"N": repr(value)} for name, value in values.items()}
         if condition:
             request["ConditionExpression"] = condition
         try:

@@ -1,12 +1,15 @@
-"""Which provider route serves a job: the request's `provider`, else the model's configured default.
+"""Which provider routes serve a job: the request's `provider`, else the model's configured chain of routes.
 
-A route is a kind of provider darkroom can call: `openai` (OpenAI's Images API or any gateway with its schema,
-answering with the images) or `wavespeed` (WaveSpeedAI, which takes the job and must be polled). What each route
-serves and accepts is fact, kept here; which route a model uses by default is configuration (`PROVIDER_ROUTES`,
-from the template's `ProviderRoutes`), so an operator moves a model between providers without a release.
+A route is a kind of provider darkroom can call: `openai` (OpenAI's Images API, answering with the images), `gateway`
+(a second OpenAI-compatible endpoint: a gateway such as LiteLLM, or another account) or `wavespeed` (WaveSpeedAI,
+which takes the job and must be polled). What each route serves and accepts is fact, kept here; which routes a model
+uses, in order, is configuration (`PROVIDER_ROUTES`, from the template's `ProviderRoutes`), so an operator moves a
+model between providers without a release.
 
-A job's route is decided once, when it is accepted, and kept on the job: a configuration change never moves a job
-that is already under way.
+A job's routes are decided once, when it is accepted, and kept on the job: the first that can honour the request
+serves it, and the rest are its fallbacks (darkroom.jobs.run moves a job along them only when the route before it
+certainly did not generate). A request that names its `provider` is pinned to it: no fallback. A configuration
+change never moves a job that is already under way.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class Route:
 
 ROUTES: dict[str, Route] = {
     "openai": Route("openai", asynchronous=False),
+    "gateway": Route("gateway", asynchronous=False),
     # WaveSpeed's gpt-image-2 takes prompt, size, quality and output_format, and renders one image per submission.
     "wavespeed": Route(
         "wavespeed",
@@ -59,46 +63,53 @@ ROUTES: dict[str, Route] = {
 
 @dataclass(frozen=True)
 class RouteConfig:
-    """A deployment's routes: which may be used at all (`ENABLED_PROVIDER_ROUTES`), and each model's default
-    ({model or "*": route}, from `PROVIDER_ROUTES`)."""
+    """A deployment's routes: which may be used at all (`ENABLED_PROVIDER_ROUTES`), and each model's routes in the
+    order they are tried ({model or "*": (route, ...)}, from `PROVIDER_ROUTES`)."""
 
     enabled: frozenset[str] = frozenset({DEFAULT_ROUTE})
-    defaults: dict[str, str] = field(default_factory=dict)
+    chains: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @classmethod
-    def parse(cls, enabled: str, defaults: str) -> RouteConfig:
-        """From "openai,wavespeed" and "gpt-image-2=wavespeed,*=openai". Names of routes darkroom does not have are
-        left out (the template's AllowedPatterns refuse them before they deploy); openai is always enabled."""
+    def parse(cls, enabled: str, chains: str) -> RouteConfig:
+        """From "openai,gateway,wavespeed" and "gpt-image-2=openai|gateway|wavespeed,*=openai". Names of routes
+        darkroom does not have are left out (the template's AllowedPatterns refuse them before they deploy); openai
+        is always enabled."""
         names = {name.strip() for name in enabled.split(",")} & set(ROUTES)
-        pairs: dict[str, str] = {}
-        for entry in defaults.split(","):
-            model, _, route = (part.strip() for part in entry.partition("="))
-            if model and route in ROUTES:
-                pairs.setdefault(model, route)
+        pairs: dict[str, tuple[str, ...]] = {}
+        for entry in chains.split(","):
+            model, _, routes = (part.strip() for part in entry.partition("="))
+            known = tuple(dict.fromkeys(r.strip() for r in routes.split("|") if r.strip() in ROUTES))
+            if model and known:
+                pairs.setdefault(model, known)
         return cls(frozenset(names | {DEFAULT_ROUTE}), pairs)
 
     def usable(self, route: str, model: str) -> bool:
         return route in self.enabled and ROUTES[route].serves(model)
 
+    def chain(self, model: str) -> tuple[str, ...]:
+        """The model's own entry, else `*`, else openai, with the routes that are disabled or do not serve the model
+        left out; an entry left with none is passed over, so `*=wavespeed` sends what WaveSpeed serves there and
+        everything else to openai."""
+        for key in (model, "*"):
+            usable = tuple(name for name in self.chains.get(key, ()) if self.usable(name, model))
+            if usable:
+                return usable
+        return (DEFAULT_ROUTE,)
 
-def default_route(model: str, config: RouteConfig) -> str:
-    """The model's own entry, else `*`, else openai; an entry whose route is disabled or does not serve the model is
-    passed over, so `*=wavespeed` sends what WaveSpeed serves there and everything else to openai."""
-    for key in (model, "*"):
-        name = config.defaults.get(key)
-        if name and config.usable(name, model):
-            return name
-    return DEFAULT_ROUTE
 
-
-def route_for(model: str, requested: str | None, config: RouteConfig) -> str:
-    """The route a valid request runs on (`route_errors` found nothing wrong with it)."""
-    return requested if requested is not None else default_route(model, config)
+def routes_for(fields: dict[str, object], requested: str | None, config: RouteConfig) -> tuple[str, ...]:
+    """The routes a valid request (`route_errors` found nothing wrong with it) may run on, in order: the one it
+    names, or the routes of its model's chain that can honour it."""
+    if requested is not None:
+        return (requested,)
+    chain = config.chain(str(fields.get("model", "")))
+    return tuple(name for name in chain if not _unhonoured(ROUTES[name], fields)) or chain[:1]
 
 
 def route_errors(fields: dict[str, object], requested: str | None, config: RouteConfig) -> list[FieldError]:
     """What the chosen route cannot do with this request, each naming its field. `fields` holds the request's
-    values by name; a model the catalog does not know is reported elsewhere."""
+    values by name; a model the catalog does not know is reported elsewhere. Without a `provider`, the request is
+    refused only when no route of its model's chain can honour it, with the first route's reasons."""
     model = str(fields.get("model", ""))
     if model not in catalog.MODELS:
         return []
@@ -115,7 +126,7 @@ def route_errors(fields: dict[str, object], requested: str | None, config: Route
                 "provider", "provider_disabled", f"Provider '{requested}' is not enabled here; enabled: {enabled}."
             )
         ]
-    route = ROUTES[route_for(model, requested, config)]
+    route = ROUTES[routes_for(fields, requested, config)[0]]
     if not route.serves(model):
         served = ", ".join(route.models or ())
         return [
@@ -125,6 +136,10 @@ def route_errors(fields: dict[str, object], requested: str | None, config: Route
                 f"Provider '{route.name}' does not serve {model}; it serves {served}.",
             )
         ]
+    return _unhonoured(route, fields)
+
+
+def _unhonoured(route: Route, fields: dict[str, object]) -> list[FieldError]:
     return [
         FieldError(name, "provider_not_supported", f"Provider '{route.name}' cannot honour {name}; leave it out.")
         if default is None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from functools import cache
 from typing import Any
@@ -50,8 +50,11 @@ class Settings:
     api_url: str
     # The KMS key that seals webhook signing secrets (its id or ARN).
     webhook_secrets_key: str
-    # Which provider routes may be used, and each model's default (darkroom.routing).
+    # Which provider routes may be used, and each model's routes in order (darkroom.routing).
     routes: routing.RouteConfig
+    # The `gateway` route: a second OpenAI-compatible endpoint and its key (no base URL: the route is off).
+    gateway_base_url: str
+    gateway_secret_arn: str
     wavespeed_base_url: str
     wavespeed_secret_arn: str
     poller_state_machine_arn: str
@@ -72,6 +75,10 @@ class Settings:
     routes_table: str
     images_per_minute: dict[str, int]
     requests_per_minute: dict[str, int]
+    # A route's circuit breaker (darkroom.breakers): opened by this many failed calls in a row across jobs (0: never),
+    # for this long before one probe call may test it.
+    breaker_failures: int
+    breaker_open_s: float
     # Tenants' quotas and usage (darkroom.quotas), and the defaults for a tenant with no quotas of its own (0: none).
     tenants_table: str
     tenant_max_in_flight: int
@@ -114,9 +121,9 @@ class Settings:
             webhook_retry_schedule=_schedule(env.get("WEBHOOK_RETRY_SCHEDULE_S", "")),
             api_url=env.get("API_URL", "").rstrip("/"),
             webhook_secrets_key=env.get("WEBHOOK_SECRETS_KEY", ""),
-            routes=routing.RouteConfig.parse(
-                env.get("ENABLED_PROVIDER_ROUTES", "openai"), env.get("PROVIDER_ROUTES", "*=openai")
-            ),
+            routes=_routes(env),
+            gateway_base_url=env.get("GATEWAY_BASE_URL", "").rstrip("/"),
+            gateway_secret_arn=env.get("GATEWAY_SECRET_ARN", ""),
             wavespeed_base_url=env.get("WAVESPEED_BASE_URL", "https://api.wavespeed.ai").rstrip("/"),
             wavespeed_secret_arn=env.get("WAVESPEED_SECRET_ARN", ""),
             poller_state_machine_arn=env.get("POLLER_STATE_MACHINE_ARN", ""),
@@ -130,6 +137,8 @@ class Settings:
             routes_table=env.get("ROUTES_TABLE", ""),
             images_per_minute=_per_minute(env.get("PROVIDER_IMAGES_PER_MINUTE", "")),
             requests_per_minute=_per_minute(env.get("PROVIDER_REQUESTS_PER_MINUTE", "")),
+            breaker_failures=int(env.get("PROVIDER_BREAKER_FAILURES") or "5"),
+            breaker_open_s=float(env.get("PROVIDER_BREAKER_OPEN_S") or "30"),
             tenants_table=env.get("TENANTS_TABLE", ""),
             tenant_max_in_flight=int(env.get("TENANT_MAX_IN_FLIGHT") or "0"),
             tenant_submits_per_minute=int(env.get("TENANT_SUBMITS_PER_MINUTE") or "0"),
@@ -137,6 +146,14 @@ class Settings:
             if env.get("TENANT_MONTHLY_BUDGET_USD")
             else None,
         )
+
+
+def _routes(env: dict[str, str]) -> routing.RouteConfig:
+    enabled, chains = env.get("ENABLED_PROVIDER_ROUTES", "openai"), env.get("PROVIDER_ROUTES", "*=openai")
+    config = routing.RouteConfig.parse(enabled, chains)
+    if not env.get("GATEWAY_BASE_URL", "").strip():
+        return replace(config, enabled=config.enabled - {"gateway"})  # nowhere to send its calls
+    return config
 
 
 def _schedule(text: str) -> tuple[int, ...]:

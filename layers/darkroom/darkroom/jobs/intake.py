@@ -39,7 +39,8 @@ def submit_edit(
         replay = _replay_if_claimed(idempotency)
         if replay is not None:
             return replay, True
-    job = new_job(tenant, request, kind="edit")
+    roles = {found_input.role for found_input in found}
+    job = new_job(tenant, request, kind="edit", mask="mask" in roles, markup="markup" in roles)
     admission = _admission(job, input_images=len(found))  # before storing anything
     job.inputs = store_inputs(tenant, job.id, found)
     return _submit(job, request, idempotency, admission)
@@ -60,7 +61,7 @@ def open_upload(
         if replay is not None:
             posts = uploads.presigned_posts(replay, ttl_s) if replay.status == "awaiting_upload" else []
             return replay, posts, True
-    job = new_job(tenant, request, kind="edit", status="awaiting_upload")
+    job = new_job(tenant, request, kind="edit", status="awaiting_upload", mask=files.mask, markup=files.markup)
     job.upload = {**files.model_dump(), "expires_at": uploads.expires_at(ttl_s)}
     admission = _admission(job, input_images=files.images)
     try:
@@ -74,15 +75,28 @@ def open_upload(
     return job, uploads.presigned_posts(job, ttl_s), False
 
 
-def new_job(tenant: str, request: GenerationRequest, *, kind: str, status: str = "queued") -> Job:
+def new_job(
+    tenant: str,
+    request: GenerationRequest,
+    *,
+    kind: str,
+    status: str = "queued",
+    mask: bool = False,
+    markup: bool = False,
+) -> Job:
+    """The job a valid request becomes. Its routes are the ones that can honour the request, an edit's mask and
+    markup included: the first serves it, the rest are its fallbacks."""
     now = now_iso()
+    fields = {**request.route_fields(), "mask": mask or None, "markup": markup or None}
+    route, *fallbacks = routing.routes_for(fields, request.provider, settings().routes)
     return Job(
         id=new_job_id(),
         tenant=tenant,
         kind=kind,
         status=status,
         request=request.provider_params(),  # exactly what the worker will send
-        route=routing.route_for(request.model, request.provider, settings().routes),
+        route=route,
+        fallbacks=fallbacks,
         webhook_url=request.webhook_url,
         webhook_events=list(request.webhook_events) if request.webhook_events else None,
         metadata=request.metadata or {},
@@ -103,7 +117,8 @@ def _admission(job: Job, input_images: int = 0) -> Admission:
     """The tenant's per-minute limit counts this submission (429 past it); the job's worst case is reserved with it."""
     limits = quotas.limits_for(job.tenant)
     quotas.admit_submission(job.tenant, limits)
-    worst = quotas.worst_case_usd(job.model, job.request, job.route, input_images)
+    # Whichever of its routes serves it.
+    worst = max(quotas.worst_case_usd(job.model, job.request, r, input_images) for r in (job.route, *job.fallbacks))
     reservation = quotas.Reservation(quotas.month_of(), worst)
     if limits.monthly_budget_usd is not None and worst > limits.monthly_budget_usd:
         raise quotas.refusal(job.tenant, limits, reservation, [False, True])  # more than the whole budget

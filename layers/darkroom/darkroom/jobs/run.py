@@ -13,6 +13,9 @@ The rules that keep every job to one terminal state and at most one billed provi
 - once the provider has answered, the images are stored and the job ends whatever else goes wrong;
 - a job found `running` under an expired lease is recovered: finished from S3 if the provider had answered and every
   output was stored, failed as `interrupted` otherwise (its call may have been billed, so it is never repeated);
+- a job moves to its next route (darkroom.routing) only when the call before certainly did not generate (it never
+  reached the provider, a quick unbilled 5xx, darkroom's key or account refused) or the route's breaker is open
+  (darkroom.breakers): the move is the same conditional requeue a retry is;
 - a terminal job only gets its manifest rewritten if it is missing.
 """
 
@@ -28,12 +31,12 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from darkroom import aws, images, pricing, queue, ratelimit, routing, storage
+from darkroom import aws, breakers, images, pricing, queue, ratelimit, routing, storage
 from darkroom.errors import (
     ProviderAmbiguous,
     ProviderBadResponse,
+    ProviderError,
     ProviderRateLimited,
-    ProviderRefused,
     ProviderRejected,
     ProviderUnavailable,
 )
@@ -59,6 +62,10 @@ SUBMIT_TIMEOUT_S = 30.0
 SLEEP_FOR_TURN_S = 2.0
 # How long an asynchronous provider's links to an edit's inputs stay valid: it fetches them when it starts the job.
 INPUT_URL_TTL_S = 3600
+# How long a job with no other route waits for its route's breaker to close, from when it first found it open.
+ROUTE_DOWN_MAX_WAIT_S = 1800
+# Rejections that say the route itself is misconfigured (its key, its account), not the request.
+ROUTE_REJECTIONS = ("provider_auth", "provider_quota")
 
 
 class JobBusy(Exception):
@@ -155,8 +162,9 @@ def handle_job_message(body: dict[str, Any], remaining_ms: RemainingMs) -> None:
         raise JobBusy(f"job {job.id} waits for its retry's own message")
     try:
         if job.status == "queued":
-            if _turn_has_come(job, body):
-                _run(store, job, remaining_ms)
+            ready = _route_ready(store, job, body)
+            if ready is not None:
+                _run(store, *ready, remaining_ms)
         elif not job.lease_expired():
             raise JobBusy(f"job {job.id} is running elsewhere until its lease ends")
         else:
@@ -210,6 +218,60 @@ def _call_budget(remaining_ms: RemainingMs, configured: float) -> tuple[float, f
     return timeout_s, budget_s
 
 
+def _route_ready(store: JobStore, job: Job, body: dict[str, Any]) -> tuple[Job, breakers.Gate] | None:
+    """The job on the route that may be called for it now: its turn has come (darkroom.ratelimit) and the route's
+    breaker lets the call through, moving it to its next route while the breaker is open. None when the message was
+    sent again to come back later, or the job ended."""
+    while _turn_has_come(job, body):
+        lease_s = settings().provider_timeout_s + STORE_RESERVE_S + LEASE_MARGIN_S
+        gate = breakers.admit(job.route, probe_lease_s=lease_s)
+        if not gate.open:
+            return job, gate
+        if not job.fallbacks:
+            _wait_for_route(store, job, body, gate)
+            return None
+        job = store.reroute(job, **_next_route(job, "circuit_open"))
+        _log_fallback(job)
+    return None
+
+
+def _next_route(job: Job, reason: str) -> dict[str, Any]:
+    """What moving the job to its next route writes: the route, the ones left, and why it left this one."""
+    route, *rest = job.fallbacks
+    tried = {"route": job.route, "reason": reason, "at": datetime.now(UTC).isoformat(timespec="seconds")}
+    return {"route": route, "fallbacks": rest, "routes_tried": [*job.routes_tried, tried]}
+
+
+def _log_fallback(job: Job) -> None:
+    metrics.add_metric(name="ProviderFallbacks", unit="Count", value=1)
+    logger.warning(
+        "job moved to its fallback route",
+        extra={"job_id": job.id, "tenant": job.tenant, "route": job.route, "left": job.routes_tried[-1]},
+    )
+
+
+def _wait_for_route(store: JobStore, job: Job, body: dict[str, Any], gate: breakers.Gate) -> None:
+    """The job's only route is open: its message comes back when the breaker may let it through, no attempt spent,
+    for ROUTE_DOWN_MAX_WAIT_S at most; then the job fails without a call."""
+    now = time.time()
+    since = body.get("route_down_since")
+    since = float(since) if isinstance(since, int | float) and math.isfinite(since) else now
+    if now - since > ROUTE_DOWN_MAX_WAIT_S:
+        job = store.fail_abandoned(
+            job,
+            code="provider_unavailable",
+            message=f"The provider route '{job.route}' kept failing for {ROUTE_DOWN_MAX_WAIT_S // 60} minutes "
+            "(its circuit breaker stayed open); the provider was not called for this job.",
+        )
+        manifests.ensure(store, job)
+        return
+    assert gate.until is not None
+    wait = min(queue.MAX_DELAY_S, math.ceil(gate.until - now + random.uniform(0, 2)))
+    queue.send_job(job.id, job.tenant, attempt=job.provider_calls, delay_s=wait, extra={"route_down_since": since})
+    metrics.add_metric(name="RouteDownWaits", unit="Count", value=1)
+    logger.info("job waits for its route's breaker", extra={"job_id": job.id, "route": job.route, "wait_s": wait})
+
+
 def _turn_has_come(job: Job, body: dict[str, Any]) -> bool:
     """Whether the job's route may be called for it now (darkroom.ratelimit). If not, its turn is reserved and its
     message sent again to come back then: this one is done, the job unchanged, no attempt spent."""
@@ -236,10 +298,18 @@ def _reserved_turn(job: Job, body: dict[str, Any]) -> ratelimit.Turn | None:
     return ratelimit.Turn(float(at)) if isinstance(at, int | float) and math.isfinite(at) else None
 
 
-def _run(store: JobStore, job: Job, remaining_ms: RemainingMs) -> None:
+def _run(store: JobStore, job: Job, gate: breakers.Gate, remaining_ms: RemainingMs) -> None:
     """One provider call for a queued job: the images themselves, or (asynchronous routes) the submission that
     hands the job to the provider and its poller. Either is billed, so each is made once per claim. An edit's
     inputs are fetched before the claim: nothing slow may sit between the claim and the call."""
+    route = job.route
+    try:
+        _prepare_and_call(store, job, gate, remaining_ms)
+    finally:
+        breakers.release(route, gate)  # a probe that made no call (or whose outcome is written: a no-op)
+
+
+def _prepare_and_call(store: JobStore, job: Job, gate: breakers.Gate, remaining_ms: RemainingMs) -> None:
     with contextlib.ExitStack() as inputs:
         try:
             # Sent as files to an OpenAI-compatible route; an asynchronous one gets links to them instead.
@@ -253,10 +323,12 @@ def _run(store: JobStore, job: Job, remaining_ms: RemainingMs) -> None:
             )
             manifests.ensure(store, job)
             return
-        _call_provider(store, job, remaining_ms, files)
+        _call_provider(store, job, gate, remaining_ms, files)
 
 
-def _call_provider(store: JobStore, job: Job, remaining_ms: RemainingMs, files: list[storage.InputFile]) -> None:
+def _call_provider(
+    store: JobStore, job: Job, gate: breakers.Gate, remaining_ms: RemainingMs, files: list[storage.InputFile]
+) -> None:
     asynchronous = routing.ROUTES[job.route].asynchronous
     configured = settings().provider_timeout_s
     timeout_s, budget_s = _call_budget(remaining_ms, min(configured, SUBMIT_TIMEOUT_S) if asynchronous else configured)
@@ -277,23 +349,16 @@ def _call_provider(store: JobStore, job: Job, remaining_ms: RemainingMs, files: 
             outcome = provider.edit(job.request, files, timeout_s=timeout_s, client_request_id=call_id)
         else:
             outcome = provider.generate(job.request, timeout_s=timeout_s, client_request_id=call_id)
-    except ProviderRateLimited as exc:
-        _retry_rate_limited(store, job, exc)
-        return
-    except ProviderUnavailable as exc:
-        _retry_unavailable(store, job, exc)
-        return
-    except ProviderAmbiguous as exc:
-        _after_ambiguous_call(store, job, exc)
-        return
-    except (ProviderRefused, ProviderRejected, ProviderBadResponse) as exc:
-        _fail(store, job, exc.code, exc.message)
+    except ProviderError as exc:
+        _record_outcome(job, gate, exc)
+        _after_failed_call(store, job, exc)
         return
     except Exception:
         # A bug in darkroom's own handling of the call: the request may have gone out, so it is never repeated.
         logger.exception("provider call failed unexpectedly", extra=log)
         _fail(store, job, "internal_error", "darkroom failed while calling the provider; " + NOT_REPEATED)
         return
+    _record_outcome(job, gate, None)
     if isinstance(outcome, Submission):
         polling.begin(store, job, outcome)  # an error here brings the message back, which finds the job polling
         return
@@ -309,6 +374,40 @@ def _call_provider(store: JobStore, job: Job, remaining_ms: RemainingMs, files: 
 
 
 NOT_REPEATED = "the call is not repeated because the provider may have billed it."
+
+
+def _route_failed(exc: ProviderError | None) -> bool:
+    """Whether a call's outcome counts against its route's breaker: no answer, a 5xx or a garbled one, or the route's
+    own key or account refused. A refusal, a rejected request or a 429 is the provider answering, as it should."""
+    if isinstance(exc, ProviderRejected):
+        return exc.code in ROUTE_REJECTIONS
+    return isinstance(exc, ProviderUnavailable | ProviderAmbiguous | ProviderBadResponse)
+
+
+def _record_outcome(job: Job, gate: breakers.Gate, exc: ProviderError | None) -> None:
+    try:
+        breakers.record(job.route, gate, failed=_route_failed(exc))
+    except Exception:  # the job's own outcome comes first; the next call's outcome counts again
+        logger.warning("could not record the call on the route's breaker", exc_info=True, extra={"job_id": job.id})
+
+
+def _after_failed_call(store: JobStore, job: Job, exc: ProviderError) -> None:
+    """A call that did not answer with images: move to the next route if this one certainly did not generate,
+    else retry, fail, or (ambiguous) never repeat it."""
+    certainly_unbilled = isinstance(exc, ProviderUnavailable) or (
+        isinstance(exc, ProviderRejected) and exc.code in ROUTE_REJECTIONS
+    )
+    if certainly_unbilled and job.fallbacks:
+        job = _requeue(store, job, 0, transient_failures=0, **_next_route(job, exc.code))
+        _log_fallback(job)
+    elif isinstance(exc, ProviderRateLimited):
+        _retry_rate_limited(store, job, exc)
+    elif isinstance(exc, ProviderUnavailable):
+        _retry_unavailable(store, job, exc)
+    elif isinstance(exc, ProviderAmbiguous):
+        _after_ambiguous_call(store, job, exc)
+    else:
+        _fail(store, job, exc.code, exc.message)
 
 
 def _complete(store: JobStore, job: Job, result: GenerationResult, log: dict[str, Any]) -> None:
@@ -406,14 +505,19 @@ def _retry_unavailable(store: JobStore, job: Job, exc: ProviderUnavailable | Pro
     _requeue(store, job, delay, transient_failures=failures)
 
 
-def _requeue(store: JobStore, job: Job, delay_s: float, **counters: int) -> None:
+def _requeue(store: JobStore, job: Job, delay_s: float, **sets: Any) -> Job:
     delay = max(1, min(queue.MAX_DELAY_S, round(delay_s))) if math.isfinite(delay_s) else queue.MAX_DELAY_S
     at = (datetime.now(UTC) + timedelta(seconds=delay)).isoformat(timespec="seconds").replace("+00:00", "Z")
-    job = store.requeue(job, next_attempt_at=at, **counters)
+    job = store.requeue(job, next_attempt_at=at, **sets)
     queue.send_job(job.id, job.tenant, attempt=job.provider_calls, delay_s=delay)
     store.message_sent(job)
     metrics.add_metric(name="JobsRetried", unit="Count", value=1)
-    logger.info("job requeued", extra={"job_id": job.id, "tenant": job.tenant, "delay_s": delay, **counters})
+    counters = {name: value for name, value in sets.items() if isinstance(value, int)}
+    logger.info(
+        "job requeued",
+        extra={"job_id": job.id, "tenant": job.tenant, "delay_s": delay, "route": job.route, **counters},
+    )
+    return job
 
 
 def _fail(store: JobStore, job: Job, code: str, message: str) -> None:

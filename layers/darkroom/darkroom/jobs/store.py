@@ -87,8 +87,11 @@ class Job:
     error: dict[str, str] | None = None
     write_id: str | None = None
     sweep_at: float | None = None
-    # The provider route the job runs on (darkroom.routing), decided when it was accepted.
+    # The provider route the job runs on (darkroom.routing), and the ones it may move to, in order, when this one
+    # certainly did not generate; both decided when it was accepted. `routes_tried`: the routes it left, and why.
     route: str = "openai"
+    fallbacks: list[str] = field(default_factory=list)
+    routes_tried: list[dict[str, str]] = field(default_factory=list)
     # Asynchronous routes: the provider's id for the submission, its last reported status, and when polling gives up.
     prediction_id: str | None = None
     provider_status: str | None = None
@@ -122,7 +125,19 @@ class Job:
 
 
 # Attributes stored as JSON strings: nested maps of arbitrary shape, read back exactly as written.
-_JSON_FIELDS = ("request", "metadata", "outputs", "usage", "error", "webhook_events", "inputs", "upload", "quota")
+_JSON_FIELDS = (
+    "request",
+    "metadata",
+    "outputs",
+    "usage",
+    "error",
+    "webhook_events",
+    "inputs",
+    "upload",
+    "quota",
+    "fallbacks",
+    "routes_tried",
+)
 _INT_FIELDS = ("provider_calls", "transient_failures", "rate_limits")
 _OPTIONAL_STR = (
     "webhook_url",
@@ -308,8 +323,14 @@ class JobStore:
         )
         put = {"TableName": self.table, "Item": _to_item(job), "ConditionExpression": "attribute_not_exists(id)"}
         if together_with:
-            # The request token makes a boto retry of a transaction that landed a no-op instead of a conflict.
-            self._transact([{"Put": put}, *together_with], token=job.write_id)
+            # The request token makes a boto retry of a transaction that landed a no-op instead of a conflict...
+            try:
+                self._transact([{"Put": put}, *together_with], token=job.write_id)
+            except TransactionConflict as exc:
+                # ... for ten minutes, and not on every DynamoDB look-alike: the job already there with this very
+                # write's id says the transaction landed (every item of it, or none).
+                if not (exc.failed[:1] == [True] and self._written(job)):
+                    raise
             return
         try:
             self.db.put_item(**put, ReturnValuesOnConditionCheckFailure="ALL_OLD")
@@ -338,6 +359,10 @@ class JobStore:
                 raise
             return self.get(job_id) is None
         return True
+
+    def _written(self, job: Job) -> bool:
+        stored = self.get(job.id)
+        return stored is not None and stored.write_id == job.write_id
 
     def _transact(self, items: list[dict[str, Any]], *, token: str) -> None:
         transact(self.db, items, token=token)
@@ -384,14 +409,30 @@ class JobStore:
         """Change fields of a running job we hold the lease of."""
         return self._update(job, status="running", **self._lease_condition(job), sets=sets)
 
-    def requeue(self, job: Job, *, next_attempt_at: str, **counters: int) -> Job:
-        """running -> queued for another attempt later; the lease ends here."""
+    def requeue(self, job: Job, *, next_attempt_at: str, **sets: Any) -> Job:
+        """running -> queued for another attempt later (its counters, or its route, changed by `sets`); the lease
+        ends here."""
         return self._update(
             job,
             status="queued",
             **self._lease_condition(job),
-            sets={"next_attempt_at": next_attempt_at, "lease_until": 0.0, "sweep_at": time.time(), **counters},
+            sets={"next_attempt_at": next_attempt_at, "lease_until": 0.0, "sweep_at": time.time(), **sets},
             removes=("phase", "lease_id"),
+        )
+
+    def reroute(self, job: Job, **sets: Any) -> Job:
+        """A queued job moves to another route before any call on this one (its breaker is open): LeaseLost when a
+        worker claimed it or it ended meanwhile."""
+        return self._update(
+            job,
+            status="queued",
+            condition="#s = :queued AND provider_calls = :calls AND route = :route",
+            values={
+                ":queued": {"S": "queued"},
+                ":calls": {"N": str(job.provider_calls)},
+                ":route": {"S": job.route},
+            },
+            sets=sets,
         )
 
     def message_sent(self, job: Job) -> None:

@@ -33,8 +33,15 @@ def job_document(job: Job, *, with_urls: bool) -> dict[str, Any]:
         "cost_usd": float(job.cost_usd) if job.cost_usd is not None else None,
         "error": job.error,
         "attempts": job.provider_calls,
-        # Which provider route runs the job and, on an asynchronous one, the provider's own id and last status.
-        "provider": {"route": job.route, "job_id": job.prediction_id, "status": job.provider_status},
+        # Which provider route runs the job and, on an asynchronous one, the provider's own id and last status; the
+        # routes it may still move to, and the ones it left (each with why).
+        "provider": {
+            "route": job.route,
+            "job_id": job.prediction_id,
+            "status": job.provider_status,
+            "fallbacks": job.fallbacks,
+            "tried": job.routes_tried,
+        },
         "webhook_url": job.webhook_url,
         "webhook_events": job.webhook_events,
         "metadata": job.metadata,

@@ -1,7 +1,8 @@
 """The adapter for each provider route (darkroom.routing), and the keys they are called with.
 
 `openai` calls the OpenAI-compatible endpoint at PROVIDER_BASE_URL (OpenAI, a gateway, or the emulator) with the key
-in PROVIDER_SECRET_ARN; `wavespeed` calls WAVESPEED_BASE_URL with the key in WAVESPEED_SECRET_ARN.
+in PROVIDER_SECRET_ARN; `gateway` another one, at GATEWAY_BASE_URL with the key in GATEWAY_SECRET_ARN; `wavespeed`
+calls WAVESPEED_BASE_URL with the key in WAVESPEED_SECRET_ARN.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ def provider_api_key() -> str:
 
 
 @cache
-def _openai_compatible(base_url: str) -> OpenAICompatibleProvider:
-    return OpenAICompatibleProvider(base_url, provider_api_key)
+def _openai_compatible(base_url: str, secret_arn: str) -> OpenAICompatibleProvider:
+    return OpenAICompatibleProvider(base_url, partial(_secret, secret_arn))
 
 
 @cache
@@ -50,8 +51,11 @@ def _wavespeed(base_url: str, secret_arn: str, allow_private_urls: bool) -> Wave
 
 
 def provider_for(route: str) -> OpenAICompatibleProvider:
-    """The adapter of a synchronous route (the only one is `openai`)."""
-    return _openai_compatible(settings().provider_base_url)
+    """The adapter of a synchronous route: `openai` or `gateway`."""
+    s = settings()
+    if route == "gateway":
+        return _openai_compatible(s.gateway_base_url, s.gateway_secret_arn)
+    return _openai_compatible(s.provider_base_url, s.provider_secret_arn)
 
 
 def async_provider_for(route: str) -> WaveSpeedProvider:
