@@ -51,6 +51,8 @@ Knobs (environment, read when the emulator starts, shared with the local stack):
   the window's `x-ratelimit-*` headers (which every answer then carries); refusals are counted as `limited` in
   /_emulator/stats and nothing is generated.
 A prompt containing `[refuse]` is refused as OpenAI refuses content-policy violations (400 `moderation_blocked`).
+POST /v1/moderations answers as OpenAI's moderation endpoint, flagging a text with `[flag]` (or `[flag:CATEGORY]`)
+and an image whose top-left pixel is pure red (darkroom_local.moderation_emulator).
 
 An edit's visible change, for tests to check: every output is the first image resized to the output size (`auto`
 keeps its size), blended halfway to magenta (TINT) exactly where the mask is fully transparent, or everywhere without
@@ -81,6 +83,7 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 from darkroom import catalog
+from darkroom_local import moderation_emulator
 from darkroom_local.http_server import BackgroundHTTPServer
 from darkroom_local.rate_limit import ImagesPerMinute
 from darkroom_local.wavespeed_emulator import (
@@ -212,6 +215,9 @@ class EmulatorStats:
     refusals: int = 0
     # Calls answered 429 because the images-per-minute limit (DARKROOM_EMULATOR_IPM) was reached.
     limited: int = 0
+    # Moderation checks answered (POST /v1/moderations), and the results among them that were flagged.
+    moderations: int = 0
+    moderations_flagged: int = 0
     # When each call within the limit was admitted (monotonic seconds) and its images: how evenly a limit was used.
     admitted: list[tuple[float, int]] = field(default_factory=list)
     # Successful generations per darkroom job (from X-Client-Request-Id "job:attempt"), or per call without one.
@@ -228,6 +234,8 @@ class EmulatorStats:
                 "faults": dict(self.faults),
                 "refusals": self.refusals,
                 "limited": self.limited,
+                "moderations": self.moderations,
+                "moderations_flagged": self.moderations_flagged,
                 "generations": dict(self.generations),
             }
 
@@ -666,6 +674,17 @@ class Emulator(BackgroundHTTPServer):
             },
         )
 
+    def moderate(self, body: Any) -> dict[str, Any]:
+        """`POST /v1/moderations` (darkroom_local.moderation_emulator); counted, never billed."""
+        try:
+            answer = moderation_emulator.moderate(body)
+        except moderation_emulator.ModerationInputError as exc:
+            raise ApiError(400, str(exc), type_="invalid_request_error", code=None, param=exc.param) from None
+        with self.stats.lock:
+            self.stats.moderations += 1
+            self.stats.moderations_flagged += sum(1 for result in answer["results"] if result["flagged"])
+        return answer
+
     def _wavespeed_service(self) -> WaveSpeedService:
         def render(prediction: Prediction) -> bytes:
             if prediction.sources:  # WaveSpeed's edit takes no mask: the whole first image is edited
@@ -818,6 +837,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
             return
         try:
             self._check_auth()
+            if self.path == "/v1/moderations":
+                self._send(200, self.emulator.moderate(self._json(body)))
+                return
             if self.path not in ("/v1/images/generations", "/v1/images/edits"):
                 raise ApiError(404, f"Unknown path {self.path}", type_="invalid_request_error", code="not_found")
             edit = self.path == "/v1/images/edits"

@@ -103,6 +103,23 @@ def test_refusal_is_the_sdks_bad_request_with_moderation_code(sdk: openai.OpenAI
     assert caught.value.code == "moderation_blocked"
 
 
+def test_moderations_parse_and_flag_what_tests_ask_for(sdk: openai.OpenAI) -> None:
+    red = io.BytesIO()
+    Image.new("RGB", (32, 32), (255, 0, 0)).save(red, "PNG")
+    data_url = "data:image/png;base64," + base64.b64encode(red.getvalue()).decode()
+    parts: list[Any] = [
+        {"type": "text", "text": "a quiet lake [flag:hate]"},
+        {"type": "image_url", "image_url": {"url": data_url}},
+    ]
+    result = sdk.moderations.create(model="omni-moderation-latest", input=parts)
+    (verdict,) = result.results
+    assert verdict.flagged and verdict.categories.hate and verdict.categories.violence_graphic
+    assert not verdict.categories.sexual
+    assert verdict.category_applied_input_types.violence_graphic == ["image"]
+    clean = sdk.moderations.create(model="omni-moderation-latest", input=["a quiet lake", "a calm sea"])
+    assert [r.flagged for r in clean.results] == [False, False]
+
+
 def test_missing_prompt_is_a_bad_request_naming_the_param(sdk: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         sdk.images.generate(model="gpt-image-2", prompt="")

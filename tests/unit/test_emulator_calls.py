@@ -138,7 +138,15 @@ def test_reset_clears_calls_and_stats(start: StartEmulator) -> None:
     assert httpx.post(f"{emulator.url}/_emulator/reset", timeout=10).status_code == 200
     # Then both views start again from nothing
     assert calls_over_http(emulator) == {"prompts": {}, "totals": {"requests": 0, "generations": 0, "submissions": 0}}
-    assert emulator.stats.as_dict() == {"calls": 0, "faults": {}, "refusals": 0, "limited": 0, "generations": {}}
+    assert emulator.stats.as_dict() == {
+        "calls": 0,
+        "faults": {},
+        "refusals": 0,
+        "limited": 0,
+        "moderations": 0,
+        "moderations_flagged": 0,
+        "generations": {},
+    }
 
 
 def test_every_fault_kind_appears_in_each_round_of_as_many_faults() -> None:

@@ -158,6 +158,13 @@ class ProviderUnavailable(ProviderError):
     code = "provider_unavailable"
 
 
+class ModerationUnavailable(ProviderUnavailable):
+    """The moderation check before the image call could not be made. It bills nothing, so it is tried again like a
+    call that certainly did not generate."""
+
+    code = "moderation_unavailable"
+
+
 class ProviderAmbiguous(ProviderError):
     """The request may have reached the provider and its answer was lost: a read timeout, a connection cut after
     sending, a 504 or a 5xx after a long wait, a body cut short. The provider may have generated, and billed, the

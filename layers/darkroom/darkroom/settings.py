@@ -79,6 +79,8 @@ class Settings:
     # for this long before one probe call may test it.
     breaker_failures: int
     breaker_open_s: float
+    # The moderation check before any image call: off, prompt, or prompt_and_images (darkroom.moderation).
+    moderation_mode: str
     # Tenants' quotas and usage (darkroom.quotas), and the defaults for a tenant with no quotas of its own (0: none).
     tenants_table: str
     tenant_max_in_flight: int
@@ -139,6 +141,7 @@ class Settings:
             requests_per_minute=_per_minute(env.get("PROVIDER_REQUESTS_PER_MINUTE", "")),
             breaker_failures=int(env.get("PROVIDER_BREAKER_FAILURES") or "5"),
             breaker_open_s=float(env.get("PROVIDER_BREAKER_OPEN_S") or "30"),
+            moderation_mode=env.get("MODERATION_MODE", "off").strip().lower() or "off",
             tenants_table=env.get("TENANTS_TABLE", ""),
             tenant_max_in_flight=int(env.get("TENANT_MAX_IN_FLIGHT") or "0"),
             tenant_submits_per_minute=int(env.get("TENANT_SUBMITS_PER_MINUTE") or "0"),

@@ -31,8 +31,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from darkroom import aws, breakers, images, pricing, queue, ratelimit, routing, storage
+from darkroom import aws, breakers, images, moderation, pricing, queue, ratelimit, routing, storage
 from darkroom.errors import (
+    ModerationUnavailable,
     ProviderAmbiguous,
     ProviderBadResponse,
     ProviderError,
@@ -58,6 +59,8 @@ LEASE_MARGIN_S = 30.0
 RETRY_OVERDUE_S = 900
 # An asynchronous provider's submission only queues the job: it answers in seconds, not minutes.
 SUBMIT_TIMEOUT_S = 30.0
+# A moderation check classifies a prompt and an image in about a second.
+MODERATION_TIMEOUT_S = 30.0
 # A turn this close is waited for in place rather than through the queue.
 SLEEP_FOR_TURN_S = 2.0
 # How long an asynchronous provider's links to an edit's inputs stay valid: it fetches them when it starts the job.
@@ -336,6 +339,11 @@ def _call_provider(
     provider.prepare()  # key and connection pool first
     job = store.claim(job, lease_s=budget_s + LEASE_MARGIN_S)
     log = {"job_id": job.id, "tenant": job.tenant, "model": job.model, "attempt": job.provider_calls}
+    if moderation.enabled():
+        # After the claim, so a failed check takes the retry path every failed call takes (it bills nothing).
+        if not _passes_moderation(store, job, min(timeout_s, MODERATION_TIMEOUT_S)):
+            return
+        timeout_s = min(timeout_s, remaining_ms() / 1000 - min(STORE_RESERVE_S, budget_s / 4))
     call_id = f"{job.id}:{job.provider_calls}"
     started = time.monotonic()
     try:
@@ -374,6 +382,22 @@ def _call_provider(
 
 
 NOT_REPEATED = "the call is not repeated because the provider may have billed it."
+
+
+def _passes_moderation(store: JobStore, job: Job, timeout_s: float) -> bool:
+    """The moderation check (darkroom.moderation): a flagged job fails at no image cost; a check that could not be
+    made is retried as a call that certainly did not generate."""
+    try:
+        flagged = moderation.flagged_categories(job, timeout_s=timeout_s)
+    except ProviderError as exc:
+        _retry_unavailable(store, job, ModerationUnavailable(f"the moderation check failed: {exc.message}"))
+        return False
+    if not flagged:
+        return True
+    metrics.add_metric(name="ModerationFlagged", unit="Count", value=1)
+    message = f"The moderation check flagged this request ({', '.join(flagged)}); no image was generated."
+    _fail(store, job, "moderation_flagged", message, categories=flagged)
+    return False
 
 
 def _route_failed(exc: ProviderError | None) -> bool:
@@ -520,8 +544,8 @@ def _requeue(store: JobStore, job: Job, delay_s: float, **sets: Any) -> Job:
     return job
 
 
-def _fail(store: JobStore, job: Job, code: str, message: str) -> None:
-    job = store.finish(job, "failed", error={"code": code, "message": message})
+def _fail(store: JobStore, job: Job, code: str, message: str, **details: Any) -> None:
+    job = store.finish(job, "failed", error={"code": code, "message": message, **details})
     manifests.publish(store, job)
     metrics.add_metric(name="JobsFailed", unit="Count", value=1)
     logger.info("job failed", extra={"job_id": job.id, "tenant": job.tenant, "error_code": code})

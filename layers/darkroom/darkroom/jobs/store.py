@@ -84,7 +84,8 @@ class Job:
     outputs: list[dict[str, Any]] = field(default_factory=list)
     usage: dict[str, Any] | None = None
     cost_usd: Decimal | None = None
-    error: dict[str, str] | None = None
+    # {code, message}, and what else the failure names (a moderation check's `categories`).
+    error: dict[str, Any] | None = None
     write_id: str | None = None
     sweep_at: float | None = None
     # The provider route the job runs on (darkroom.routing), and the ones it may move to, in order, when this one
@@ -505,7 +506,7 @@ class JobStore:
             job, status="polling", **self._polling_condition(job), sets={"provider_status": provider_status}
         )
 
-    def finish_polling(self, job: Job, status: str, *, error: dict[str, str] | None = None, **sets: Any) -> Job:
+    def finish_polling(self, job: Job, status: str, *, error: dict[str, Any] | None = None, **sets: Any) -> Job:
         """polling -> a terminal state, for whoever follows the job's prediction (the poller, or the sweeper)."""
         return self._update(
             job,
@@ -514,7 +515,7 @@ class JobStore:
             sets={"completed_at": now_iso(), "error": error, "sweep_at": time.time(), **sets},
         )
 
-    def finish(self, job: Job, status: str, *, error: dict[str, str] | None = None, **sets: Any) -> Job:
+    def finish(self, job: Job, status: str, *, error: dict[str, Any] | None = None, **sets: Any) -> Job:
         """running -> a terminal state, for the lease holder."""
         return self._update(
             job,

@@ -25,6 +25,8 @@ from darkroom.providers.images_response import GenerationResult, ImagesResponseR
 from darkroom.ratelimit import announced_limits
 
 ERROR_BODY_LIMIT = 64 * 1024
+MODERATION_MODEL = "omni-moderation-latest"
+MODERATION_BODY_LIMIT = 256 * 1024  # a result per input, each a few hundred bytes of categories and scores
 
 __all__ = ["GenerationResult", "OpenAICompatibleProvider", "error_from_response", "retry_after_s"]
 
@@ -64,6 +66,36 @@ class OpenAICompatibleProvider:
         streamed from their files."""
         form = {name: str(value).lower() if isinstance(value, bool) else str(value) for name, value in params.items()}
         return self._post("images/edits", params, timeout_s, client_request_id, data=form, files=files)
+
+    def moderate(self, inputs: list[dict[str, Any]], *, timeout_s: float) -> list[str]:
+        """The categories OpenAI's moderation model flags in `inputs` (text and image_url parts), none when it flags
+        nothing. Free, and any failure is raised as the provider error it is."""
+        api_key = self._api_key()
+        sent = time.monotonic()
+        with transport_failures(timeout_s), deadline.within(timeout_s):
+            response = self._http().post(
+                f"{self.base_url}/moderations",
+                headers={"Authorization": f"Bearer {api_key}"},
+                json={"model": MODERATION_MODEL, "input": inputs},
+                timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
+            )
+        body = response.content[:MODERATION_BODY_LIMIT]
+        if response.status_code >= 300:
+            raise error_from_response(
+                response.status_code, response.headers, body, elapsed_s=time.monotonic() - sent, secrets=(api_key,)
+            )
+        try:
+            results = json.loads(body)["results"]
+            flagged = {
+                name
+                for result in results
+                if result["flagged"]
+                for name, on in (result.get("categories") or {"unspecified": True}).items()
+                if on
+            }
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise ProviderBadResponse("the moderation check answered in a shape darkroom does not know") from None
+        return sorted(flagged or ({"unspecified"} if any(r.get("flagged") for r in results) else set()))
 
     def _post(
         self, path: str, params: dict[str, Any], timeout_s: float, client_request_id: str, **body: Any
