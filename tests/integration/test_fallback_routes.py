@@ -16,7 +16,7 @@ import pytest
 
 from darkroom import breakers, ratelimit
 from darkroom.jobs import run
-from darkroom.jobs.store import Job
+from darkroom.jobs.store import Job, JobStore, LeaseLost
 from darkroom.providers import registry
 from darkroom_local.stack import EMULATOR_KEY, LocalStack, free_port
 from tests.integration.test_rate_limits import routes_item
@@ -226,3 +226,44 @@ def test_the_routes_item_never_holds_a_key(stack: LocalStack) -> None:
         assert all(set(value) == {"N"} for name, value in item.items() if name != "route")
     finally:
         ratelimit._limits_read.clear()  # this process's cache of what routes announced
+
+
+@pytest.mark.usefixtures("openai_down")
+def test_a_stale_read_cannot_claim_the_route_the_job_left(stack: LocalStack) -> None:
+    # Worker 2 read the job on openai; worker 1 then found openai's breaker open and moved the job to the gateway
+    stale = job(submit(stack, prompt="moved under a stale reader"))
+    JobStore().reroute(stale, **run._next_route(stale, "circuit_open"))
+    with pytest.raises(LeaseLost):
+        JobStore().claim(stale, lease_s=60)  # worker 2 cannot call the route the job left
+
+
+@pytest.mark.parametrize(
+    "at",
+    [
+        pytest.param(lambda: time.time() + 10 * run.ratelimit.MAX_AHEAD_S, id="beyond-any-reservation"),
+        pytest.param(lambda: 10**400, id="too-large-for-a-float"),
+        pytest.param(lambda: float("nan"), id="nan"),
+        pytest.param(lambda: "soon", id="not-a-number"),
+        pytest.param(lambda: True, id="a-boolean"),
+    ],
+)
+def test_a_turn_no_reservation_could_have_made_is_not_honoured(at: Any) -> None:
+    found = Job(id="job_x", tenant="dev", kind="generate", status="queued", request={}, created_at="", updated_at="")
+    assert run._reserved_turn(found, {"turn": {"route": "openai", "at": at()}}) is None
+
+
+def test_waiting_for_turns_keeps_the_route_down_clock() -> None:
+    assert run._carried({"route_down_since": 1_795_000_000.5}) == {"route_down_since": 1_795_000_000.5}
+    assert run._carried({"route_down_since": "yesterday"}) == {} == run._carried({})
+
+
+@pytest.mark.usefixtures("openai_down")
+def test_a_moderation_check_that_cannot_reach_the_primary_moves_the_job_to_its_fallback(
+    stack: LocalStack, settings_env: Any
+) -> None:
+    settings_env(MODERATION_MODE="prompt")
+    job_id = submit(stack, prompt="checked on the fallback")
+    ended = run_to_the_end(stack, job_id)
+    assert ended.status == "succeeded" and ended.route == "gateway"
+    assert [t["reason"] for t in ended.routes_tried] == ["moderation_unavailable"]
+    assert stack.emulator is not None and stack.emulator.stats.moderations >= 1

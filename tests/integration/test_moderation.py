@@ -75,14 +75,11 @@ def test_an_edits_images_are_checked_only_when_asked(stack: LocalStack, settings
 
 
 def test_a_check_that_cannot_be_made_is_retried_and_never_skipped(stack: LocalStack, settings_env: Any) -> None:
-    # The moderation endpoint (the openai route's) refuses connections; the images would go to the gateway route
+    # The job's one route, whose endpoint moderates it too, refuses connections
     settings_env(
-        MODERATION_MODE="prompt",
-        PROVIDER_BASE_URL=f"http://127.0.0.1:{free_port()}/v1",
-        GATEWAY_BASE_URL=f"{stack.emulator.url}/v1" if stack.emulator else "",
-        PROVIDER_MAX_ATTEMPTS="2",
+        MODERATION_MODE="prompt", PROVIDER_BASE_URL=f"http://127.0.0.1:{free_port()}/v1", PROVIDER_MAX_ATTEMPTS="2"
     )
-    job_id = submit(stack, prompt="checked or not at all", provider="gateway")
+    job_id = submit(stack, prompt="checked or not at all", provider="openai")
     waiting = run_once(stack, job_id)
     assert waiting.status == "queued" and waiting.transient_failures == 1
     ended = run_once_after_retry(stack, job_id)

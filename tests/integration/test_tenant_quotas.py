@@ -132,6 +132,7 @@ def test_usage_refuses_bad_parameters_naming_them(stack: LocalStack, tenant: tup
         ("group_by=week", "group_by"),
         ("from=2026-11-20&to=2026-11-01", "from"),
         ("from=2024-01-01&to=2026-01-01", "to"),
+        ("to=2020-01-01", "to"),  # before the default `from`: blamed on what the client sent
     ):
         status, answer = usage(stack, key, query)
         assert status == 422 and answer["error"]["fields"][0]["field"] == field, (query, answer)
@@ -144,3 +145,24 @@ def test_another_tenants_usage_is_not_shown(stack: LocalStack, tenant: tuple[str
     other = tenants.create_api_key(f"other-{uuid.uuid4().hex[:8]}")
     status, answer = usage(stack, other)
     assert status == 200 and answer["data"] == [] and answer["total"]["jobs"] == 0
+
+
+def test_a_job_canceled_while_the_provider_has_it_is_counted_at_the_provider_price(
+    stack: LocalStack, tenant: tuple[str, str]
+) -> None:
+    # WaveSpeed bills a submission whatever becomes of it: a cancel while polling must not hand the money back
+    name, key = tenant
+    status, accepted = submit(stack, key, {"prompt": "canceled after submit", "provider": "wavespeed"})
+    assert status == 202
+    deliver(stack, receive(stack))
+    assert JobStore().get(accepted["id"]).status == "polling"  # type: ignore[union-attr]
+    status, canceled = call_api(stack, http_event("DELETE", f"/v1/jobs/{accepted['id']}", api_key=key))
+    assert status == 200 and canceled["status"] == "canceled"
+    assert quotas.committed_usd(name, quotas.month_of()) == Decimal("0.06")
+
+
+def test_an_edit_of_auto_size_reserves_the_largest_output_it_can_get() -> None:
+    generation = quotas.worst_case_usd("gpt-image-2", {"prompt": "p", "size": "auto", "quality": "low"}, "openai")
+    edit = quotas.worst_case_usd("gpt-image-2", {"prompt": "p", "size": "auto", "quality": "low"}, "openai", 1)
+    largest = quotas.worst_case_usd("gpt-image-2", {"prompt": "p", "size": "3840x2160", "quality": "low"}, "openai", 1)
+    assert edit == largest > generation

@@ -157,7 +157,8 @@ def worst_case_usd(model: str, request: dict[str, Any], route: str, input_images
     quality = str(request.get("quality") or "auto")
     tokens_1024 = OUTPUT_TOKENS_1024.get(quality, OUTPUT_TOKENS_1024["high"])  # auto may pick high
     dims = catalog.parse_size(str(request.get("size") or "auto"))
-    pixels = dims[0] * dims[1] if dims else AUTO_SIZE_PIXELS
+    # `auto` picks a standard size for a generation, but an edit keeps its input's size, up to the largest allowed.
+    pixels = dims[0] * dims[1] if dims else (catalog.MAX_PIXELS if input_images else AUTO_SIZE_PIXELS)
     output_tokens = math.ceil(tokens_1024 * max(1.0, pixels / (1024 * 1024))) * n
     text_tokens = len(str(request.get("prompt", "")).encode())
     total = (

@@ -14,7 +14,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from darkroom import aws
+from darkroom import aws, routing
 from darkroom.ids import now_iso
 from darkroom.jobs.store import Job, TransactionConflict, transact
 from darkroom.quotas import Reservation, budget_state, month_of, record_update, tenants_table
@@ -29,12 +29,29 @@ def _tokens(usage: Any, name: str) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
+# How a job ends when a call may have been billed with no answer to price it from (darkroom.jobs.run).
+MAYBE_BILLED = ("provider_timeout", "provider_disconnected", "provider_unavailable", "interrupted", "internal_error")
+
+
+def _billed_without_a_price(job: Job) -> Decimal:
+    """What an ended job without a priced answer is known to have cost: an asynchronous provider bills each
+    submission it took (a job canceled or failed while it was polling), at its listed price per image."""
+    per_image = routing.ROUTES[job.route].price_per_image if job.route in routing.ROUTES else None
+    if job.prediction_id and per_image is not None:
+        return per_image * int(job.request.get("n") or 1)
+    return Decimal(0)
+
+
+def _maybe_billed(job: Job) -> bool:
+    return job.cost_usd is None and job.provider_calls > 0 and (job.error or {}).get("code") in MAYBE_BILLED
+
+
 def settle(job: Job) -> bool:
     """Count an ended job in its tenant's usage and quotas, once. True when this call did it."""
     if job.settled_at is not None or not job.terminal:
         return False
     ended = job.completed_at or now_iso()
-    cost = job.cost_usd or Decimal(0)
+    cost = job.cost_usd if job.cost_usd is not None else _billed_without_a_price(job)
     reservation = Reservation.from_dict(job.quota)
     settled_at = now_iso()
     values = {
@@ -68,7 +85,8 @@ def settle(job: Job) -> bool:
     ]
     if reservation is not None:
         items.append(record_update(job.tenant, "counters", "ADD in_flight :minus", {":minus": {"N": "-1"}}))
-        change = cost - reservation.usd
+        # A job that may have been billed an unknown amount keeps its whole reservation against the budget.
+        change = Decimal(0) if _maybe_billed(job) else cost - reservation.usd
         month = reservation.month
     else:  # accepted before quotas existed: nothing was reserved
         change, month = cost, month_of()

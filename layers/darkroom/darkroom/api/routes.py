@@ -175,7 +175,9 @@ def get_usage(request: Request) -> Response:
     if group_by not in ("day", "model"):
         errors.append(FieldError("group_by", "enum", "group_by must be day or model."))
     if start and end and start > end:
-        errors.append(FieldError("from", "order", "from must be on or before to."))
+        # Name the field the client sent: a `to` before this month's first day meets the default `from`.
+        blamed = "from" if "from" in request.query or "to" not in request.query else "to"
+        errors.append(FieldError(blamed, "order", "from must be on or before to."))
     elif start and end and (end - start).days >= usage.MAX_DAYS:
         errors.append(FieldError("to", "range", f"from and to may be at most {usage.MAX_DAYS} days apart."))
     if errors or start is None or end is None:

@@ -253,12 +253,26 @@ def _log_fallback(job: Job) -> None:
     )
 
 
+def _carried(body: dict[str, Any]) -> dict[str, Any]:
+    """What a message sent again for a later turn keeps of this one: since when the job has waited for its route's
+    breaker, so waiting for turns never restarts that clock."""
+    since = _route_down_since(body)
+    return {"route_down_since": since} if since is not None else {}
+
+
+def _route_down_since(body: dict[str, Any]) -> float | None:
+    since = body.get("route_down_since")
+    if isinstance(since, bool) or not isinstance(since, float | int) or not -1e12 < since < 1e12:
+        return None
+    return float(since)
+
+
 def _wait_for_route(store: JobStore, job: Job, body: dict[str, Any], gate: breakers.Gate) -> None:
     """The job's only route is open: its message comes back when the breaker may let it through, no attempt spent,
     for ROUTE_DOWN_MAX_WAIT_S at most; then the job fails without a call."""
     now = time.time()
-    since = body.get("route_down_since")
-    since = float(since) if isinstance(since, int | float) and math.isfinite(since) else now
+    since = _route_down_since(body)
+    since = now if since is None else min(since, now)
     if now - since > ROUTE_DOWN_MAX_WAIT_S:
         job = store.fail_abandoned(
             job,
@@ -286,7 +300,9 @@ def _turn_has_come(job: Job, body: dict[str, Any]) -> bool:
         time.sleep(wait)  # cheaper than a round trip through the queue
         return True
     reserved = {"route": job.route, "at": turn.at} if turn.reserved else None
-    queue.send_job(job.id, job.tenant, attempt=job.provider_calls, delay_s=math.ceil(wait), turn=reserved)
+    queue.send_job(
+        job.id, job.tenant, attempt=job.provider_calls, delay_s=math.ceil(wait), turn=reserved, extra=_carried(body)
+    )
     metrics.add_metric(name="RateLimitWaits", unit="Count", value=1)
     logger.info("job waits for its turn", extra={"job_id": job.id, "route": job.route, "wait_s": round(wait, 1)})
     return False
@@ -298,7 +314,10 @@ def _reserved_turn(job: Job, body: dict[str, Any]) -> ratelimit.Turn | None:
     if not isinstance(turn, dict) or turn.get("route") != job.route:
         return None
     at = turn.get("at")
-    return ratelimit.Turn(float(at)) if isinstance(at, int | float) and math.isfinite(at) else None
+    if not isinstance(at, float | int) or isinstance(at, bool) or not -1e12 < at < 1e12:
+        return None
+    # A turn is never reserved further ahead than MAX_AHEAD_S: one that claims to be is not honoured.
+    return ratelimit.Turn(float(at)) if at <= time.time() + ratelimit.MAX_AHEAD_S + SLEEP_FOR_TURN_S else None
 
 
 def _run(store: JobStore, job: Job, gate: breakers.Gate, remaining_ms: RemainingMs) -> None:
@@ -390,7 +409,12 @@ def _passes_moderation(store: JobStore, job: Job, timeout_s: float) -> bool:
     try:
         flagged = moderation.flagged_categories(job, timeout_s=timeout_s)
     except ProviderError as exc:
-        _retry_unavailable(store, job, ModerationUnavailable(f"the moderation check failed: {exc.message}"))
+        # Nothing was generated: on the job's own route, the failure moves it to its fallback as a refused call would.
+        unavailable = ModerationUnavailable(f"the moderation check failed: {exc.message}")
+        if moderation.route_of(job) == job.route and job.fallbacks:
+            _after_failed_call(store, job, unavailable)
+        else:
+            _retry_unavailable(store, job, unavailable)
         return False
     if not flagged:
         return True

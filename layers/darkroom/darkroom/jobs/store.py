@@ -371,15 +371,20 @@ class JobStore:
     def claim(self, job: Job, lease_s: float) -> Job:
         """queued -> running for one provider call, under a fresh lease.
 
-        Conditional on the call count too: a stale read or an old duplicate message cannot claim a job that has
-        meanwhile been tried and requeued. LeaseLost if the job is not queued at that count.
+        Conditional on the call count and the route too: a stale read or an old duplicate message cannot claim a job
+        that has meanwhile been tried and requeued, or moved to another route. LeaseLost if the job is not queued at
+        that count on that route.
         """
         lease_until = time.time() + lease_s
         return self._update(
             job,
             status="running",
-            condition="#s = :queued AND provider_calls = :calls",
-            values={":queued": {"S": "queued"}, ":calls": {"N": str(job.provider_calls)}},
+            condition="#s = :queued AND provider_calls = :calls AND route = :route",
+            values={
+                ":queued": {"S": "queued"},
+                ":calls": {"N": str(job.provider_calls)},
+                ":route": {"S": job.route},
+            },
             sets={
                 "phase": "calling",
                 "provider_calls": job.provider_calls + 1,
