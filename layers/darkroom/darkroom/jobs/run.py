@@ -261,10 +261,7 @@ def _carried(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _route_down_since(body: dict[str, Any]) -> float | None:
-    since = body.get("route_down_since")
-    if isinstance(since, bool) or not isinstance(since, float | int) or not -1e12 < since < 1e12:
-        return None
-    return float(since)
+    return _epoch_seconds(body.get("route_down_since"))
 
 
 def _wait_for_route(store: JobStore, job: Job, body: dict[str, Any], gate: breakers.Gate) -> None:
@@ -313,11 +310,18 @@ def _reserved_turn(job: Job, body: dict[str, Any]) -> ratelimit.Turn | None:
     turn = body.get("turn")
     if not isinstance(turn, dict) or turn.get("route") != job.route:
         return None
-    at = turn.get("at")
-    if not isinstance(at, float | int) or isinstance(at, bool) or not -1e12 < at < 1e12:
+    at = _epoch_seconds(turn.get("at"))
+    if at is None:
         return None
     # A turn is never reserved further ahead than MAX_AHEAD_S: one that claims to be is not honoured.
-    return ratelimit.Turn(float(at)) if at <= time.time() + ratelimit.MAX_AHEAD_S + SLEEP_FOR_TURN_S else None
+    return ratelimit.Turn(at) if at <= time.time() + ratelimit.MAX_AHEAD_S + SLEEP_FOR_TURN_S else None
+
+
+def _epoch_seconds(value: Any) -> float | None:
+    """A time a message carries, if it is a plain number of seconds (not a bool, NaN, or beyond a float)."""
+    if isinstance(value, bool) or not isinstance(value, float | int) or not -1e12 < value < 1e12:
+        return None
+    return float(value)
 
 
 def _run(store: JobStore, job: Job, gate: breakers.Gate, remaining_ms: RemainingMs) -> None:

@@ -379,12 +379,7 @@ class JobStore:
         return self._update(
             job,
             status="running",
-            condition="#s = :queued AND provider_calls = :calls AND route = :route",
-            values={
-                ":queued": {"S": "queued"},
-                ":calls": {"N": str(job.provider_calls)},
-                ":route": {"S": job.route},
-            },
+            **self._untouched_condition(job),
             sets={
                 "phase": "calling",
                 "provider_calls": job.provider_calls + 1,
@@ -432,12 +427,7 @@ class JobStore:
         return self._update(
             job,
             status="queued",
-            condition="#s = :queued AND provider_calls = :calls AND route = :route",
-            values={
-                ":queued": {"S": "queued"},
-                ":calls": {"N": str(job.provider_calls)},
-                ":route": {"S": job.route},
-            },
+            **self._untouched_condition(job),
             sets=sets,
         )
 
@@ -603,6 +593,18 @@ class JobStore:
         return {
             "condition": "#s = :polling AND prediction_id = :prediction",
             "values": {":polling": {"S": "polling"}, ":prediction": {"S": job.prediction_id or ""}},
+        }
+
+    @staticmethod
+    def _untouched_condition(job: Job) -> dict[str, Any]:
+        """The job is still queued as it was read: at its call count, on its route."""
+        return {
+            "condition": "#s = :queued AND provider_calls = :calls AND route = :route",
+            "values": {
+                ":queued": {"S": "queued"},
+                ":calls": {"N": str(job.provider_calls)},
+                ":route": {"S": job.route},
+            },
         }
 
     @staticmethod
