@@ -89,7 +89,8 @@ def http_api_event(
         "routeKey": f"{method} {route_path}",
         "rawPath": url.path,
         "rawQueryString": url.query,
-        "headers": {k.lower(): v for k, v in headers.items()},
+        # As API Gateway does, the front says how the client reached it (here always plain HTTP).
+        "headers": {**{k.lower(): v for k, v in headers.items()}, "x-forwarded-proto": "http"},
         "requestContext": {
             "accountId": "123456789012",
             "apiId": "local",

@@ -65,7 +65,9 @@ def test_private_route_without_key_is_401() -> None:
 def test_domain_error_maps_to_its_status_and_code() -> None:
     response = make_router().resolve(http_event("POST", "/things/42", api_key="good", body={}))
     assert response["statusCode"] == 409
-    assert response_json(response) == {"error": {"code": "thing_busy", "message": "busy"}}
+    assert response_json(response) == {
+        "error": {"code": "thing_busy", "message": "busy", "type": "invalid_request_error", "param": None}
+    }
 
 
 def test_unknown_route_is_404_and_wrong_method_405() -> None:

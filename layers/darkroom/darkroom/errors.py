@@ -31,7 +31,11 @@ class DarkroomError(Exception):
         self.errors = errors or []
 
     def body(self) -> dict[str, object]:
-        error: dict[str, object] = {"code": self.code, "message": self.message}
+        # OpenAI's error shape (message, type, param, code), which its SDK reads into its exceptions, and every
+        # broken rule in `fields`.
+        kind = "server_error" if self.status >= 500 else "invalid_request_error"
+        param = self.errors[0].field if self.errors else None
+        error: dict[str, object] = {"code": self.code, "message": self.message, "type": kind, "param": param}
         if self.errors:
             error["fields"] = [e.as_dict() for e in self.errors]
         return {"error": error}

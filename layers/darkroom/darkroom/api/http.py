@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,19 @@ class Request:
     request_id: str
     path_params: dict[str, str] = field(default_factory=dict)
     tenant: str = ""
+    received_at: float = field(default_factory=time.monotonic)
+
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.received_at
+
+    @property
+    def base_url(self) -> str:
+        """The API's address as the client reached it: API Gateway sets Host and X-Forwarded-Proto."""
+        host = self.headers.get("host", "")
+        if not host or not re.fullmatch(r"[A-Za-z0-9.-]+(:\d{1,5})?", host):
+            return ""
+        proto = self.headers.get("x-forwarded-proto", "https").split(",")[0].strip().lower()
+        return f"{'http' if proto == 'http' else 'https'}://{host}"
 
     @classmethod
     def from_event(cls, event: dict[str, Any]) -> Request:

@@ -40,11 +40,36 @@ class JobError(BaseModel):
 
 
 class ProviderState(BaseModel):
-    route: Literal["openai", "wavespeed"]
+    route: str = Field(description="The provider route running the job: openai, gateway, wavespeed.")
     job_id: str | None = Field(description="The asynchronous provider's own id for the job.")
     status: str | None = Field(
         description="What the asynchronous provider last said of the job (created, processing...)."
     )
+    fallbacks: list[str] = Field(description="Routes the job may still move to, in order.")
+    tried: list[dict[str, str]] = Field(description="Routes the job left, each with why.")
+
+
+class JobLinks(BaseModel):
+    get: str
+    cancel: str | None = Field(None, description="While the job has not ended.")
+    deliveries: str | None = Field(None, description="Once the job has ended: its webhook deliveries.")
+
+
+class ImageData(BaseModel):
+    b64_json: str | None = None
+    url: str | None = Field(None, description="A presigned link, when base64 would not fit in one answer.")
+
+
+class ImagesResponse(BaseModel):
+    """OpenAI's own answer, for a submission sent with `Prefer: wait=N` whose job succeeded within N seconds."""
+
+    created: int
+    data: list[ImageData]
+    usage: dict[str, Any] | None
+    size: str | None
+    quality: str
+    output_format: str
+    background: str
 
 
 class Job(BaseModel):
@@ -72,6 +97,7 @@ class Job(BaseModel):
     started_at: str | None
     completed_at: str | None
     next_attempt_at: str | None
+    urls: JobLinks
 
 
 class UploadRequest(EditRequest):
@@ -108,7 +134,10 @@ class FieldProblem(BaseModel):
 class ErrorBody(BaseModel):
     code: str
     message: str
+    type: str = Field(description="OpenAI's error type: invalid_request_error, server_error...")
+    param: str | None = Field(description="The first field the error names, as OpenAI's `param`.")
     fields: list[FieldProblem] | None = None
+    job_id: str | None = Field(None, description="With `Prefer: wait`: the job that failed.")
 
 
 class Error(BaseModel):
@@ -147,6 +176,13 @@ _ERRORS = {
     "409": "the job's state forbids this",
     "422": "a field breaks a rule",
 }
+_WAITABLE = {("POST", "/v1/images/generations"), ("POST", "/v1/images/edits")}
+_PREFER = {
+    "name": "Prefer",
+    "in": "header",
+    "description": "wait=N (whole seconds, at most 25 used): answer as OpenAI does if the job ends within N s",
+    "schema": {"type": "string", "examples": ["wait=25"]},
+}
 _QUERY = {
     ("GET", "/v1/jobs"): [
         {"name": "status", "in": "query", "schema": {"enum": list(STATUSES)}},
@@ -163,7 +199,16 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
 def openapi_document(router: Router) -> dict[str, Any]:
     from pydantic.json_schema import models_json_schema
 
-    models: list[type[BaseModel]] = [GenerationRequest, EditRequest, UploadRequest, Job, UploadOpened, JobList, Error]
+    models: list[type[BaseModel]] = [
+        GenerationRequest,
+        EditRequest,
+        UploadRequest,
+        Job,
+        UploadOpened,
+        JobList,
+        Error,
+        ImagesResponse,
+    ]
     _, defs = models_json_schema([(m, "validation") for m in models], ref_template="#/components/schemas/{model}")
     paths: dict[str, dict[str, Any]] = {}
     for route in router.routes:
@@ -175,6 +220,8 @@ def openapi_document(router: Router) -> dict[str, Any]:
             if "{" + p + "}" in route.template
         ]
         params += _QUERY.get(key, [])
+        if key in _WAITABLE:
+            params.append(_PREFER)
         if params:
             operation["parameters"] = params
         if key in _REQUEST_BODIES:
@@ -189,6 +236,11 @@ def openapi_document(router: Router) -> dict[str, Any]:
         status, model = _RESPONSES.get(key, ("200", None))
         content = {"application/json": {"schema": _ref(model)}} if model else {"application/json": {}}
         operation["responses"][status] = {"description": "OK", "content": content}
+        if key in _WAITABLE:
+            operation["responses"]["200"] = {
+                "description": "With Prefer: wait=N, the job succeeded within N s; a failure has OpenAI's status",
+                "content": {"application/json": {"schema": _ref(ImagesResponse)}},
+            }
         if not route.public:
             operation["security"] = [{"bearer": []}]
             for code, why in _ERRORS.items():

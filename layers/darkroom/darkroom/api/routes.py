@@ -14,6 +14,7 @@ from darkroom.jobs import idempotency
 from darkroom.jobs.intake import cancel_job, submit_generation
 from darkroom.jobs.store import STATUSES, Job, JobStore, cursor_after
 from darkroom.jobs.views import job_document, job_summary
+from darkroom.jobs.waiting import requested_wait, wait_for_end
 from darkroom.models import parse_generation_request, parse_upload_request, upload_files
 from darkroom.observability import metrics
 from darkroom.settings import settings
@@ -51,19 +52,29 @@ def openapi(request: Request) -> Response:
 
 @router.route("POST", "/v1/images/generations", summary="Queue an image generation job.")
 def create_generation(request: Request) -> Response:
+    wait_s = requested_wait(request.headers)
     body = request.json()
     generation = parse_generation_request(body, **settings().request_rules())
     key = idempotency.from_request(request.tenant, request.headers, "generations", body)  # of a body known valid
-    return _accepted(*submit_generation(request.tenant, generation, key))
+    return _accepted(request, wait_s, *submit_generation(request.tenant, generation, key))
 
 
-def _accepted(job: Job, replayed: bool) -> Response:
-    headers = {"location": f"/v1/jobs/{job.id}"}
+def _accepted(request: Request, wait_s: int, job: Job, replayed: bool) -> Response:
+    """202 with the job; or, when the client prefers to wait and the job ends in time, the ended job as OpenAI
+    answers (darkroom.api.openai_answers)."""
+    headers = {"location": f"/v1/jobs/{job.id}", "darkroom-job-id": job.id}
     if replayed:
         headers["idempotent-replayed"] = "true"
     else:
         metrics.add_metric(name="JobsAccepted", unit="Count", value=1)
-    return Response(202, job_document(job, with_urls=False), headers)
+    if wait_s:
+        from darkroom.api.openai_answers import ended_job_answer
+
+        headers["preference-applied"] = f"wait={wait_s}"
+        job = wait_for_end(JobStore(), job, wait_s - request.elapsed_s())
+        if job.terminal:
+            return ended_job_answer(job, headers)
+    return Response(202, job_document(job, with_urls=False, base_url=request.base_url), headers)
 
 
 @router.route(
@@ -74,6 +85,7 @@ def create_edit(request: Request) -> Response:
     from darkroom.jobs.intake import submit_edit
     from darkroom.models import parse_edit_request
 
+    wait_s = requested_wait(request.headers)
     if len(request.body) > INLINE_EDIT_LIMIT:
         raise BodyTooLarge(
             f"An edit's body may carry at most {INLINE_EDIT_LIMIT // (1024 * 1024)} MB here; send larger images "
@@ -100,7 +112,7 @@ def create_edit(request: Request) -> Response:
     # The same key and the same fields and files is the same edit, whichever form carried it.
     fingerprint = {"fields": fields, "inputs": edits.fingerprint(found)}
     key = idempotency.from_request(request.tenant, request.headers, "edits", fingerprint)
-    return _accepted(*submit_edit(request.tenant, edit, found, key))
+    return _accepted(request, wait_s, *submit_edit(request.tenant, edit, found, key))
 
 
 @router.route("POST", "/v1/uploads", summary="An edit whose files are uploaded straight to storage: presigned POSTs.")
@@ -116,7 +128,11 @@ def create_upload(request: Request) -> Response:
     headers = {"location": f"/v1/jobs/{job.id}"}
     if replayed:
         headers["idempotent-replayed"] = "true"
-    document = {**job_document(job, with_urls=False), "uploads": posts, "uploads_expire_in": s.upload_ttl_s}
+    document = {
+        **job_document(job, with_urls=False, base_url=request.base_url),
+        "uploads": posts,
+        "uploads_expire_in": s.upload_ttl_s,
+    }
     return Response(201, document, headers)
 
 
@@ -125,7 +141,7 @@ def get_job(request: Request) -> Response:
     job = JobStore().get_for_tenant(request.path_params["id"], request.tenant)
     if job is None:
         raise NotFound(f"No job {request.path_params['id']}.")
-    return Response(200, job_document(job, with_urls=True))
+    return Response(200, job_document(job, with_urls=True, base_url=request.base_url))
 
 
 @router.route("GET", "/v1/jobs", summary="The tenant's jobs, newest first.")
@@ -144,18 +160,20 @@ def list_jobs(request: Request) -> Response:
     jobs, next_cursor = JobStore().list_for_tenant(
         request.tenant, status=status, limit=limit, cursor=request.query.get("cursor") or None
     )
-    data, next_cursor = _within_page_budget(jobs, next_cursor)
+    data, next_cursor = _within_page_budget(jobs, next_cursor, request.base_url)
     return Response(
         200, {"object": "list", "data": data, "has_more": next_cursor is not None, "next_cursor": next_cursor}
     )
 
 
-def _within_page_budget(jobs: list[Job], next_cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+def _within_page_budget(
+    jobs: list[Job], next_cursor: str | None, base_url: str
+) -> tuple[list[dict[str, Any]], str | None]:
     """Summaries up to PAGE_BUDGET_BYTES; a page cut short continues after its last job."""
     data: list[dict[str, Any]] = []
     size = 0
     for job in jobs:
-        summary = job_summary(job)
+        summary = job_summary(job, base_url=base_url)
         size += len(json.dumps(summary, ensure_ascii=False).encode())
         if data and size > PAGE_BUDGET_BYTES:
             return data, cursor_after(jobs[len(data) - 1])
@@ -201,7 +219,7 @@ def _date_param(request: Request, name: str, default: date, errors: list[FieldEr
 @router.route("DELETE", "/v1/jobs/{id}", summary="Cancel a queued job, or one a provider is working on.")
 def delete_job(request: Request) -> Response:
     job = cancel_job(request.tenant, request.path_params["id"])
-    return Response(200, job_document(job, with_urls=False))
+    return Response(200, job_document(job, with_urls=False, base_url=request.base_url))
 
 
 # Webhooks: where a tenant's events go, and the secrets that sign them.

@@ -251,6 +251,16 @@ class JobStore:
         item = self.db.get_item(TableName=self.table, Key={"id": {"S": job_id}}, ConsistentRead=True).get("Item")
         return _from_item(item) if item else None
 
+    def status_of(self, job_id: str) -> str | None:
+        """The job's status alone, eventually consistent: half a read unit however large the job's item is."""
+        item = self.db.get_item(
+            TableName=self.table,
+            Key={"id": {"S": job_id}},
+            ProjectionExpression="#status",
+            ExpressionAttributeNames={"#status": "status"},
+        ).get("Item")
+        return item["status"]["S"] if item else None
+
     def get_for_tenant(self, job_id: str, tenant: str) -> Job | None:
         """Another tenant's job is indistinguishable from a missing one."""
         job = self.get(job_id) if job_id.startswith("job_") and len(job_id) <= 64 else None

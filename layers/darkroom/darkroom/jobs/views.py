@@ -11,7 +11,9 @@ from darkroom.jobs.store import Job
 PROMPT_PREVIEW_CHARS = 200
 
 
-def job_document(job: Job, *, with_urls: bool) -> dict[str, Any]:
+def job_document(job: Job, *, with_urls: bool, base_url: str = "") -> dict[str, Any]:
+    """`with_urls`: presigned download URLs for the outputs. `base_url`: the API's address, which the job's own
+    links (`urls`) start with; stored documents (manifests, webhooks) have none, so their links are paths."""
     outputs = []
     for output in job.outputs:
         entry = {k: output[k] for k in ("format", "width", "height", "bytes")}
@@ -50,16 +52,28 @@ def job_document(job: Job, *, with_urls: bool) -> dict[str, Any]:
         "started_at": job.started_at,
         "completed_at": job.completed_at,
         "next_attempt_at": job.next_attempt_at,
+        "urls": job_links(job, base_url),
     }
+
+
+def job_links(job: Job, base_url: str = "") -> dict[str, str]:
+    """Where to read the job, cancel it while it can be, and, once it has ended, see its webhook deliveries."""
+    get = f"{base_url}/v1/jobs/{job.id}"
+    links = {"get": get}
+    if job.terminal:
+        links["deliveries"] = f"{get}/deliveries"
+    else:
+        links["cancel"] = get
+    return links
 
 
 def manifest_document(job: Job) -> dict[str, Any]:
     return {**job_document(job, with_urls=False), "tenant": job.tenant}
 
 
-def job_summary(job: Job) -> dict[str, Any]:
+def job_summary(job: Job, *, base_url: str = "") -> dict[str, Any]:
     """The job as a list shows it: everything but the full prompt, which can be 32,000 characters (128 KB)."""
-    document = job_document(job, with_urls=False)
+    document = job_document(job, with_urls=False, base_url=base_url)
     prompt = str(job.request.get("prompt", ""))
     if len(prompt) > PROMPT_PREVIEW_CHARS:
         document["request"] = {**job.request, "prompt": prompt[:PROMPT_PREVIEW_CHARS]}

@@ -1,0 +1,234 @@
+"""`Prefer: wait=N` on the api function: the ended job in OpenAI's shapes, a running one as 202, and how often the
+wait reads the job."""
+
+from __future__ import annotations
+
+import base64
+import io
+import itertools
+import threading
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from darkroom import aws
+from darkroom.api import openai_answers
+from darkroom.errors import InvalidRequest
+from darkroom.jobs.store import Job
+from darkroom.jobs.waiting import MAX_WAIT_S, look_times, requested_wait
+from darkroom_local.stack import LocalStack
+from tests.pipeline import call_api, deliver, queue_url, receive
+from tests.support import drain, http_event, response_json
+
+pytestmark = pytest.mark.usefixtures("calm_provider")
+
+
+@pytest.fixture(autouse=True)
+def empty_queue(stack: LocalStack) -> None:
+    drain(queue_url(stack))
+
+
+@pytest.fixture
+def status_looks() -> Iterator[list[float]]:
+    """When the wait looked at a job's status (its projected reads), as DynamoDB was asked."""
+    looks: list[float] = []
+
+    def count(params: dict[str, Any], **_: Any) -> None:
+        if params.get("ProjectionExpression") == "#status":
+            looks.append(time.monotonic())
+
+    events = aws.client("dynamodb").meta.events
+    events.register("provide-client-params.dynamodb.GetItem", count, unique_id="status-looks")
+    yield looks
+    events.unregister("provide-client-params.dynamodb.GetItem", unique_id="status-looks")
+
+
+def submit_waiting(stack: LocalStack, body: dict[str, Any], prefer: str) -> tuple[threading.Thread, dict[str, Any]]:
+    """The submission in a thread of its own, as a client that waits; the answer lands in the returned dict."""
+    answer: dict[str, Any] = {}
+    event = http_event(
+        "POST", "/v1/images/generations", api_key=stack.api_keys["dev"], body=body, headers={"prefer": prefer}
+    )
+
+    def send() -> None:
+        started = time.monotonic()
+        answer.update(stack.functions["ApiFunction"].invoke(event))
+        answer["elapsed_s"] = time.monotonic() - started
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    return thread, answer
+
+
+def next_messages(stack: LocalStack, timeout_s: float = 5) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if messages := receive(stack):
+            return messages
+        time.sleep(0.05)
+    raise AssertionError("no job was queued")
+
+
+def test_a_job_ending_in_time_answers_as_openai_does(stack: LocalStack, status_looks: list[float]) -> None:
+    # Given a client that prefers to wait up to 10 s for two images
+    thread, answer = submit_waiting(stack, {"prompt": "two cats", "n": 2, "size": "1024x1536"}, "wait=10")
+    # When the worker runs the job about a second later
+    messages = next_messages(stack)
+    time.sleep(1)
+    deliver(stack, messages)
+    thread.join(15)
+    # Then the answer is OpenAI's ImagesResponse with both images inline, and the job named in headers
+    assert answer["statusCode"] == 200, answer["body"]
+    body = response_json(answer)
+    assert set(body) == {"created", "data", "usage", "size", "quality", "output_format", "background"}
+    assert (body["size"], body["output_format"], body["quality"]) == ("1024x1536", "png", "auto")
+    assert body["usage"]["output_tokens"] > 0 and len(body["data"]) == 2
+    for item in body["data"]:
+        image = Image.open(io.BytesIO(base64.b64decode(item["b64_json"])))
+        assert (image.format, image.size) == ("PNG", (1024, 1536))
+    headers = answer["headers"]
+    assert headers["darkroom-job-id"].startswith("job_") and headers["preference-applied"] == "wait=10"
+    assert headers["location"] == f"/v1/jobs/{headers['darkroom-job-id']}"
+    # ... found within a second of the job ending, by a handful of status reads rather than a tight loop
+    assert 1 <= answer["elapsed_s"] < 3.5 and 3 <= len(status_looks) <= 6
+    gaps = [b - a for a, b in itertools.pairwise(status_looks)]
+    assert all(gap >= 0.2 for gap in gaps), gaps
+
+
+def test_a_job_still_running_at_the_deadline_is_a_202(stack: LocalStack, status_looks: list[float]) -> None:
+    # Given a wait of 3 s for a job no worker takes
+    thread, answer = submit_waiting(stack, {"prompt": "a slow cat"}, "respond-async, wait=3")
+    thread.join(10)
+    # Then after the 3 s the answer is the job as it stands, with where to find it
+    assert answer["statusCode"] == 202
+    job = response_json(answer)
+    assert job["status"] == "queued" and answer["headers"]["location"] == f"/v1/jobs/{job['id']}"
+    assert job["urls"] == {
+        "get": f"https://abc123.execute-api.us-east-1.amazonaws.com/v1/jobs/{job['id']}",
+        "cancel": f"https://abc123.execute-api.us-east-1.amazonaws.com/v1/jobs/{job['id']}",
+    }
+    assert 3 <= answer["elapsed_s"] < 4.5
+    # ... having looked at it as often as the schedule says: 5 reads for 3 s (22 for 20 s)
+    assert len(status_looks) == len(look_times(3)) == 5
+
+
+def test_a_refused_job_raises_openais_error(stack: LocalStack) -> None:
+    thread, answer = submit_waiting(stack, {"prompt": "[refuse] a cat"}, "wait=10")
+    deliver(stack, next_messages(stack))
+    thread.join(15)
+    assert answer["statusCode"] == 400
+    error = response_json(answer)["error"]
+    assert (error["code"], error["type"], error["param"]) == ("moderation_blocked", "image_generation_user_error", None)
+    assert error["job_id"] == answer["headers"]["darkroom-job-id"]
+    # The job has ended: the SDK must not send the request again on its own
+    assert answer["headers"]["x-should-retry"] == "false"
+
+
+def test_a_malformed_wait_is_refused_before_anything_is_queued(stack: LocalStack) -> None:
+    event = http_event(
+        "POST",
+        "/v1/images/generations",
+        api_key=stack.api_keys["dev"],
+        body={"prompt": "a cat"},
+        headers={"prefer": "wait=soon"},
+    )
+    status, body = call_api(stack, event)
+    assert status == 400
+    assert body["error"]["fields"][0] == {
+        "field": "Prefer",
+        "rule": "wait_seconds",
+        "message": f"Prefer: wait takes whole seconds, e.g. 'Prefer: wait={MAX_WAIT_S}' "
+        f"(at most {MAX_WAIT_S} are used).",
+    }
+    assert receive(stack) == []
+
+
+def test_a_finished_job_links_its_deliveries_not_a_cancel(stack: LocalStack) -> None:
+    _, queued = call_api(
+        stack, http_event("POST", "/v1/images/generations", api_key=stack.api_keys["dev"], body={"prompt": "a cat"})
+    )
+    deliver(stack, next_messages(stack))
+    _, done = call_api(stack, http_event("GET", f"/v1/jobs/{queued['id']}", api_key=stack.api_keys["dev"]))
+    base = f"https://abc123.execute-api.us-east-1.amazonaws.com/v1/jobs/{queued['id']}"
+    assert done["status"] == "succeeded" and done["urls"] == {"get": base, "deliveries": f"{base}/deliveries"}
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("", 0),
+        ("wait=0", 0),
+        ("wait=7", 7),
+        ('wait="12"', 12),
+        ("respond-async, wait=999", MAX_WAIT_S),
+        ("return=minimal", 0),
+    ],
+)
+def test_prefer_header_values(value: str, seconds: int) -> None:
+    assert requested_wait({"prefer": value}) == seconds
+
+
+@pytest.mark.parametrize("value", ["wait=-1", "wait=1.5", "wait", "wait=١٢", "wait=1234567"])
+def test_prefer_wait_must_be_whole_seconds(value: str) -> None:
+    with pytest.raises(InvalidRequest):
+        requested_wait({"prefer": value})
+
+
+def test_a_twenty_second_wait_reads_the_status_22_times_at_growing_gaps() -> None:
+    times = look_times(20)
+    gaps = [b - a for a, b in itertools.pairwise([0.0, *times])]
+    assert len(times) == 22 and times[-1] == 20
+    assert min(gaps) >= 0.25 and max(gaps) <= 1.0
+
+
+def _ended(status: str, error: dict[str, Any] | None = None, outputs: list[dict[str, Any]] | None = None) -> Job:
+    now = "2026-11-23T10:00:00+00:00"
+    return Job(
+        id="job_x",
+        tenant="dev",
+        kind="generation",
+        status=status,
+        request={"prompt": "p"},
+        created_at=now,
+        updated_at=now,
+        completed_at=now,
+        error=error,
+        outputs=outputs or [],
+        cost_usd=Decimal("0"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "kind"),
+    [
+        ("provider_rejected", 400, "invalid_request_error"),
+        ("moderation_flagged", 400, "image_generation_user_error"),
+        ("rate_limited", 429, "rate_limit_error"),
+        ("provider_unavailable", 503, "server_error"),
+        ("provider_timeout", 504, "server_error"),
+        ("provider_disconnected", 502, "server_error"),
+        ("internal_error", 502, "server_error"),
+    ],
+)
+def test_failed_jobs_answer_with_openais_status_for_the_same_failure(code: str, status: int, kind: str) -> None:
+    answer = openai_answers.ended_job_answer(_ended("failed", {"code": code, "message": "m"}), {})
+    assert (answer.status, answer.body["error"]["type"], answer.headers["x-should-retry"]) == (status, kind, "false")
+
+
+def test_a_canceled_job_is_a_409() -> None:
+    answer = openai_answers.ended_job_answer(_ended("canceled", {"code": "canceled", "message": "m"}), {})
+    assert answer.status == 409 and answer.body["error"]["code"] == "canceled"
+
+
+def test_outputs_too_large_to_inline_come_as_links(stack: LocalStack) -> None:
+    big = [
+        {"key": f"outputs/dev/job_x/{i}.png", "format": "png", "width": 2048, "height": 2048, "bytes": 2_000_000}
+        for i in range(2)
+    ]
+    body = openai_answers.images_response(_ended("succeeded", outputs=big))
+    assert [set(item) for item in body["data"]] == [{"url"}, {"url"}]
+    assert body["size"] == "2048x2048" and "job_x/1.png" in body["data"][1]["url"]
