@@ -1,60 +1,164 @@
-"""`darkroom`: the local stack, the provider emulator, and API keys for a deployed stack."""
+"""`darkroom`: the local stack, the provider emulator, the API from a terminal, and keys and quotas for a stack."""
 
 from __future__ import annotations
 
-import argparse
+import errno
 import json
 import os
+import shlex
 import signal
+import socket
 import sys
 import threading
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from darkroom_local.client_commands import USAGE, edit, generate, jobs
 
 if TYPE_CHECKING:
     from darkroom_local.stack import LocalStack
 
+LOCAL_STATE = Path(".darkroom") / "local.json"
 
-def run(args: argparse.Namespace) -> int:
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+def darkroom() -> None:
+    """darkroom: image generation jobs. `darkroom run` starts the whole pipeline locally."""
+
+
+darkroom.add_command(generate)
+darkroom.add_command(edit)
+darkroom.add_command(jobs)
+
+
+def parse_parameter_overrides(texts: list[str]) -> dict[str, str]:
+    """SAM's `--parameter-overrides` syntax: `Name=Value` or `ParameterKey=Name,ParameterValue=Value`, several in one
+    string separated by spaces, values quoted as a shell quotes them."""
+    overrides: dict[str, str] = {}
+    for text in texts:
+        try:
+            tokens = shlex.split(text)
+        except ValueError as exc:
+            raise click.BadParameter(f"{exc}: {text!r}", param_hint="--parameter-overrides") from None
+        for token in tokens:
+            if token.startswith("ParameterKey="):
+                key, _, value = token.removeprefix("ParameterKey=").partition(",ParameterValue=")
+                if not _ or not key:
+                    raise click.BadParameter(
+                        f"{token!r}: expected ParameterKey=Name,ParameterValue=Value",
+                        param_hint="--parameter-overrides",
+                    )
+            else:
+                key, sep, value = token.partition("=")
+                if not sep or not key:
+                    raise click.BadParameter(f"{token!r}: expected Name=Value", param_hint="--parameter-overrides")
+            overrides[key] = value
+    return overrides
+
+
+@darkroom.command()
+@click.option("--port", type=click.IntRange(0, 65535), envvar="DARKROOM_PORT", default=3000, show_default=True)
+@click.option(
+    "--parameter-overrides",
+    "overrides",
+    multiple=True,
+    envvar="DARKROOM_PARAMETER_OVERRIDES",
+    help="template.yaml parameters, as sam deploy takes them: 'ProviderTimeoutSeconds=20 ModerationMode=prompt'.",
+)
+@click.option(
+    "--aws-port",
+    type=click.IntRange(0, 65535),
+    envvar="DARKROOM_AWS_PORT",
+    default=None,
+    help="moto's server, the local AWS  [default: --port + 1]",
+)
+@click.option(
+    "--unchecked",
+    is_flag=True,
+    help="Take values a deployment would refuse (e.g. ProviderTimeoutSeconds=5 WorkerTimeoutSeconds=20).",
+)
+@click.argument("more_overrides", nargs=-1, metavar="[Name=Value]...")
+def run(
+    port: int, overrides: tuple[str, ...], aws_port: int | None, unchecked: bool, more_overrides: tuple[str, ...]
+) -> None:
+    """Run the whole pipeline on 127.0.0.1: API, functions, moto's AWS and the provider emulator."""
     from darkroom_local.stack import LocalStack, StackConfig
 
     config = StackConfig.from_env()
-    if args.port:
-        config.port = args.port
-    stack = LocalStack(config)
+    config.port = port
+    config.aws_port = (port + 1 if port else 0) if aws_port is None else aws_port
+    for taken in (p for p in (config.port, config.aws_port) if p and not _port_free(p)):
+        _port_busy(taken)
+    config.parameters = parse_parameter_overrides([*overrides, *more_overrides])
+    config.check_parameters = not unchecked
+    try:
+        stack = LocalStack(config)
+    except ValueError as exc:  # a parameter the template does not have, or a value it refuses
+        hint = "" if unchecked else " (--unchecked takes values only the local stack accepts)"
+        click.echo(f"darkroom: {exc}{hint}", err=True)
+        sys.exit(USAGE)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    stack.start()
+    try:
+        stack.start()
+    except OSError as exc:  # taken between the check and the start
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        _port_busy(port)
     _remember_local_stack(stack)
+    _announce(stack)
+    stop.wait()
+    print("stopping darkroom...", flush=True)
+    stack.stop()
+    LOCAL_STATE.unlink(missing_ok=True)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _port_busy(port: int) -> None:
+    click.echo(
+        f"darkroom: port {port} is already in use (another `darkroom run`?); stop it or choose others with "
+        "--port / DARKROOM_PORT and --aws-port / DARKROOM_AWS_PORT",
+        err=True,
+    )
+    sys.exit(1)
+
+
+def _announce(stack: LocalStack) -> None:
     provider = f"emulator {stack.emulator.url}" if stack.emulator else "OpenAI (real calls, real bills)"
     bucket = stack.template.attributes["OutputsBucket"]["Ref"]
+    overridden = " ".join(f"{k}={v}" for k, v in sorted(stack.config.parameters.items())) or "none"
     print(
         f"""
 darkroom is running.
-  API        {stack.api_url}
+  API        {stack.api_url}      (playground: {stack.api_url}/)
   provider   {provider}
-  AWS (moto) {stack.moto_url}
+  AWS (moto) {stack.moto_url}   (bucket {bucket}; state lives in memory)
+  parameters {overridden}
 
   export DARKROOM_URL={stack.api_url}
   export DARKROOM_API_KEY={stack.api_keys["dev"]}   # tenant "dev"
   # a second tenant, to see that jobs are private: {stack.api_keys["dev-2"]}
 
+  darkroom generate "a lighthouse at dusk" --size 1536x1024 --out images/
   curl -s $DARKROOM_URL/v1/images/generations -H "Authorization: Bearer $DARKROOM_API_KEY" \\
-       -H 'content-type: application/json' -d '{{"prompt": "a lighthouse at dusk", "size": "1536x1024"}}'
-  # an edit, multipart as the openai SDK sends it:
-  curl -s $DARKROOM_URL/v1/images/edits -H "Authorization: Bearer $DARKROOM_API_KEY" \\
-       -F "image[]=@photo.png" -F prompt="make it a watercolour"
-  # or drop a file into the bucket (s3://{bucket}) under uploads/dev/drop/ with x-amz-meta-prompt
+       -H 'content-type: application/json' -H 'Prefer: wait=25' -d '{{"prompt": "a lighthouse at dusk"}}'
+  # AWS as the functions see it: aws --endpoint-url {stack.moto_url} s3 ls s3://{bucket}/outputs/dev/
 
 Ctrl-C stops it.""",
         flush=True,
     )
-    stop.wait()
-    print("stopping darkroom...", flush=True)
-    stack.stop()
-    LOCAL_STATE.unlink(missing_ok=True)
-    return 0
 
 
 def _remember_local_stack(stack: LocalStack) -> None:
@@ -71,27 +175,39 @@ def _remember_local_stack(stack: LocalStack) -> None:
     LOCAL_STATE.write_text(json.dumps({"api": stack.api_url, "environment": {n: os.environ[n] for n in names}}))
 
 
-def emulator(args: argparse.Namespace) -> int:
+@darkroom.command()
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+def emulator(port: int, host: str) -> None:
+    """Run the OpenAI Images API emulator alone."""
     from darkroom_local.emulator import serve
 
-    serve(args.port, args.host)
-    return 0
+    serve(port, host)
 
 
-LOCAL_STATE = Path(".darkroom") / "local.json"
+def _which_stack(table_output: str) -> Any:
+    """--table (a deployed stack's table, named by its output) or --local (the stack `darkroom run` is running)."""
+
+    def decorate(command: Any) -> Any:
+        command = click.option("--local", is_flag=True, help="The stack `darkroom run` is running.")(command)
+        return click.option("--table", help=f"A deployed stack's {table_output} output.")(command)
+
+    return decorate
 
 
-def _use_table(args: argparse.Namespace, variable: str, output: str) -> None:
+def _use_table(local: bool, table: str | None, variable: str, output: str) -> None:
     """Point darkroom at one of a stack's tables: a deployed stack's (--table, AWS credentials from the
     environment) or the running local stack's (--local, from the file `darkroom run` writes)."""
-    if args.local:
+    if local and table:
+        raise click.UsageError("--table and --local name two different stacks: give one")
+    if local:
         try:
             state = json.loads(LOCAL_STATE.read_text())
         except (OSError, ValueError):
             raise SystemExit(f"no local stack found ({LOCAL_STATE}): start one with `darkroom run`") from None
         os.environ.update(state["environment"])
-    elif args.table:
-        os.environ[variable] = args.table
+    elif table:
+        os.environ[variable] = table
     elif not os.environ.get(variable):
         raise SystemExit(f"name the table with --table (the stack's {output} output), or use --local")
     from darkroom import aws
@@ -99,98 +215,142 @@ def _use_table(args: argparse.Namespace, variable: str, output: str) -> None:
     aws.reset()
 
 
-def _use_keys_table(args: argparse.Namespace) -> None:
-    _use_table(args, "API_KEYS_TABLE", "ApiKeysTableName")
+@darkroom.group()
+def keys() -> None:
+    """API keys: create, list, revoke (deployed or local stack)."""
 
 
-def keys_create(args: argparse.Namespace) -> int:
-    _use_keys_table(args)
+@keys.command("create")
+@click.option("--tenant", required=True)
+@click.option("--name", default="", help="A label to recognise the key by.")
+@_which_stack("ApiKeysTableName")
+def keys_create(tenant: str, name: str, table: str | None, local: bool) -> None:
+    """Create a key and print it once."""
+    _use_table(local, table, "API_KEYS_TABLE", "ApiKeysTableName")
     from darkroom.tenants import create_api_key, hash_key, key_id
 
-    key = create_api_key(args.tenant, name=args.name)
+    key = create_api_key(tenant, name=name)
     print(key)
     print(
-        f"# {key_id(hash_key(key))}: the key for tenant {args.tenant!r}; stored only hashed, it cannot be shown again",
+        f"# {key_id(hash_key(key))}: the key for tenant {tenant!r}; stored only hashed, it cannot be shown again",
         file=sys.stderr,
     )
-    return 0
 
 
-def keys_list(args: argparse.Namespace) -> int:
-    _use_keys_table(args)
+@keys.command("list")
+@click.option("--tenant", default=None)
+@click.option("--json", "as_json", is_flag=True)
+@_which_stack("ApiKeysTableName")
+def keys_list(tenant: str | None, as_json: bool, table: str | None, local: bool) -> None:
+    """List keys (ids, never the keys)."""
+    _use_table(local, table, "API_KEYS_TABLE", "ApiKeysTableName")
     from darkroom.tenants import list_api_keys
 
-    records = list_api_keys(args.tenant)
-    if args.json:
+    records = list_api_keys(tenant)
+    if as_json:
         print(json.dumps([record.as_dict() for record in records], indent=2))
-        return 0
+        return
     print(f"{'ID':<21} {'TENANT':<20} {'STATUS':<8} {'CREATED':<25} NAME")
     for record in records:
         status = "revoked" if record.revoked_at else "active"
         print(f"{record.id:<21} {record.tenant:<20} {status:<8} {record.created_at:<25} {record.name}")
-    return 0
 
 
-def keys_revoke(args: argparse.Namespace) -> int:
-    _use_keys_table(args)
+@keys.command("revoke")
+@click.argument("key_id")
+@_which_stack("ApiKeysTableName")
+def keys_revoke(key_id: str, table: str | None, local: bool) -> None:
+    """Revoke a key by its id."""
+    _use_table(local, table, "API_KEYS_TABLE", "ApiKeysTableName")
     from darkroom.tenants import CACHE_TTL_S, revoke_api_key
 
     try:
-        record = revoke_api_key(args.key_id)
+        record = revoke_api_key(key_id)
     except KeyError:
-        print(f"no key {args.key_id}; `darkroom keys list` shows the ids", file=sys.stderr)
-        return 1
+        print(f"no key {key_id}; `darkroom keys list` shows the ids", file=sys.stderr)
+        sys.exit(1)
     print(f"revoked {record.id} of tenant {record.tenant!r}; it stops working within {CACHE_TTL_S:.0f} s")
-    return 0
 
 
-def tenants_set(args: argparse.Namespace) -> int:
+@darkroom.group()
+def tenants() -> None:
+    """Tenant quotas: show, set (deployed or local stack)."""
+
+
+@tenants.command("show")
+@click.argument("tenant")
+@_which_stack("TenantsTableName")
+def tenants_show(tenant: str, table: str | None, local: bool) -> None:
+    """A tenant's quotas and budget."""
+    _use_table(local, table, "TENANTS_TABLE", "TenantsTableName")
+    _show_tenant(tenant)
+
+
+@tenants.command("set")
+@click.argument("tenant")
+@click.option("--max-in-flight", type=int, help="Jobs accepted and not ended (0: no limit).")
+@click.option("--per-minute", type=int, help="Submissions a minute (0: no limit).")
+@click.option("--budget", help="USD a calendar month (UTC).")
+@click.option(
+    "--default",
+    "defaults",
+    multiple=True,
+    type=click.Choice(["max_in_flight", "submits_per_minute", "monthly_budget_usd"]),
+    help="Drop the tenant's own value: the deployment's default applies.",
+)
+@_which_stack("TenantsTableName")
+def tenants_set(
+    tenant: str,
+    max_in_flight: int | None,
+    per_minute: int | None,
+    budget: str | None,
+    defaults: tuple[str, ...],
+    table: str | None,
+    local: bool,
+) -> None:
     """Set (or, with --default, drop) one tenant's own quotas; the deployment's defaults apply to the rest."""
-    from decimal import Decimal, InvalidOperation
-
-    values: dict[str, int | Decimal | None] = {name: None for name in args.default or []}
-    for name, count in (("max_in_flight", args.max_in_flight), ("submits_per_minute", args.per_minute)):
+    values: dict[str, int | Decimal | None] = {name: None for name in defaults}
+    for name, count in (("max_in_flight", max_in_flight), ("submits_per_minute", per_minute)):
         if count is not None:
             if count < 0:
                 raise SystemExit(f"--{name.replace('_', '-')} is a whole number, 0 for no limit")
             values[name] = count
-    if args.budget is not None:
+    if budget is not None:
         try:
-            budget = Decimal(args.budget).quantize(Decimal("0.01"))
+            amount = Decimal(budget).quantize(Decimal("0.01"))
         except InvalidOperation:
-            budget = Decimal(-1)
-        if not budget.is_finite() or budget < 0:
+            amount = Decimal(-1)
+        if not amount.is_finite() or amount < 0:
             raise SystemExit("--budget is USD, e.g. 250 or 99.50")
-        values["monthly_budget_usd"] = budget
-    _use_table(args, "TENANTS_TABLE", "TenantsTableName")
+        values["monthly_budget_usd"] = amount
+    _use_table(local, table, "TENANTS_TABLE", "TenantsTableName")
     from darkroom import quotas
 
-    quotas.set_limits(args.tenant, **values)
-    return _show_tenant(args.tenant)
+    quotas.set_limits(tenant, **values)
+    _show_tenant(tenant)
 
 
-def tenants_show(args: argparse.Namespace) -> int:
-    _use_table(args, "TENANTS_TABLE", "TenantsTableName")
-    return _show_tenant(args.tenant)
-
-
-def _show_tenant(tenant: str) -> int:
+def _show_tenant(tenant: str) -> None:
     from darkroom import quotas
 
     limits = quotas.limits_for(tenant)
-    print(
-        json.dumps(
-            {"tenant": tenant, **limits.as_dict(), "budget": quotas.budget_state(tenant, quotas.month_of())},
-            indent=2,
-        )
-    )
-    return 0
+    state = {"tenant": tenant, **limits.as_dict(), "budget": quotas.budget_state(tenant, quotas.month_of())}
+    print(json.dumps(state, indent=2))
 
 
-def webhooks_listen(args: argparse.Namespace) -> int:
+@darkroom.group()
+def webhooks() -> None:
+    """Webhooks: a local receiver that verifies deliveries."""
+
+
+@webhooks.command("listen")
+@click.option("--port", type=click.IntRange(0, 65535), required=True)
+@click.option("--secret", required=True, help="The whsec_ secret (GET /v1/webhooks/secret).")
+def webhooks_listen(port: int, secret: str) -> None:
+    """Receive, verify and print deliveries on 127.0.0.1."""
     from darkroom_local.webhook_listener import WebhookListener
 
-    listener = WebhookListener(args.port, args.secret, show=lambda line: print(line, flush=True))
+    listener = WebhookListener(port, secret, show=lambda line: print(line, flush=True))
     print(f"listening on {listener.url}; deliveries are verified with the given secret. Ctrl-C stops.", flush=True)
     try:
         listener.serve_forever()
@@ -198,74 +358,25 @@ def webhooks_listen(args: argparse.Namespace) -> int:
         pass
     finally:
         listener.server_close()
-    return 0
-
-
-def _which_stack(table_output: str) -> argparse.ArgumentParser:
-    """--table (a deployed stack's table, named by its output) or --local (the stack `darkroom run` is running)."""
-    parent = argparse.ArgumentParser(add_help=False)
-    where = parent.add_mutually_exclusive_group()
-    where.add_argument("--table", help=f"a deployed stack's {table_output} output")
-    where.add_argument("--local", action="store_true", help="the stack `darkroom run` is running")
-    return parent
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="darkroom", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    run_parser = commands.add_parser("run", help="run the whole pipeline locally (DARKROOM_PORT, default 3000)")
-    run_parser.add_argument("--port", type=int, default=None)
-    run_parser.set_defaults(func=run)
-
-    emulator_parser = commands.add_parser("emulator", help="run the OpenAI Images API emulator alone")
-    emulator_parser.add_argument("--port", type=int, default=8080)
-    emulator_parser.add_argument("--host", default="127.0.0.1")
-    emulator_parser.set_defaults(func=emulator)
-
-    keys_parser = commands.add_parser("keys", help="API keys: create, list, revoke (deployed or local stack)")
-    keys_commands = keys_parser.add_subparsers(dest="keys_command", required=True)
-    table = _which_stack("ApiKeysTableName")
-    create_parser = keys_commands.add_parser("create", parents=[table], help="create a key and print it once")
-    create_parser.add_argument("--tenant", required=True)
-    create_parser.add_argument("--name", default="", help="a label to recognise the key by")
-    create_parser.set_defaults(func=keys_create)
-    list_parser = keys_commands.add_parser("list", parents=[table], help="list keys (ids, never the keys)")
-    list_parser.add_argument("--tenant", default=None)
-    list_parser.add_argument("--json", action="store_true")
-    list_parser.set_defaults(func=keys_list)
-    revoke_parser = keys_commands.add_parser("revoke", parents=[table], help="revoke a key by its id")
-    revoke_parser.add_argument("key_id")
-    revoke_parser.set_defaults(func=keys_revoke)
-
-    tenants_parser = commands.add_parser("tenants", help="tenant quotas: show, set (deployed or local stack)")
-    tenants_commands = tenants_parser.add_subparsers(dest="tenants_command", required=True)
-    tenants_table = _which_stack("TenantsTableName")
-    show_parser = tenants_commands.add_parser("show", parents=[tenants_table], help="a tenant's quotas and budget")
-    show_parser.add_argument("tenant")
-    show_parser.set_defaults(func=tenants_show)
-    set_parser = tenants_commands.add_parser("set", parents=[tenants_table], help="set a tenant's own quotas")
-    set_parser.add_argument("tenant")
-    set_parser.add_argument("--max-in-flight", type=int, help="jobs accepted and not ended (0: no limit)")
-    set_parser.add_argument("--per-minute", type=int, help="submissions a minute (0: no limit)")
-    set_parser.add_argument("--budget", help="USD a calendar month (UTC)")
-    set_parser.add_argument(
-        "--default",
-        action="append",
-        choices=["max_in_flight", "submits_per_minute", "monthly_budget_usd"],
-        help="drop the tenant's own value: the deployment's default applies",
-    )
-    set_parser.set_defaults(func=tenants_set)
-
-    webhooks_parser = commands.add_parser("webhooks", help="webhooks: a local receiver that verifies deliveries")
-    webhooks_commands = webhooks_parser.add_subparsers(dest="webhooks_command", required=True)
-    listen_parser = webhooks_commands.add_parser("listen", help="receive, verify and print deliveries on 127.0.0.1")
-    listen_parser.add_argument("--port", type=int, required=True)
-    listen_parser.add_argument("--secret", required=True, help="the whsec_ secret (GET /v1/webhooks/secret)")
-    listen_parser.set_defaults(func=webhooks_listen)
-
-    args = parser.parse_args(argv)
-    return int(args.func(args))
+    """The command's exit code: what it returned or exited with; 2 for a usage error, as Click says it."""
+    try:
+        result = darkroom.main(args=argv, prog_name="darkroom", standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 1
+    except click.exceptions.Exit as exc:  # --help
+        return int(exc.exit_code)
+    except SystemExit as exc:
+        if isinstance(exc.code, int):
+            return exc.code
+        raise  # a message for the user: the interpreter prints it and exits 1
+    return int(result or 0)
 
 
 if __name__ == "__main__":

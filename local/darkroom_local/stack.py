@@ -43,6 +43,8 @@ def free_port() -> int:
 @dataclass
 class StackConfig:
     port: int = 3000
+    # moto's server (the local AWS); 0: any free port.
+    aws_port: int = 0
     # "emulator" (default) or "openai" (needs OPENAI_API_KEY; real calls, real bills).
     provider: str = "emulator"
     api_key: str | None = None
@@ -59,6 +61,8 @@ class StackConfig:
     trail: bool = False
     # Run scheduled functions this often instead of at their template rate (tests cannot wait a minute).
     schedule_interval_s: float | None = None
+    # Refuse parameter values CloudFormation would refuse (`darkroom run` does unless told --unchecked).
+    check_parameters: bool = False
 
     @classmethod
     def from_env(cls) -> StackConfig:
@@ -72,7 +76,9 @@ class StackConfig:
 class LocalStack:
     def __init__(self, config: StackConfig | None = None) -> None:
         self.config = config or StackConfig()
-        self.template = LocalTemplate({**LOCAL_PARAMETERS, **self.config.parameters})
+        self.template = LocalTemplate(
+            {**LOCAL_PARAMETERS, **self.config.parameters}, checked=self.config.check_parameters
+        )
         self.template.check_rules()  # the stack CloudFormation would refuse is refused here too
         self.emulator: Emulator | None = None
         self.front: ApiFront | None = None
@@ -105,7 +111,7 @@ class LocalStack:
         watch_writes(self.trail.dynamodb_write if self.trail else None)
         provider_base_url, provider_key = self._provider()
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request otherwise
-        moto_port = free_port()
+        moto_port = self.config.aws_port or free_port()
         self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=moto_port, verbose=False)
         self._moto.start()
         self.moto_url = f"http://127.0.0.1:{moto_port}"

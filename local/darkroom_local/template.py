@@ -55,6 +55,28 @@ def _parsed(text: str) -> dict[str, Any]:
     return dict(yaml.load(text, Loader=_CfnLoader))
 
 
+def parameter_problem(name: str, value: str, spec: dict[str, Any]) -> str | None:
+    """What CloudFormation would refuse in a parameter's value, as one sentence; None when it takes it."""
+    if spec.get("AllowedValues") and value not in [str(v) for v in spec["AllowedValues"]]:
+        return f"{name} must be one of {', '.join(str(v) for v in spec['AllowedValues'])}, not {value!r}"
+    if spec.get("Type") == "Number":
+        try:
+            number = float(value)
+        except ValueError:
+            return f"{name} must be a number, not {value!r}"
+        if "MinValue" in spec and number < float(spec["MinValue"]):
+            return f"{name} must be at least {spec['MinValue']}, not {value}"
+        if "MaxValue" in spec and number > float(spec["MaxValue"]):
+            return f"{name} must be at most {spec['MaxValue']}, not {value}"
+    if "AllowedPattern" in spec and not re.fullmatch(spec["AllowedPattern"], value):
+        return f"{name}={value!r}: {spec.get('ConstraintDescription', 'must match ' + spec['AllowedPattern'])}"
+    if "MaxLength" in spec and len(value) > int(spec["MaxLength"]):
+        return f"{name} must be at most {spec['MaxLength']} characters"
+    if "MinLength" in spec and len(value) < int(spec["MinLength"]):
+        return f"{name} must be at least {spec['MinLength']} characters"
+    return None
+
+
 @dataclass
 class FunctionSpec:
     logical_id: str
@@ -70,13 +92,24 @@ class FunctionSpec:
 class LocalTemplate:
     """template.yaml with parameters applied; `attributes` maps logical ids to their physical values once created."""
 
-    def __init__(self, parameters: dict[str, str] | None = None, path: Path = TEMPLATE) -> None:
+    def __init__(
+        self, parameters: dict[str, str] | None = None, path: Path = TEMPLATE, *, checked: bool = False
+    ) -> None:
+        """`checked`: refuse values CloudFormation would refuse (AllowedValues, MinValue...). darkroom's own tests
+        leave it off to run with waits shorter than a deployment allows."""
         self.doc = load_template(path)
         self.parameters = {name: str(spec.get("Default", "")) for name, spec in self.doc.get("Parameters", {}).items()}
         unknown = set(parameters or {}) - set(self.parameters)
         if unknown:
             raise ValueError(f"template.yaml has no parameter(s) {sorted(unknown)}")
         self.parameters.update({k: str(v) for k, v in (parameters or {}).items()})
+        problems = [
+            problem
+            for name, value in (parameters or {}).items()
+            if checked and (problem := parameter_problem(name, str(value), self.doc["Parameters"][name]))
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
         self.pseudo = {
             "AWS::Region": "us-east-1",
             "AWS::AccountId": "123456789012",

@@ -23,10 +23,23 @@ def darkroom_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "darkroom_local.cli"]
 
 
-def start_run(port: int, cwd: Path | None = None, **env: str) -> tuple[subprocess.Popen[str], str]:
-    env = {**os.environ, "DARKROOM_PORT": str(port), "POWERTOOLS_LOG_LEVEL": "WARNING", **env}
+def start_run(
+    port: int, cwd: Path | None = None, arguments: tuple[str, ...] = (), **env: str
+) -> tuple[subprocess.Popen[str], str]:
+    env = {
+        **os.environ,
+        "DARKROOM_PORT": str(port),
+        "DARKROOM_AWS_PORT": str(free_port()),
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+        **env,
+    }
     process = subprocess.Popen(
-        [*darkroom_command(), "run"], env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [*darkroom_command(), "run", *arguments],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     assert process.stdout is not None
     output = ""
@@ -41,11 +54,23 @@ def start_run(port: int, cwd: Path | None = None, **env: str) -> tuple[subproces
 
 def test_run_serves_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
-    process, output = start_run(port, tmp_path, DARKROOM_API_KEY="dr_e2e_fixed_key")
+    # Given template parameters overridden in both of sam deploy's syntaxes
+    arguments = ("--parameter-overrides", "ModerationMode=prompt", "ParameterKey=OutputRetentionDays,ParameterValue=3")
+    process, output = start_run(port, tmp_path, arguments, DARKROOM_API_KEY="dr_e2e_fixed_key")
     try:
         assert f"API        http://127.0.0.1:{port}" in output, output
         assert "export DARKROOM_API_KEY=dr_e2e_fixed_key" in output
         assert re.search(r"second tenant.*dr_", output)
+        assert "parameters ModerationMode=prompt OutputRetentionDays=3" in output
+
+        # A second `darkroom run` on the same port says so in one line, and exits at once
+        started = time.monotonic()
+        second = subprocess.run(
+            [*darkroom_command(), "run", "--port", str(port)], capture_output=True, text=True, timeout=60
+        )
+        assert second.returncode == 1 and time.monotonic() - started < 10
+        assert second.stdout == "" and second.stderr.count("\n") == 1, second.stderr
+        assert f"port {port} is already in use" in second.stderr
 
         headers = {"Authorization": "Bearer dr_e2e_fixed_key"}
         assert httpx.get(f"http://127.0.0.1:{port}/health").json() == {"status": "ok"}
@@ -60,6 +85,14 @@ def test_run_serves_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
                 break
             time.sleep(0.1)
         assert status == "succeeded"
+        # The override took effect: the moderation pre-check refuses a flagged prompt
+        flagged = httpx.post(
+            f"http://127.0.0.1:{port}/v1/images/generations",
+            headers={**headers, "Prefer": "wait=20"},
+            json={"prompt": "[flag] something"},
+            timeout=30,
+        )
+        assert flagged.status_code == 400 and flagged.json()["error"]["code"] == "moderation_flagged"
 
         # An operator in another terminal manages the running stack's keys
         keys = [*darkroom_command(), "keys"]
@@ -102,3 +135,19 @@ def test_sigterm_with_a_provider_call_under_way_stops_promptly() -> None:
         process.communicate(timeout=60)
     assert process.returncode == 0
     assert time.monotonic() - started < 20
+
+
+@pytest.mark.parametrize(
+    ("arguments", "environment", "said"),
+    [
+        (("--parameter-overrides", "NoSuchParameter=1"), "", "no parameter(s) ['NoSuchParameter']"),
+        (("--parameter-overrides", "ProviderTimeoutSeconds"), "", "expected Name=Value"),
+        ((), "ProviderTimeoutSeconds=5", "ProviderTimeoutSeconds must be one of 60"),
+    ],
+)
+def test_a_refused_parameter_is_one_line_and_exit_2(arguments: tuple[str, ...], environment: str, said: str) -> None:
+    env = {**os.environ, "DARKROOM_PARAMETER_OVERRIDES": environment}
+    command = [*darkroom_command(), "run", *arguments]
+    refused = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and said in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr
