@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := --quiet --disable-pip-version-check
 
 .DEFAULT_GOAL := help
-.PHONY: help install run emulator test lint unit integration e2e fault bench template clean
+.PHONY: help install run emulator test lint browser unit integration e2e fault bench template clean
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -40,7 +40,7 @@ emulator: install ## Run only the OpenAI Images API emulator (PORT, default 8080
 # is bound by its one core, so the fault runs take one process while the rest of the suite takes the other.
 TEST_PROCESSES ?= 2
 
-test: lint ## Everything CI runs: lint, then unit, integration, end-to-end and fault tests with coverage
+test: lint browser ## Everything CI runs: lint, then unit, integration, end-to-end, browser and fault tests, with coverage
 	$(PY) -m pytest -q -n $(TEST_PROCESSES) --dist loadfile --cov --cov-report=term
 
 lint: install template $(CHECKOV)/.installed ## ruff, mypy, the template through aws-sam-translator, cfn-lint and checkov
@@ -52,6 +52,13 @@ lint: install template $(CHECKOV)/.installed ## ruff, mypy, the template through
 template: $(TOOLS)/.installed ## Transform template.yaml and lint the result
 	$(TOOLS)/bin/python local/transform_template.py template.yaml build/template.cfn.json
 	$(TOOLS)/bin/cfn-lint build/template.cfn.json
+
+# The playground's browser test drives Debian's chromium through its chromedriver: installed here when missing.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser: ## Install Debian's chromium and chromium-driver when missing
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 unit: install ## Unit tests only (no servers)
 	$(PY) -m pytest -q tests/unit

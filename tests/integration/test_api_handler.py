@@ -101,6 +101,8 @@ def test_health_and_openapi_need_no_key(stack: LocalStack) -> None:
     status, document = call(stack, http_event("GET", "/openapi.json"))
     assert status == 200 and document["openapi"].startswith("3.")
     assert set(document["paths"]) == {
+        "/",
+        "/v1/models",
         "/health",
         "/openapi.json",
         "/v1/images/generations",

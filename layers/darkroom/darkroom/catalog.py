@@ -125,3 +125,41 @@ def parse_size(size: str) -> tuple[int, int] | None:
     """`WxH` as integers, or None for `auto` and anything that is not `WxH`."""
     match = SIZE_PATTERN.fullmatch(size)
     return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def describe_models() -> list[dict[str, object]]:
+    """The model table as clients see it (GET /v1/models, in OpenAI's list shape): what each model takes, so a form
+    built from it offers nothing the API refuses."""
+    described: list[dict[str, object]] = []
+    for spec in MODELS.values():
+        described.append(
+            {
+                "id": spec.name,
+                "object": "model",
+                "owned_by": "openai",
+                "default": spec.name == DEFAULT_MODEL,
+                "qualities": list(spec.qualities),
+                "sizes": ["auto", *STANDARD_SIZES],
+                # Any WxH within these, on models that take custom sizes.
+                "custom_sizes": {
+                    "multiple_of": SIZE_MULTIPLE,
+                    "max_edge": MAX_EDGE,
+                    "max_aspect": MAX_ASPECT,
+                    "min_pixels": MIN_PIXELS,
+                    "max_pixels": MAX_PIXELS,
+                }
+                if spec.flexible_sizes
+                else None,
+                "output_formats": list(OUTPUT_FORMATS),
+                # Transparency needs a format with alpha.
+                "backgrounds": ["auto", "opaque", *(["transparent"] if spec.transparent_background else [])],
+                "transparent_formats": ["png", "webp"],
+                "max_n": 10,
+                "edits": {
+                    "max_images": MAX_EDIT_IMAGES,
+                    "input_fidelities": list(spec.input_fidelities),
+                    "markup": spec.markup,
+                },
+            }
+        )
+    return described

@@ -80,6 +80,9 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
 
     def to_event(self) -> dict[str, Any]:
+        if isinstance(self.body, str):  # a page, whose headers carry its own content type
+            headers = {"content-type": "text/plain; charset=utf-8", **self.headers}
+            return {"statusCode": self.status, "headers": headers, "body": self.body, "isBase64Encoded": False}
         # UTF-8 rather than \u escapes: a non-Latin prompt would otherwise take up to six times the bytes. But a
         # client's own text echoed in an error may hold a lone surrogate, which has no UTF-8: then escape it all.
         body = json.dumps(self.body, ensure_ascii=False)

@@ -43,6 +43,20 @@ def health(request: Request) -> Response:
     return Response(200, {"status": "ok"})
 
 
+@router.route("GET", "/", summary="The playground: a page to try darkroom with a key.", public=True)
+def playground(request: Request) -> Response:
+    from darkroom.api.playground import page
+
+    return page()
+
+
+@router.route("GET", "/v1/models", summary="The models darkroom takes and what each allows (OpenAI's list shape).")
+def list_models(request: Request) -> Response:
+    from darkroom.catalog import describe_models
+
+    return Response(200, {"object": "list", "data": describe_models()})
+
+
 @router.route("GET", "/openapi.json", summary="This API's OpenAPI 3.1 document.", public=True)
 def openapi(request: Request) -> Response:
     from darkroom.api.openapi import openapi_document
