@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mimetypes
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -136,8 +137,10 @@ class Client:
         """Each output saved as {job id}-{index}.{ext} in `folder`."""
         folder.mkdir(parents=True, exist_ok=True)
         paths = []
+        # Names from darkroom's answer are never trusted as paths: an id of letters, digits and _, a known extension.
+        stem = re.sub(r"[^A-Za-z0-9_]", "_", str(job["id"]))[:64]
         for index, output in enumerate(job["outputs"]):
-            path = folder / f"{job['id']}-{index}.{EXTENSIONS.get(output['format'], output['format'])}"
+            path = folder / f"{stem}-{index}.{EXTENSIONS.get(output.get('format'), 'img')}"
             try:
                 with httpx.stream("GET", output["url"], timeout=120) as answer:
                     if answer.status_code != 200:

@@ -18,7 +18,7 @@ from PIL import Image
 from darkroom import aws
 from darkroom.api import openai_answers
 from darkroom.errors import InvalidRequest
-from darkroom.jobs.store import Job
+from darkroom.jobs.store import Job, JobStore
 from darkroom.jobs.waiting import MAX_WAIT_S, look_times, requested_wait
 from darkroom_local.stack import LocalStack
 from tests.pipeline import call_api, deliver, queue_url, receive
@@ -232,3 +232,25 @@ def test_outputs_too_large_to_inline_come_as_links(stack: LocalStack) -> None:
     body = openai_answers.images_response(_ended("succeeded", outputs=big))
     assert [set(item) for item in body["data"]] == [{"url"}, {"url"}]
     assert body["size"] == "2048x2048" and "job_x/1.png" in body["data"][1]["url"]
+
+
+def test_a_read_failing_mid_wait_answers_the_accepted_job(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The job is accepted before the wait: a storage error then must not read as "not accepted, send it again"
+    def unreadable(self: JobStore, job_id: str) -> str:
+        raise RuntimeError("DynamoDB is having a bad day")
+
+    monkeypatch.setattr(JobStore, "status_of", unreadable)
+    thread, answer = submit_waiting(stack, {"prompt": "a cat in a storm"}, "wait=5")
+    thread.join(10)
+    assert answer["statusCode"] == 202 and response_json(answer)["status"] == "queued"
+    assert answer["elapsed_s"] < 2
+
+
+def test_outputs_unreadable_for_inline_come_as_links(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> None:
+    def unreadable(key: str) -> str:
+        raise RuntimeError("S3 is having a bad day")
+
+    monkeypatch.setattr(openai_answers, "_base64_of", unreadable)
+    small = [{"key": "outputs/dev/job_x/0.png", "format": "png", "width": 1024, "height": 1024, "bytes": 1000}]
+    body = openai_answers.images_response(_ended("succeeded", outputs=small))
+    assert [set(item) for item in body["data"]] == [{"url"}]

@@ -10,6 +10,7 @@ from typing import Any
 from darkroom import aws, storage
 from darkroom.api.http import Response
 from darkroom.jobs.store import Job
+from darkroom.observability import logger
 from darkroom.settings import settings
 
 # Lambda answers at most 6 MB: images go inline as base64 up to this much of it, else all of them as links.
@@ -51,17 +52,26 @@ def ended_job_answer(job: Job, headers: dict[str, str]) -> Response:
 
 def images_response(job: Job) -> dict[str, Any]:
     outputs = job.outputs
-    inline = sum(4 * ((o["bytes"] + 2) // 3) for o in outputs) <= INLINE_BUDGET_BYTES
     first = outputs[0] if outputs else {}
     return {
         "created": int(datetime.fromisoformat(job.completed_at or job.created_at).timestamp()),
-        "data": [{"b64_json": _base64_of(o["key"])} if inline else {"url": storage.presign(o["key"])} for o in outputs],
+        "data": _images(outputs),
         "usage": job.usage,
         "size": f"{first['width']}x{first['height']}" if first else job.request.get("size"),
         "quality": job.request.get("quality", "auto"),
         "output_format": first.get("format", job.request.get("output_format", "png")),
         "background": job.request.get("background", "auto"),
     }
+
+
+def _images(outputs: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """All inline, or all as links: when they would not fit, or storage could not be read (links need no call)."""
+    if sum(4 * ((o["bytes"] + 2) // 3) for o in outputs) <= INLINE_BUDGET_BYTES:
+        try:
+            return [{"b64_json": _base64_of(o["key"])} for o in outputs]
+        except Exception:
+            logger.warning("outputs could not be read for an inline answer; sending links", exc_info=True)
+    return [{"url": storage.presign(o["key"])} for o in outputs]
 
 
 def _base64_of(key: str) -> str:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from darkroom.errors import InvalidRequest
 from darkroom.jobs.store import Job, JobStore
+from darkroom.observability import logger
 
 # API Gateway gives an integration 30 s; the rest is for accepting the job before and answering after.
 MAX_WAIT_S = 25
@@ -65,14 +66,22 @@ def wait_for_end(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Job:
-    """The job once it has ended, or as it stands at the deadline (`seconds` from now)."""
+    """The job once it has ended, or as it stands at the deadline (`seconds` from now). The job is accepted by now:
+    a read that fails ends the wait with the job as last read (a 202), never an error that would invite the client
+    to submit it again."""
     if job.terminal or seconds <= 0:
         return job
     start = clock()
-    for at in look_times(seconds):
-        delay = start + at - clock()
-        if delay > 0:
-            sleep(delay)
-        if store.status_of(job.id) in ("succeeded", "failed", "canceled"):
-            return store.get(job.id) or job
-    return store.get(job.id) or job
+    try:
+        for at in look_times(seconds):
+            delay = start + at - clock()
+            if delay > 0:
+                sleep(delay)
+            if store.status_of(job.id) in ("succeeded", "failed", "canceled"):
+                return store.get(job.id) or job
+        return store.get(job.id) or job
+    except Exception:
+        logger.warning(
+            "waiting for a job stopped: its status could not be read", exc_info=True, extra={"job_id": job.id}
+        )
+        return job
