@@ -106,6 +106,11 @@ def follow_and_save(client: Client, job: dict[str, Any], out: Path, timeout_s: f
     return JOB_FAILED if job["status"] in TERMINAL else STILL_RUNNING
 
 
+def _given(**options: Any) -> dict[str, Any]:
+    """The options the user gave: the rest are left to darkroom's defaults."""
+    return {name: value for name, value in options.items() if value is not None}
+
+
 def _progress(job: dict[str, Any], started: float) -> str:
     provider = job.get("provider") or {}
     where = f" on {provider.get('route')}" if provider.get("route") else ""
@@ -141,13 +146,8 @@ def generate(
     api_key: str | None,
 ) -> None:
     """Generate images from PROMPT, follow the job, and write the images to --out."""
-    body: dict[str, Any] = {"prompt": prompt, "model": model, "n": n}
-    for name, value in (("size", size), ("quality", quality), ("output_format", output_format)):
-        if value is not None:
-            body[name] = value
-    for name, value in (("background", background), ("provider", provider)):
-        if value is not None:
-            body[name] = value
+    body = {"prompt": prompt, "model": model, "n": n, **_given(size=size, quality=quality, output_format=output_format)}
+    body.update(_given(background=background, provider=provider))
     with reporting_errors(), Settings(url, api_key).client() as client:
         job = client.generate(body, idempotency_key=idempotency_key)
         sys.exit(follow_and_save(client, job, out, timeout, as_json))
@@ -180,10 +180,7 @@ def edit(
     """Edit IMAGES (1-16 files) as --prompt says; files over 3 MB in all go through presigned uploads."""
     if len(images) > catalog.MAX_EDIT_IMAGES:
         raise click.BadParameter(f"at most {catalog.MAX_EDIT_IMAGES} images", param_hint="IMAGES")
-    fields: dict[str, Any] = {"prompt": prompt, "model": model}
-    for name, value in (("size", size), ("quality", quality), ("output_format", output_format)):
-        if value is not None:
-            fields[name] = value
+    fields = {"prompt": prompt, "model": model, **_given(size=size, quality=quality, output_format=output_format)}
     with reporting_errors(), Settings(url, api_key).client() as client:
         job = client.edit(list(images), mask, fields)
         sys.exit(follow_and_save(client, job, out, timeout, as_json))
