@@ -3,11 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 TOOLS := .venv-tools
 CHECKOV := .venv-checkov
+DEPLOY := .venv-deploy
 PY := $(VENV)/bin/python
 PIP := --quiet --disable-pip-version-check
 
 .DEFAULT_GOAL := help
-.PHONY: help install run emulator test lint browser unit integration e2e fault bench template clean
+.PHONY: help install run emulator test lint browser unit integration e2e fault bench template build deploy clean
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -23,6 +24,11 @@ $(VENV)/.installed: requirements-dev.txt layers/darkroom/requirements.txt pyproj
 $(TOOLS)/.installed: requirements-tools.txt
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/python -m pip install $(PIP) -r requirements-tools.txt
+	touch $@
+
+$(DEPLOY)/.installed: requirements-deploy.txt requirements-tools.txt
+	$(PYTHON) -m venv $(DEPLOY)
+	$(DEPLOY)/bin/python -m pip install $(PIP) -r requirements-deploy.txt
 	touch $@
 
 $(CHECKOV)/.installed: requirements-checkov.txt
@@ -53,6 +59,17 @@ template: $(TOOLS)/.installed ## Transform template.yaml and lint the result
 	$(TOOLS)/bin/python local/transform_template.py template.yaml build/template.cfn.json
 	$(TOOLS)/bin/cfn-lint build/template.cfn.json
 
+# sam build without a container: the runtime's Python (found, or installed with pyenv or uv) goes first on PATH, and
+# aws-lambda-builders fetches the layer's manylinux aarch64 wheels for it.
+CONFIG_ENV ?= dev
+build: install template $(DEPLOY)/.installed ## sam build: the layer and the functions for arm64 into .aws-sam/build
+	@runtime_dir=$$($(PY) -m darkroom_local.deploy runtime-dir) || exit 1; \
+	  PATH="$$runtime_dir:$$PATH" $(DEPLOY)/bin/sam build --template-file template.yaml
+
+deploy: build ## sam deploy with samconfig.toml's CONFIG_ENV (dev, or prod); needs AWS credentials and a region
+	@$(PY) -m darkroom_local.deploy credentials
+	$(DEPLOY)/bin/sam deploy --config-env $(CONFIG_ENV)
+
 # The playground's browser test drives Debian's chromium through its chromedriver: installed here when missing.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 browser: ## Install Debian's chromium and chromium-driver when missing
@@ -74,4 +91,4 @@ bench: install ## Cold-start ratios against a boto3-only baseline; the shared ra
 	$(PY) bench/traffic.py
 
 clean: ## Remove environments and build output
-	rm -rf $(VENV) $(TOOLS) $(CHECKOV) build .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage .coverage.*
+	rm -rf $(VENV) $(TOOLS) $(CHECKOV) $(DEPLOY) build .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage .coverage.*
