@@ -65,8 +65,9 @@ def parse_parameter_overrides(texts: list[str]) -> dict[str, str]:
     "--parameter-overrides",
     "overrides",
     multiple=True,
-    envvar="DARKROOM_PARAMETER_OVERRIDES",
-    help="template.yaml parameters, as sam deploy takes them: 'ProviderTimeoutSeconds=20 ModerationMode=prompt'.",
+    # DARKROOM_PARAMETER_OVERRIDES is read in `run` as one string: Click would split it on spaces, quotes and all.
+    help="template.yaml parameters, as sam deploy takes them: 'ProviderTimeoutSeconds=20 ModerationMode=prompt' "
+    "(also DARKROOM_PARAMETER_OVERRIDES).",
 )
 @click.option(
     "--aws-port",
@@ -92,7 +93,9 @@ def run(
     config.aws_port = (port + 1 if port else 0) if aws_port is None else aws_port
     for taken in (p for p in (config.port, config.aws_port) if p and not _port_free(p)):
         _port_busy(taken)
-    config.parameters = parse_parameter_overrides([*overrides, *more_overrides])
+    given = [*overrides, *more_overrides]
+    from_env = os.environ.get("DARKROOM_PARAMETER_OVERRIDES", "")
+    config.parameters = parse_parameter_overrides(given or ([from_env] if from_env.strip() else []))
     config.check_parameters = not unchecked
     try:
         stack = LocalStack(config)

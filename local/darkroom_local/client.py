@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mimetypes
+import os
 import re
 import time
 from collections.abc import Callable
@@ -63,14 +64,27 @@ class Client:
         try:
             body = answer.json()
         except ValueError:
-            body = {"message": answer.text[:200]}
+            body = None
         if answer.status_code >= 400:
-            raise ApiError(answer.status_code, body)
+            raise ApiError(answer.status_code, body if isinstance(body, dict) else {"message": answer.text[:200]})
+        if not 200 <= answer.status_code < 300 or not isinstance(body, dict):
+            # A redirect, a proxy's or portal's page: not darkroom's API, whatever its status says
+            kind = answer.headers.get("content-type", "no content type").split(";")[0]
+            raise Unreachable(
+                f"{self.url} answered HTTP {answer.status_code} ({kind}), not darkroom's API: check DARKROOM_URL"
+            )
         return body
+
+    def _job(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """A job document, checked for what the CLI reads of every job."""
+        job = self._call(method, path, **kwargs)
+        if not isinstance(job.get("id"), str) or not isinstance(job.get("status"), str):
+            raise Unreachable(f"{self.url} answered {path} without a job in it: check DARKROOM_URL")
+        return dict(job)
 
     def generate(self, body: dict[str, Any], *, idempotency_key: str | None = None) -> dict[str, Any]:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        return dict(self._call("POST", "/v1/images/generations", json=body, headers=headers))
+        return self._job("POST", "/v1/images/generations", json=body, headers=headers)
 
     def edit(self, images: list[Path], mask: Path | None, fields: dict[str, Any]) -> dict[str, Any]:
         """Inline multipart when the files are small, else an upload whose files go straight to storage."""
@@ -80,10 +94,8 @@ class Client:
             if mask:
                 parts.append(("mask", _part(mask)))
             form = {k: str(v) for k, v in fields.items()}
-            return dict(self._call("POST", "/v1/images/edits", data=form, files=parts))
-        opened = dict(
-            self._call("POST", "/v1/uploads", json={**fields, "files": {"images": len(images), "mask": bool(mask)}})
-        )
+            return self._job("POST", "/v1/images/edits", data=form, files=parts)
+        opened = self._job("POST", "/v1/uploads", json={**fields, "files": {"images": len(images), "mask": bool(mask)}})
         by_field = {f"image[{i}]": path for i, path in enumerate(images)}
         if mask:
             by_field["mask"] = mask
@@ -104,14 +116,14 @@ class Client:
         return opened
 
     def job(self, job_id: str) -> dict[str, Any]:
-        return dict(self._call("GET", f"/v1/jobs/{job_id}"))
+        return self._job("GET", f"/v1/jobs/{job_id}")
 
     def jobs(self, *, status: str | None, limit: int) -> dict[str, Any]:
         params: dict[str, Any] = {"limit": limit, **({"status": status} if status else {})}
         return dict(self._call("GET", "/v1/jobs", params=params))
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        return dict(self._call("DELETE", f"/v1/jobs/{job_id}"))
+        return self._job("DELETE", f"/v1/jobs/{job_id}")
 
     def follow(
         self,
@@ -134,22 +146,29 @@ class Client:
             gap = min(gap * 1.5, 2.0)
 
     def download(self, job: dict[str, Any], folder: Path) -> list[Path]:
-        """Each output saved as {job id}-{index}.{ext} in `folder`."""
-        folder.mkdir(parents=True, exist_ok=True)
+        """Each output saved as {job id}-{index}.{ext} in `folder` (made by the --out option before anything is sent).
+        The same job's images always get the same names, so saving a job again rewrites the same bytes; a download
+        cut short leaves no file."""
+        if any("url" not in output for output in job.get("outputs") or []):
+            job = self.job(str(job["id"]))  # a replayed submission's answer carries no download links
         paths = []
         # Names from darkroom's answer are never trusted as paths: an id of letters, digits and _, a known extension.
         stem = re.sub(r"[^A-Za-z0-9_]", "_", str(job["id"]))[:64]
         for index, output in enumerate(job["outputs"]):
             path = folder / f"{stem}-{index}.{EXTENSIONS.get(output.get('format'), 'img')}"
+            partial = path.with_name(f".{path.name}.part")
             try:
-                with httpx.stream("GET", output["url"], timeout=120) as answer:
+                with httpx.stream("GET", str(output.get("url")), timeout=120) as answer:
                     if answer.status_code != 200:
                         raise ApiError(answer.status_code, {"message": f"download of {path.name} failed"})
-                    with path.open("wb") as file:
+                    with partial.open("wb") as file:
                         for chunk in answer.iter_bytes():
                             file.write(chunk)
+                os.replace(partial, path)
             except httpx.HTTPError as exc:
                 raise Unreachable(f"could not download {path.name} ({exc.__class__.__name__})") from None
+            finally:
+                partial.unlink(missing_ok=True)
             paths.append(path)
         return paths
 

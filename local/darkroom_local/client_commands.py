@@ -54,8 +54,18 @@ def follow_options(command: Callable[..., Any]) -> Callable[..., Any]:
         type=click.Path(file_okay=False, path_type=Path),
         default=Path("."),
         show_default=True,
-        help="Folder the images are written to.",
+        callback=_made_folder,
+        help="Folder the images are written to (made if missing).",
     )(command)
+
+
+def _made_folder(context: click.Context, parameter: click.Parameter, folder: Path) -> Path:
+    """--out made before anything is sent: a folder that cannot be is a usage error, not a failure after billing."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise click.BadParameter(f"cannot make folder {folder}: {exc.strerror}", context, parameter) from None
+    return folder
 
 
 @contextmanager

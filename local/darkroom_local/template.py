@@ -60,10 +60,10 @@ def parameter_problem(name: str, value: str, spec: dict[str, Any]) -> str | None
     if spec.get("AllowedValues") and value not in [str(v) for v in spec["AllowedValues"]]:
         return f"{name} must be one of {', '.join(str(v) for v in spec['AllowedValues'])}, not {value!r}"
     if spec.get("Type") == "Number":
-        try:
-            number = float(value)
-        except ValueError:
+        # CloudFormation's numbers: digits, a sign and a point; not Python's `1_000`, `nan` or `1e3`.
+        if not re.fullmatch(r"-?(\d+\.?\d*|\.\d+)", value):
             return f"{name} must be a number, not {value!r}"
+        number = float(value)
         if "MinValue" in spec and number < float(spec["MinValue"]):
             return f"{name} must be at least {spec['MinValue']}, not {value}"
         if "MaxValue" in spec and number > float(spec["MaxValue"]):

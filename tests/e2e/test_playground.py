@@ -4,13 +4,17 @@ error shown next to its field. Screenshots are kept under build/artifacts/."""
 
 from __future__ import annotations
 
+import json
 import shutil
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
+from darkroom.api.playground import page
 from darkroom_local.stack import LocalStack
 from tests.e2e.served import served_stack
 
@@ -141,3 +145,43 @@ def test_an_api_error_appears_next_to_its_field(running: LocalStack, browser: We
     assert find(By.ID, "g-size").get_attribute("aria-invalid") == "true"
     assert find(By.CSS_SELECTOR, '#generate-form [data-error-for="_"]').text == ""
     screenshot(driver, "playground-field-error.png")
+
+
+class _RateLimitedModels(BaseHTTPRequestHandler):
+    """The page, and a /v1/models that answers 429: a key check failing for another reason than the key."""
+
+    def do_GET(self) -> None:
+        if self.path == "/":
+            answer = page()
+            body, status, headers = str(answer.body).encode(), answer.status, answer.headers
+        else:
+            error = {"code": "rate_limited", "message": "Slow down.", "type": "rate_limit_error", "param": None}
+            body, status, headers = json.dumps({"error": error}).encode(), 429, {"content-type": "application/json"}
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+def test_a_key_check_failing_otherwise_than_401_shows_by_the_key(browser: WebDriver) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _RateLimitedModels)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        browser.get(f"http://127.0.0.1:{server.server_address[1]}/")
+        browser.find_element(By.ID, "api-key").send_keys("dr_anything")
+        browser.find_element(By.ID, "use-key").click()
+        shown = WebDriverWait(browser, 10).until(
+            lambda driver: driver.find_element(By.CSS_SELECTOR, "#key-form .error").text
+        )
+        assert "Slow down." in shown
+    finally:
+        server.shutdown()
+        server.server_close()

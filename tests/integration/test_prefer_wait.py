@@ -9,13 +9,14 @@ import itertools
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from PIL import Image
 
-from darkroom import aws
+from darkroom import aws, quotas
 from darkroom.api import openai_answers
 from darkroom.errors import InvalidRequest
 from darkroom.jobs.store import Job, JobStore
@@ -47,11 +48,13 @@ def status_looks() -> Iterator[list[float]]:
     events.unregister("provide-client-params.dynamodb.GetItem", unique_id="status-looks")
 
 
-def submit_waiting(stack: LocalStack, body: dict[str, Any], prefer: str) -> tuple[threading.Thread, dict[str, Any]]:
+def submit_waiting(
+    stack: LocalStack, body: dict[str, Any], prefer: str, tenant: str = "dev"
+) -> tuple[threading.Thread, dict[str, Any]]:
     """The submission in a thread of its own, as a client that waits; the answer lands in the returned dict."""
     answer: dict[str, Any] = {}
     event = http_event(
-        "POST", "/v1/images/generations", api_key=stack.api_keys["dev"], body=body, headers={"prefer": prefer}
+        "POST", "/v1/images/generations", api_key=stack.api_keys[tenant], body=body, headers={"prefer": prefer}
     )
 
     def send() -> None:
@@ -166,13 +169,23 @@ def test_a_finished_job_links_its_deliveries_not_a_cancel(stack: LocalStack) -> 
         ('wait="12"', 12),
         ("respond-async, wait=999", MAX_WAIT_S),
         ("return=minimal", 0),
+        # Too large to hold is the largest, as delta-seconds are read; leading zeros are still a number
+        ("wait=1234567", MAX_WAIT_S),
+        ("wait=00000000000000003", 3),
+        # A parameter's quoted value may hold commas and `wait=`: it is not a preference
+        ('foo; bar="x, wait=20"', 0),
+        ('foo; bar="x, wait=soon", wait=4', 4),
+        ("x;wait=5", 0),
+        ("wait=5, wait=9", 5),
     ],
 )
 def test_prefer_header_values(value: str, seconds: int) -> None:
     assert requested_wait({"prefer": value}) == seconds
 
 
-@pytest.mark.parametrize("value", ["wait=-1", "wait=1.5", "wait", "wait=١٢", "wait=1234567"])
+@pytest.mark.parametrize(
+    "value", ["wait=-1", "wait=1.5", "wait", "wait=١٢", 'wait="unterminated', "wait=", "wait=0x10"]
+)
 def test_prefer_wait_must_be_whole_seconds(value: str) -> None:
     with pytest.raises(InvalidRequest):
         requested_wait({"prefer": value})
@@ -254,3 +267,51 @@ def test_outputs_unreadable_for_inline_come_as_links(stack: LocalStack, monkeypa
     small = [{"key": "outputs/dev/job_x/0.png", "format": "png", "width": 1024, "height": 1024, "bytes": 1000}]
     body = openai_answers.images_response(_ended("succeeded", outputs=small))
     assert [set(item) for item in body["data"]] == [{"url"}]
+
+
+def test_a_tenants_waits_beyond_its_slots_answer_at_once(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> None:
+    # One slot per tenant: a second waiter of the same tenant must not hold another api execution
+    one_slot = replace(quotas.settings(), waits_per_tenant=1)
+    monkeypatch.setattr(quotas, "settings", lambda: one_slot)
+    holder, held = submit_waiting(stack, {"prompt": "a cat that takes its time"}, "wait=3")
+    time.sleep(0.5)
+    refused_thread, refused = submit_waiting(stack, {"prompt": "a second impatient cat"}, "wait=3")
+    other_thread, other = submit_waiting(stack, {"prompt": "another tenant's cat"}, "wait=1", tenant="dev-2")
+    for thread in (holder, refused_thread, other_thread):
+        thread.join(10)
+    assert refused["statusCode"] == 202 and refused["elapsed_s"] < 1.5
+    assert "preference-applied" not in refused["headers"]
+    assert held["statusCode"] == 202 and held["headers"]["preference-applied"] == "wait=3" and held["elapsed_s"] > 2.5
+    # Another tenant has slots of its own, and the first one's slot was given back when its wait ended
+    assert other["headers"]["preference-applied"] == "wait=1"
+    again_thread, again = submit_waiting(stack, {"prompt": "a third cat"}, "wait=1")
+    again_thread.join(10)
+    assert again["headers"]["preference-applied"] == "wait=1"
+
+
+def test_a_slot_whose_holder_died_frees_itself(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> None:
+    one_slot = replace(quotas.settings(), waits_per_tenant=1)
+    monkeypatch.setattr(quotas, "settings", lambda: one_slot)
+    # A holder that never gave its slot back (its invocation was killed) holds it only until its `until`
+    dynamodb = aws.client("dynamodb")
+    key = {"tenant": {"S": "dev"}, "record": {"S": "wait#0"}}
+    item = {**key, "until": {"N": str(int(time.time()) + 60)}, "holder": {"S": "a-dead-request"}}
+    dynamodb.put_item(TableName=quotas.tenants_table(), Item=item)
+    with quotas.wait_slot("dev", 5, holder="r1") as held:
+        assert not held
+    dynamodb.put_item(TableName=quotas.tenants_table(), Item={**item, "until": {"N": str(int(time.time()) - 1)}})
+    with quotas.wait_slot("dev", 5, holder="r2") as held:
+        assert held
+    assert dynamodb.get_item(TableName=quotas.tenants_table(), Key=key)["Item"]["until"] == {"N": "0"}
+
+
+def test_an_answer_that_cannot_be_built_leaves_the_202(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Presigning or reading outputs failing after the job ended: the accepted job, never a 5xx
+    def broken(job: Job, headers: dict[str, str]) -> Any:
+        raise RuntimeError("no credentials to presign with")
+
+    monkeypatch.setattr(openai_answers, "ended_job_answer", broken)
+    thread, answer = submit_waiting(stack, {"prompt": "a cat, quickly"}, "wait=5")
+    deliver(stack, next_messages(stack))
+    thread.join(10)
+    assert answer["statusCode"] == 202 and response_json(answer)["status"] == "succeeded"

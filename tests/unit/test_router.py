@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from botocore.exceptions import ClientError
 
@@ -74,13 +76,34 @@ def test_unknown_route_is_404_and_wrong_method_405() -> None:
     assert make_router().resolve(http_event("GET", "/nowhere"))["statusCode"] == 404
     response = make_router().resolve(http_event("DELETE", "/things/1", api_key="good"))
     assert response["statusCode"] == 405 and response["headers"]["allow"] == "GET, POST"
+    error = response_json(response)["error"]
+    assert error["code"] == "method_not_allowed" and error["type"] == "invalid_request_error" and "param" in error
 
 
 def test_unexpected_error_is_500_without_details() -> None:
     response = make_router().resolve(http_event("GET", "/boom"))
     assert response["statusCode"] == 500
     assert "secret" not in response["body"]
-    assert response_json(response)["error"]["code"] == "internal_error"
+    error = response_json(response)["error"]
+    assert error["code"] == "internal_error" and error["type"] == "server_error" and error["param"] is None
+
+
+def test_links_use_the_domain_api_gateway_answered_on_not_the_host_header() -> None:
+    event = http_event("GET", "/open", headers={"host": "evil.example"})
+    event["requestContext"]["domainName"] = "images.example.com"
+    assert Request.from_event(event).base_url == "https://images.example.com"
+    del event["requestContext"]["domainName"]
+    assert Request.from_event(event).base_url == "https://evil.example"  # only a test's event has no domain
+    event["headers"]["host"] = "a@b"
+    assert Request.from_event(event).base_url == ""
+
+
+@pytest.mark.parametrize(("sent_s_ago", "elapsed_s"), [(4.0, 4.0), (-5.0, 0.0), (120.0, 0.0), (None, 0.0)])
+def test_waits_count_from_when_api_gateway_received_the_request(sent_s_ago: float | None, elapsed_s: float) -> None:
+    # A cold start before the handler runs counts against API Gateway's 30 seconds; a clock that disagrees does not
+    event = http_event("GET", "/open")
+    event["requestContext"]["timeEpoch"] = None if sent_s_ago is None else int((time.time() - sent_s_ago) * 1000)
+    assert Request.from_event(event).elapsed_s() == pytest.approx(elapsed_s, abs=0.1)
 
 
 def test_json_body_rules() -> None:

@@ -112,6 +112,11 @@ class BudgetExceeded(DarkroomError):
     code = "budget_exceeded"
 
 
+class MethodNotAllowed(DarkroomError):
+    status = 405
+    code = "method_not_allowed"
+
+
 class ServiceUnavailable(DarkroomError):
     """A dependency (DynamoDB, SQS, S3) failed; the client may retry. Its own error text stays in our logs."""
 

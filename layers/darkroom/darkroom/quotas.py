@@ -7,7 +7,9 @@ Each tenant is one partition (`tenant`), its items told apart by `record`:
 - `counters`: `in_flight`, the tenant's accepted jobs that have not ended;
 - `month#YYYY-MM`: `committed_usd` (worst cases reserved for jobs under way plus the real cost of ended ones) and
   `spent_usd` (real costs only);
-- `usage#YYYY-MM-DD#model`: what ended that day (darkroom.usage).
+- `usage#YYYY-MM-DD#model`: what ended that day (darkroom.usage);
+- `wait#K` (K below WaitsPerTenant): a `Prefer: wait` under way, held `until` a time, so one tenant's waiting
+  requests never take more than their share of the api function's reserved concurrency.
 
 A job is admitted in the same transaction that creates it: `in_flight` goes up unless it is at the limit, and the
 job's worst-case cost is added to `committed_usd` unless that would pass the budget. DynamoDB runs the conditions
@@ -18,9 +20,12 @@ with its real cost and adds it to the day's usage (darkroom.usage.settle).
 
 from __future__ import annotations
 
+import contextlib
 import math
+import random
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, Decimal
@@ -28,6 +33,7 @@ from typing import Any
 
 from darkroom import aws, catalog, routing
 from darkroom.errors import BudgetExceeded, QuotaExceeded
+from darkroom.observability import logger
 from darkroom.ratelimit import Timeline
 from darkroom.settings import settings
 
@@ -122,6 +128,62 @@ def set_limits(tenant: str, **values: int | Decimal | None) -> None:
     aws.client("dynamodb").update_item(**request)
     with _limits_lock:
         _limits_cache.pop(tenant, None)
+
+
+@contextlib.contextmanager
+def wait_slot(tenant: str, seconds: float, holder: str) -> Iterator[bool]:
+    """One of the tenant's WaitsPerTenant slots for a request that waits `seconds`: True while held, False when all
+    are taken (or the table could not be written), and then the request must not wait. A slot is held until a time,
+    so one whose holder died frees itself; it is given back at once otherwise."""
+    slot = _take_wait_slot(tenant, seconds, holder)
+    try:
+        yield slot is not None
+    finally:
+        if slot is not None:
+            _give_back_wait_slot(tenant, slot, holder)
+
+
+WAIT_SLOT_MARGIN_S = 5
+
+
+def _take_wait_slot(tenant: str, seconds: float, holder: str) -> str | None:
+    slots = settings().waits_per_tenant
+    now = int(time.time())
+    for index in random.sample(range(slots), slots):  # random order: concurrent waiters rarely try the same one
+        record = f"wait#{index}"
+        try:
+            aws.client("dynamodb").update_item(
+                TableName=tenants_table(),
+                Key=_key(tenant, record),
+                UpdateExpression="SET #until = :until, #holder = :holder",
+                ConditionExpression="attribute_not_exists(#until) OR #until < :now",
+                ExpressionAttributeNames={"#until": "until", "#holder": "holder"},
+                ExpressionAttributeValues={
+                    ":until": {"N": str(now + math.ceil(seconds) + WAIT_SLOT_MARGIN_S)},
+                    ":now": {"N": str(now)},
+                    ":holder": {"S": holder},
+                },
+            )
+            return record
+        except Exception as exc:
+            if aws.error_code(exc) != "ConditionalCheckFailedException":
+                logger.warning("a wait slot could not be taken; answering without waiting", exc_info=True)
+                return None
+    return None
+
+
+def _give_back_wait_slot(tenant: str, record: str, holder: str) -> None:
+    try:
+        aws.client("dynamodb").update_item(
+            TableName=tenants_table(),
+            Key=_key(tenant, record),
+            UpdateExpression="SET #until = :free",
+            ConditionExpression="#holder = :holder",
+            ExpressionAttributeNames={"#until": "until", "#holder": "holder"},
+            ExpressionAttributeValues={":free": {"N": "0"}, ":holder": {"S": holder}},
+        )
+    except Exception:  # it frees itself at its `until`; another holder may already have taken it after that
+        logger.info("a wait slot was not given back", exc_info=True, extra={"tenant": tenant, "slot": record})
 
 
 def month_of(when: datetime | None = None) -> str:

@@ -86,6 +86,8 @@ class Settings:
     tenant_max_in_flight: int
     tenant_submits_per_minute: int
     tenant_monthly_budget_usd: Decimal | None
+    # How many `Prefer: wait` requests one tenant may have waiting at once (darkroom.quotas.wait_slot); 0: none wait.
+    waits_per_tenant: int
 
     def request_rules(self) -> dict[str, Any]:
         """What a request is judged against besides its own fields: the deployment's webhook and route settings."""
@@ -148,6 +150,7 @@ class Settings:
             tenant_monthly_budget_usd=Decimal(env["TENANT_MONTHLY_BUDGET_USD"])
             if env.get("TENANT_MONTHLY_BUDGET_USD")
             else None,
+            waits_per_tenant=int(env.get("WAITS_PER_TENANT") or "4"),
         )
 
 

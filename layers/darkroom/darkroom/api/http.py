@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from darkroom import aws
-from darkroom.errors import DarkroomError, InvalidRequest, NotFound, ServiceUnavailable
+from darkroom.errors import DarkroomError, InvalidRequest, MethodNotAllowed, NotFound, ServiceUnavailable
 from darkroom.observability import logger
 
 
@@ -30,14 +30,17 @@ class Request:
     path_params: dict[str, str] = field(default_factory=dict)
     tenant: str = ""
     received_at: float = field(default_factory=time.monotonic)
+    # The domain API Gateway answered on (its own or a custom one); only a test's event lacks it.
+    domain: str = ""
 
     def elapsed_s(self) -> float:
         return time.monotonic() - self.received_at
 
     @property
     def base_url(self) -> str:
-        """The API's address as the client reached it: API Gateway sets Host and X-Forwarded-Proto."""
-        host = self.headers.get("host", "")
+        """The API's address as the client reached it: the domain API Gateway routed the request by (a Host header
+        naming another would never have reached it), else the Host header; X-Forwarded-Proto says the scheme."""
+        host = self.domain or self.headers.get("host", "")
         if not host or not re.fullmatch(r"[A-Za-z0-9.-]+(:\d{1,5})?", host):
             return ""
         proto = self.headers.get("x-forwarded-proto", "https").split(",")[0].strip().lower()
@@ -55,6 +58,8 @@ class Request:
             query=dict(event.get("queryStringParameters") or {}),
             body=body,
             request_id=str(context.get("requestId", "")),
+            received_at=_received_at(context.get("timeEpoch")),
+            domain=str(context.get("domainName") or ""),
         )
 
     def json(self) -> Any:
@@ -96,6 +101,16 @@ class Response:
             "body": body,
             "isBase64Encoded": False,
         }
+
+
+def _received_at(time_epoch_ms: Any) -> float:
+    """When API Gateway received the request, on this process's monotonic clock: its 30-second limit counts from
+    then, a cold start included. Now, when the event does not say or says something impossible."""
+    now = time.monotonic()
+    if isinstance(time_epoch_ms, bool) or not isinstance(time_epoch_ms, int | float):
+        return now
+    age_s = time.time() - time_epoch_ms / 1000
+    return now - age_s if 0 < age_s < 30 else now
 
 
 Handler = Callable[[Request], Response]
@@ -143,8 +158,8 @@ class Router:
                 error = ServiceUnavailable("darkroom could not reach its storage; try again shortly.")
                 return Response(error.status, error.body(), {"retry-after": "1"}).to_event()
             logger.exception("unhandled error", extra={"path": request.path})
-            body = {"error": {"code": "internal_error", "message": f"Internal error (request {request.request_id})."}}
-            return Response(500, body).to_event()
+            internal = DarkroomError(f"Internal error (request {request.request_id}).")
+            return Response(internal.status, internal.body()).to_event()
 
     def _dispatch(self, request: Request) -> Response:
         allowed = []
@@ -160,6 +175,6 @@ class Router:
                 request.tenant = self._authenticate(request)
             return route.handler(request)
         if allowed:
-            body = {"error": {"code": "method_not_allowed", "message": f"Use {', '.join(allowed)} on {request.path}."}}
-            return Response(405, body, {"allow": ", ".join(allowed)})
+            refused = MethodNotAllowed(f"Use {', '.join(allowed)} on {request.path}.")
+            return Response(refused.status, refused.body(), {"allow": ", ".join(allowed)})
         raise NotFound(f"No route {request.method} {request.path}.")

@@ -16,7 +16,7 @@ from darkroom.jobs.store import STATUSES, Job, JobStore, cursor_after
 from darkroom.jobs.views import job_document, job_summary
 from darkroom.jobs.waiting import requested_wait, wait_for_end
 from darkroom.models import parse_generation_request, parse_upload_request, upload_files
-from darkroom.observability import metrics
+from darkroom.observability import logger, metrics
 from darkroom.settings import settings
 from darkroom.tenants import tenant_for_authorization
 
@@ -82,13 +82,31 @@ def _accepted(request: Request, wait_s: int, job: Job, replayed: bool) -> Respon
     else:
         metrics.add_metric(name="JobsAccepted", unit="Count", value=1)
     if wait_s:
-        from darkroom.api.openai_answers import ended_job_answer
+        job, answer = _waited(request, wait_s, job, headers)
+        if answer is not None:
+            return answer
+    return Response(202, job_document(job, with_urls=False, base_url=request.base_url), headers)
 
+
+def _waited(request: Request, wait_s: int, job: Job, headers: dict[str, str]) -> tuple[Job, Response | None]:
+    """The job after waiting for it (when the tenant has a wait slot free), and OpenAI's answer once it has ended.
+    The job is accepted by now: anything failing here leaves the 202, never a 5xx that invites a second submit."""
+    from darkroom import quotas
+    from darkroom.api.openai_answers import ended_job_answer
+
+    with quotas.wait_slot(request.tenant, wait_s, holder=request.request_id or job.id) as held:
+        if not held:
+            metrics.add_metric(name="WaitsRefused", unit="Count", value=1)
+            return job, None
         headers["preference-applied"] = f"wait={wait_s}"
         job = wait_for_end(JobStore(), job, wait_s - request.elapsed_s())
-        if job.terminal:
-            return ended_job_answer(job, headers)
-    return Response(202, job_document(job, with_urls=False, base_url=request.base_url), headers)
+    if not job.terminal:
+        return job, None
+    try:
+        return job, ended_job_answer(job, headers)
+    except Exception:
+        logger.warning("the ended job could not be answered as OpenAI does; answering 202", exc_info=True)
+        return job, None
 
 
 @router.route(

@@ -23,24 +23,57 @@ FIRST_LOOK_S = 0.25
 GROWTH = 1.5
 LONGEST_GAP_S = 1.0
 
-# One preference: a token, optionally `=value` (a token or a quoted string), then `;`-parameters (RFC 7240 section 2).
-_PREFERENCE = re.compile(r'\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*(?:=\s*("(?:[^"\\]|\\.)*"|[^,;\s]*))?[^,]*')
+# RFC 7240's grammar: preferences split by commas, each a token, an optional `=value`, then `;`-parameters, where any
+# value may be a quoted string holding commas, semicolons or `=`. The header is read as a run of these pieces.
+_PIECE = re.compile(r'"(?:[^"\\]|\\.)*"?|[,;=]|[^",;=\s]+|\s+')
+# delta-seconds (RFC 9111 section 1.2.2): a value too large to hold is taken as the largest, not refused.
+_LONGEST_DIGITS = 6
+
+
+def _preferences(header: str) -> list[tuple[str, str]]:
+    """(name, value) of each preference in a Prefer header, parameters left out, quotes taken off values."""
+    found: list[tuple[str, str]] = []
+    name, value, state = "", "", "name"  # state: name, value (after `=`), rest (parameters, until a comma)
+    for piece in _PIECE.findall(header):
+        if piece == ",":
+            if name:
+                found.append((name, value))
+            name, value, state = "", "", "name"
+        elif piece.isspace():
+            continue
+        elif state == "name" and not name:
+            name = piece
+        elif state == "name" and piece == "=":
+            state = "value"
+        elif state == "value" and piece not in ";=":
+            value, state = _unquoted(piece), "rest"
+        else:
+            state = "rest"
+    if name:
+        found.append((name, value))
+    return found
+
+
+def _unquoted(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return re.sub(r"\\(.)", r"\1", value[1:-1])
+    return value
 
 
 def requested_wait(headers: dict[str, str]) -> int:
     """Seconds the client prefers to wait, at most MAX_WAIT_S; 0 when it did not ask. Preferences other than
     `wait` are ignored, as RFC 7240 asks; a `wait` that is not a whole number of seconds is the client's mistake."""
-    for match in _PREFERENCE.finditer(headers.get("prefer", "")):
-        if match.group(1).lower() != "wait":
+    for name, value in _preferences(headers.get("prefer", "")):
+        if name.lower() != "wait":
             continue
-        value = (match.group(2) or "").strip('"')
-        if not (value.isascii() and value.isdecimal() and len(value) <= 6):
+        if not (value.isascii() and value.isdecimal()):
             raise InvalidRequest(
                 f"Prefer: wait takes whole seconds, e.g. 'Prefer: wait={MAX_WAIT_S}' (at most {MAX_WAIT_S} are used).",
                 field="Prefer",
                 rule="wait_seconds",
             )
-        return min(int(value), MAX_WAIT_S)
+        digits = value.lstrip("0")
+        return MAX_WAIT_S if len(digits) > _LONGEST_DIGITS else min(int(digits or "0"), MAX_WAIT_S)
     return 0
 
 
