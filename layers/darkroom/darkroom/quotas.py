@@ -149,21 +149,12 @@ WAIT_SLOT_MARGIN_S = 5
 def _take_wait_slot(tenant: str, seconds: float, holder: str) -> str | None:
     slots = settings().waits_per_tenant
     now = int(time.time())
+    until = now + math.ceil(seconds) + WAIT_SLOT_MARGIN_S
     for index in random.sample(range(slots), slots):  # random order: concurrent waiters rarely try the same one
         record = f"wait#{index}"
         try:
-            aws.client("dynamodb").update_item(
-                TableName=tenants_table(),
-                Key=_key(tenant, record),
-                UpdateExpression="SET #until = :until, #holder = :holder",
-                ConditionExpression="attribute_not_exists(#until) OR #until < :now",
-                ExpressionAttributeNames={"#until": "until", "#holder": "holder"},
-                ExpressionAttributeValues={
-                    ":until": {"N": str(now + math.ceil(seconds) + WAIT_SLOT_MARGIN_S)},
-                    ":now": {"N": str(now)},
-                    ":holder": {"S": holder},
-                },
-            )
+            free = "attribute_not_exists(#until) OR #until < :now"
+            _write_wait_slot(tenant, record, free, until, holder, {":now": {"N": str(now)}})
             return record
         except Exception as exc:
             if aws.error_code(exc) != "ConditionalCheckFailedException":
@@ -174,16 +165,22 @@ def _take_wait_slot(tenant: str, seconds: float, holder: str) -> str | None:
 
 def _give_back_wait_slot(tenant: str, record: str, holder: str) -> None:
     try:
-        aws.client("dynamodb").update_item(
-            TableName=tenants_table(),
-            Key=_key(tenant, record),
-            UpdateExpression="SET #until = :free",
-            ConditionExpression="#holder = :holder",
-            ExpressionAttributeNames={"#until": "until", "#holder": "holder"},
-            ExpressionAttributeValues={":free": {"N": "0"}, ":holder": {"S": holder}},
-        )
+        _write_wait_slot(tenant, record, "#holder = :holder", 0, holder)
     except Exception:  # it frees itself at its `until`; another holder may already have taken it after that
         logger.info("a wait slot was not given back", exc_info=True, extra={"tenant": tenant, "slot": record})
+
+
+def _write_wait_slot(
+    tenant: str, record: str, condition: str, until: int, holder: str, values: dict[str, Any] | None = None
+) -> None:
+    aws.client("dynamodb").update_item(
+        TableName=tenants_table(),
+        Key=_key(tenant, record),
+        UpdateExpression="SET #until = :until, #holder = :holder",
+        ConditionExpression=condition,
+        ExpressionAttributeNames={"#until": "until", "#holder": "holder"},
+        ExpressionAttributeValues={":until": {"N": str(until)}, ":holder": {"S": holder}, **(values or {})},
+    )
 
 
 def month_of(when: datetime | None = None) -> str:
