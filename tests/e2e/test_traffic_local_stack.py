@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from darkroom_local.emulator import EmulatorConfig
@@ -29,5 +31,9 @@ def test_jobs_past_the_limit_wait_their_turn_and_the_provider_never_refuses() ->
         stats = stack.emulator.stats
         assert stats.limited == 0 and sum(stats.generations.values()) == 16
         admitted = sorted(at for at, _ in stats.admitted)
-        # 4 go at once (3% burst, at least one); the other 12 come one turn (62 s / 116) apart at least
-        assert admitted[-1] - admitted[0] >= 12 * 62 / 116 * 0.99
+        # 4 go at once (3% burst, at least one); the other 12 come one turn (62 s / 116) apart at least. Times are
+        # taken where the emulator received each call: one call's HTTP latency on a loaded machine (up to a few
+        # hundred ms) can land the first late and shorten the span, so one turn of it is allowed.
+        turn_s = 62 / 116
+        gaps = [round(b - a, 3) for a, b in itertools.pairwise(admitted)]
+        assert admitted[-1] - admitted[0] >= 11 * turn_s, f"calls too close together; gaps between them: {gaps}"
