@@ -56,7 +56,7 @@ class Client:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         try:
             answer = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
@@ -80,7 +80,7 @@ class Client:
         job = self._call(method, path, **kwargs)
         if not isinstance(job.get("id"), str) or not isinstance(job.get("status"), str):
             raise Unreachable(f"{self.url} answered {path} without a job in it: check DARKROOM_URL")
-        return dict(job)
+        return job
 
     def generate(self, body: dict[str, Any], *, idempotency_key: str | None = None) -> dict[str, Any]:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
@@ -120,7 +120,7 @@ class Client:
 
     def jobs(self, *, status: str | None, limit: int) -> dict[str, Any]:
         params: dict[str, Any] = {"limit": limit, **({"status": status} if status else {})}
-        return dict(self._call("GET", "/v1/jobs", params=params))
+        return self._call("GET", "/v1/jobs", params=params)
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self._job("DELETE", f"/v1/jobs/{job_id}")

@@ -49,20 +49,25 @@ def _is_version(binary: str, version: str) -> bool:
     return shown.returncode == 0 and shown.stdout.strip() == version
 
 
-def _candidates(version: str, home: Path) -> list[str]:
-    """Where a python<version> is usually found: PATH, then pyenv's and uv's own installations, newest first."""
+def _pyenv_root(home: Path) -> Path:
+    return Path(os.environ.get("PYENV_ROOT") or home / ".pyenv")
+
+
+def _found(version: str, home: Path) -> str | None:
+    """The directory of the first python<version> that says it is that version: PATH, then pyenv's and uv's own
+    installations, newest first."""
     name = f"python{version}"
     found = [shutil.which(name)]
-    pyenv_root = Path(os.environ.get("PYENV_ROOT") or home / ".pyenv")
-    found += sorted(glob.glob(str(pyenv_root / "versions" / f"{version}.*" / "bin" / name)), reverse=True)
+    found += sorted(glob.glob(str(_pyenv_root(home) / "versions" / f"{version}.*" / "bin" / name)), reverse=True)
     uv_root = Path(os.environ.get("UV_PYTHON_INSTALL_DIR") or home / ".local" / "share" / "uv" / "python")
     found += sorted(glob.glob(str(uv_root / f"cpython-{version}.*" / "bin" / name)), reverse=True)
-    return [path for path in found if path]
+    return next((str(Path(path).parent) for path in found if path and _is_version(path, version)), None)
 
 
 def _install(version: str, home: Path) -> bool:
     """Installs the runtime's Python with pyenv or uv when either is here; False when neither is."""
-    pyenv = shutil.which("pyenv") or next(iter(glob.glob(str(home / ".pyenv" / "bin" / "pyenv"))), None)
+    own_pyenv = _pyenv_root(home) / "bin" / "pyenv"
+    pyenv = shutil.which("pyenv") or (str(own_pyenv) if own_pyenv.exists() else None)
     if pyenv:
         command = [pyenv, "install", "--skip-existing", version]
     elif shutil.which("uv"):
@@ -77,17 +82,16 @@ def runtime_python_dir(template: Path = TEMPLATE, home: Path | None = None, inst
     """The directory of a python<runtime> binary that really is that version, installing one when allowed."""
     version = runtime_version(template)
     home = home or Path.home()
-    for attempt in range(2):
-        for binary in _candidates(version, home):
-            if _is_version(binary, version):
-                return str(Path(binary).parent)
-        if attempt or not install or not _install(version, home):
-            break
-    raise Missing(
-        f"sam build needs python{version}, the functions' runtime, and found none on PATH, in pyenv or in uv: "
-        f"install it (pyenv install {version}, uv python install {version}, or your system's python{version}) "
-        "and run make build again"
-    )
+    found = _found(version, home)
+    if found is None and install and _install(version, home):
+        found = _found(version, home)
+    if found is None:
+        raise Missing(
+            f"sam build needs python{version}, the functions' runtime, and found none on PATH, in pyenv or in uv: "
+            f"install it (pyenv install {version}, uv python install {version}, or your system's python{version}) "
+            "and run make build again"
+        )
+    return found
 
 
 def deploy_account() -> str:

@@ -269,10 +269,15 @@ def test_outputs_unreadable_for_inline_come_as_links(stack: LocalStack, monkeypa
     assert [set(item) for item in body["data"]] == [{"url"}]
 
 
-def test_a_tenants_waits_beyond_its_slots_answer_at_once(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> None:
-    # One slot per tenant: a second waiter of the same tenant must not hold another api execution
+@pytest.fixture
+def one_wait_slot(monkeypatch: pytest.MonkeyPatch) -> None:
     one_slot = replace(quotas.settings(), waits_per_tenant=1)
     monkeypatch.setattr(quotas, "settings", lambda: one_slot)
+
+
+@pytest.mark.usefixtures("one_wait_slot")
+def test_a_tenants_waits_beyond_its_slots_answer_at_once(stack: LocalStack) -> None:
+    # One slot per tenant: a second waiter of the same tenant must not hold another api execution
     holder, held = submit_waiting(stack, {"prompt": "a cat that takes its time"}, "wait=3")
     time.sleep(0.5)
     refused_thread, refused = submit_waiting(stack, {"prompt": "a second impatient cat"}, "wait=3")
@@ -289,9 +294,8 @@ def test_a_tenants_waits_beyond_its_slots_answer_at_once(stack: LocalStack, monk
     assert again["headers"]["preference-applied"] == "wait=1"
 
 
-def test_a_slot_whose_holder_died_frees_itself(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> None:
-    one_slot = replace(quotas.settings(), waits_per_tenant=1)
-    monkeypatch.setattr(quotas, "settings", lambda: one_slot)
+@pytest.mark.usefixtures("one_wait_slot")
+def test_a_slot_whose_holder_died_frees_itself(stack: LocalStack) -> None:
     # A holder that never gave its slot back (its invocation was killed) holds it only until its `until`
     dynamodb = aws.client("dynamodb")
     key = {"tenant": {"S": "dev"}, "record": {"S": "wait#0"}}

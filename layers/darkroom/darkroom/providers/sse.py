@@ -8,7 +8,10 @@ events from one cut in the middle of one.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+_LINE_END = re.compile(rb"[\r\n]")
 
 
 class EventStreamError(ValueError):
@@ -95,8 +98,6 @@ class EventStreamDecoder:
 
 
 def _line_end(buffer: bytearray, start: int) -> int:
-    """The index of the first CR or LF at or after `start`, or -1."""
-    lf, cr = buffer.find(b"\n", start), buffer.find(b"\r", start)
-    if lf < 0 or cr < 0:
-        return max(lf, cr)
-    return min(lf, cr)
+    """The index of the first CR or LF at or after `start`, or -1: one pass, stopping at the first."""
+    found = _LINE_END.search(buffer, start)
+    return found.start() if found else -1
