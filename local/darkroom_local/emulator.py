@@ -13,14 +13,21 @@ a hole in that validation shows up here as a refused call instead of being mirro
 - qualities per model (DALL-E's `standard`/`hd` nowhere), output formats png/jpeg/webp, a transparent background
   only as png or webp and only on models that offer it, output_compression 0-100 for jpeg/webp only, n 1-10,
   moderation low/auto, complexity low/medium/high, a prompt of 1 to 32,000 characters;
-- DALL-E's `response_format` and `style`, and streaming (`stream`, `partial_images`, which darkroom does not use
-  yet), as unsupported parameters; anything else it does not know as an unknown parameter;
+- DALL-E's `response_format` and `style` as unsupported parameters; anything else it does not know as an unknown
+  parameter;
+- streaming: `stream` a boolean, `partial_images` 0 to 3 and only with `stream`, and one image per stream (`n` 1);
 - edits: 1 to 16 `image`/`image[]` parts, each png, webp or jpeg as Pillow reads its bytes (the part's content type is
   never trusted) and under 50 MB; an optional `mask`, a PNG under 4 MB with an alpha channel and the first image's
   width and height; `input_fidelity` only on models whose table entry allows it; `markup` only on models that
   understand it, and never with a mask.
 Every refusal names its parameter in `param`. A refused request is answered at once: no latency, no fault, no
 generation, as a provider bills nothing for a request it rejects.
+
+A streamed request (`stream: true`) is answered with server-sent events as OpenAI sends them: `partial_images`
+`image_generation.partial_image` events (`image_edit.partial_image` for edits), each the final image at a coarser
+resolution that sharpens towards it, spread evenly over the configured latency, then `image_generation.completed`
+with the final image and its usage (OpenAI's 100 extra output tokens per preview included). A prompt containing
+`[cut]` is billed and its stream cut after the first preview.
 
 Test hooks:
 - GET /_emulator/calls: the provider's view of billing, per prompt and in total: `requests` received (refused ones
@@ -135,6 +142,8 @@ GENERATION_PARAMETERS = frozenset(
         "complexity",
         "safety_identifier",
         "user",
+        "stream",
+        "partial_images",
     }
 )
 # Edits also take image/image[]/mask/markup, which arrive as file parts rather than fields.
@@ -144,9 +153,11 @@ FILE_PARTS = ("image", "image[]", "mask", "markup")
 UNSUPPORTED_PARAMETERS = {
     "response_format": "GPT image models always return base64-encoded images; response_format was for DALL-E.",
     "style": "style was for DALL-E 3; describe the style in the prompt instead.",
-    "stream": "This emulator does not stream yet, as darkroom does not.",
-    "partial_images": "Partial images need streaming, which this emulator does not offer yet.",
 }
+CUT_MARKER = "[cut]"
+# What OpenAI bills for each preview of a streamed image, in output image tokens.
+PARTIAL_IMAGE_TOKENS = 100
+MAX_PARTIAL_IMAGES = 3
 
 
 @dataclass
@@ -300,6 +311,8 @@ class ImageRequest:
     background: str
     output_format: str
     output_compression: int | None
+    stream: bool = False
+    partial_images: int = 0
 
 
 def check_request(params: dict[str, Any], *, edit: bool) -> ImageRequest:
@@ -310,8 +323,7 @@ def check_request(params: dict[str, Any], *, edit: bool) -> ImageRequest:
             raise invalid(f"Unknown parameter: '{name}'.", name, "unknown_parameter")
     for name, reason in UNSUPPORTED_PARAMETERS.items():
         value = params.get(name)
-        # `stream: false` asks for what is served anyway (multipart sends it as the text "false").
-        if value is None or (name == "stream" and value in (False, "false")):
+        if value is None:
             continue
         raise invalid(f"Unsupported parameter: '{name}'. {reason}", name, "unsupported_parameter")
     prompt = _prompt(params)
@@ -363,7 +375,23 @@ def check_request(params: dict[str, Any], *, edit: bool) -> ImageRequest:
                 "unsupported_parameter",
             )
         _choice(params, "input_fidelity", "low", spec.input_fidelities)
-    return ImageRequest(prompt, model, n, size, quality, background, output_format, compression)
+    stream, partial_images = _streaming(params, n)
+    return ImageRequest(prompt, model, n, size, quality, background, output_format, compression, stream, partial_images)
+
+
+def _streaming(params: dict[str, Any], n: int) -> tuple[bool, int]:
+    """`stream` (a form sends it as the text "true" or "false") and `partial_images`, which only a stream takes."""
+    stream = params.get("stream", False)
+    if stream in ("true", "false"):
+        stream = stream == "true"
+    if not isinstance(stream, bool):
+        raise _wrong_type("stream", "a boolean", stream)
+    partial_images = _integer(params, "partial_images", 0, 0, MAX_PARTIAL_IMAGES)
+    if params.get("partial_images") is not None and not stream:
+        raise invalid("partial_images is only supported when stream is true.", "partial_images")
+    if stream and n != 1:
+        raise invalid("Streaming returns one image: n must be 1 when stream is true.", "n")
+    return stream, partial_images
 
 
 @dataclass(frozen=True)
@@ -623,6 +651,26 @@ def output_size(size: str, source: Image.Image | None) -> tuple[int, int]:
     return int(width), int(height)
 
 
+def coarse_preview(final: bytes, request: ImageRequest, *, steps: int) -> bytes:
+    """The final image at 1/2**(steps+1) of its resolution, blown back up: each later preview is sharper."""
+    image = Image.open(io.BytesIO(final))
+    image.load()
+    factor = 2 ** (steps + 1)
+    small = image.resize((max(1, image.width // factor), max(1, image.height // factor)), Image.Resampling.BILINEAR)
+    blocky = small.resize(image.size, Image.Resampling.NEAREST)
+    return _encode(blocky, request.output_format, request.output_compression)
+
+
+def _with_previews(answer: dict[str, Any], previews: int) -> dict[str, Any]:
+    """The answer's usage with what its previews cost added to the output image tokens."""
+    usage = json.loads(json.dumps(answer["usage"]))
+    extra = PARTIAL_IMAGE_TOKENS * previews
+    usage["output_tokens"] += extra
+    usage["output_tokens_details"]["image_tokens"] += extra
+    usage["total_tokens"] += extra
+    return usage
+
+
 class Emulator(BackgroundHTTPServer):
     thread_name = "emulator"
 
@@ -854,13 +902,14 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.emulator.admit(request.n)  # a refusal above costs no quota; a valid request does
             with self.emulator.stats.lock:
                 self.emulator.stats.calls += 1
-            if self.emulator.config.latency_ms:
-                self.emulator.stopping.wait(self.emulator.config.latency_ms / 1000)  # cut short by stop()
-                if self.emulator.stopping.is_set():
-                    raise _Hung()  # the provider went away mid-render: nothing generated, nothing answered
+            if not request.stream:  # a stream spreads its latency between its events
+                self._pause(self.emulator.config.latency_ms / 1000)
             request_id = self.headers.get("x-client-request-id", "")
             fault = self._maybe_fault(request_id)
             answer = self.emulator.generate(request, request_id, inputs)
+            if request.stream:
+                self._stream(request, answer, fault, request_id, edit=edit)
+                return
             if fault == "slow":
                 self.emulator.observe(request_id, "generated, answered after the client gave up")
                 self._hang()
@@ -870,6 +919,58 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self._send(exc.status, exc.body, exc.headers)
         except _Hung:
             self.close_connection = True
+
+    def _pause(self, seconds: float) -> None:
+        if seconds > 0:
+            self.emulator.stopping.wait(seconds)  # cut short by stop()
+            if self.emulator.stopping.is_set():
+                raise _Hung()  # the provider went away mid-render: nothing answered
+
+    def _stream(
+        self, request: ImageRequest, answer: dict[str, Any], fault: str | None, request_id: str, *, edit: bool
+    ) -> None:
+        """The answer as OpenAI streams it: the previews, then the final image with its usage."""
+        kind = "image_edit" if edit else "image_generation"
+        encoded = answer["data"][0]["b64_json"]
+        shown = {name: answer[name] for name in ("background", "output_format", "quality", "size")}
+        previews = request.partial_images
+        pause = self.emulator.config.latency_ms / 1000 / (previews + 1)
+        cut_after = min(1, previews) if CUT_MARKER in request.prompt else None
+        try:
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream; charset=utf-8")
+            self.send_header("cache-control", "no-cache")
+            self.send_header("transfer-encoding", "chunked")
+            self.send_header("x-request-id", f"req_{random.getrandbits(64):016x}")
+            for name, value in (self.emulator.limiter.headers() if self.emulator.limiter.limit else {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            for index in range(previews + 1):
+                if index == cut_after:
+                    self.emulator.observe(request_id, "generated, stream cut")
+                    raise _Hung()
+                self._pause(pause)
+                if index == previews:
+                    break
+                preview = coarse_preview(base64.b64decode(encoded), request, steps=previews - index)
+                self._event(
+                    f"{kind}.partial_image",
+                    {"b64_json": base64.b64encode(preview).decode(), "partial_image_index": index, **shown},
+                )
+            if fault == "slow":
+                self.emulator.observe(request_id, "generated, answered after the client gave up")
+                self._hang()
+            self._event(f"{kind}.completed", {"b64_json": encoded, **shown, "usage": _with_previews(answer, previews)})
+            self.wfile.write(b"0\r\n\r\n")
+            self.emulator.observe(request_id, "generated")
+        except OSError:
+            self.close_connection = True  # the client stopped listening; the render stays billed
+
+    def _event(self, name: str, data: dict[str, Any]) -> None:
+        payload = json.dumps({"type": name, "created_at": int(time.time()), **data})
+        event = f"event: {name}\ndata: {payload}\n\n".encode()
+        self.wfile.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
+        self.wfile.flush()
 
     def _check_auth(self) -> None:
         auth = self.headers.get("authorization", "")
@@ -932,7 +1033,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 self.emulator.admit(1)  # one image per submission
             except ApiError as exc:  # the same limit, in WaveSpeed's envelope
                 raise WaveSpeedError(429, str(exc.body["error"]["message"]), exc.headers) from None
-            self._wavespeed_delay()
+            self._pause(self.emulator.config.latency_ms / 1000)
             request_id = self.headers.get("x-client-request-id", "")
             fault = self._wavespeed_fault(request_id)
             data = self.emulator.wavespeed.submit(model, submission, self.emulator.url, sources)
@@ -957,7 +1058,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 return
             if not self.headers.get("authorization", "").lower().startswith("bearer "):
                 raise WaveSpeedError(401, "missing API key")
-            self._wavespeed_delay()
+            self._pause(self.emulator.config.latency_ms / 1000)
             if self._wavespeed_fault(self.headers.get("x-client-request-id", "")) == "slow":
                 self._hang()  # a slow poll is a hang: polling bills nothing
             result = RESULT_PATH.fullmatch(self.path)
@@ -967,12 +1068,6 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self._send(exc.status, exc.body, exc.headers)
         except _Hung:
             self.close_connection = True
-
-    def _wavespeed_delay(self) -> None:
-        if self.emulator.config.latency_ms:
-            self.emulator.stopping.wait(self.emulator.config.latency_ms / 1000)
-            if self.emulator.stopping.is_set():
-                raise _Hung()
 
     def _wavespeed_fault(self, request_id: str) -> str | None:
         try:
@@ -1027,7 +1122,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 files.setdefault(str(name), []).append(payload)
             elif isinstance(name, str):
                 value = payload.decode(errors="replace")
-                integer = name in ("n", "output_compression") and FORM_INTEGER.fullmatch(value)
+                integer = name in ("n", "output_compression", "partial_images") and FORM_INTEGER.fullmatch(value)
                 params[name] = int(value) if integer else value
         return params, files
 

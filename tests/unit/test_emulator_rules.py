@@ -109,10 +109,19 @@ GENERATION_REFUSALS = [
         {"response_format": "url"}, 400, "unsupported_parameter", "response_format", "'response_format'", id="legacy-rf"
     ),
     pytest.param({"style": "vivid"}, 400, "unsupported_parameter", "style", "'style'", id="legacy-style"),
-    pytest.param({"stream": True}, 400, "unsupported_parameter", "stream", "'stream'", id="stream"),
+    pytest.param({"stream": "yes"}, 400, "invalid_type", "stream", "expected a boolean", id="stream-text"),
     pytest.param(
-        {"partial_images": 2}, 400, "unsupported_parameter", "partial_images", "'partial_images'", id="partial-images"
+        {"partial_images": 2}, 400, "invalid_value", "partial_images", "only supported when stream", id="partials-alone"
     ),
+    pytest.param(
+        {"stream": True, "partial_images": 4},
+        400,
+        "integer_above_max_value",
+        "partial_images",
+        "<= 3",
+        id="partials-4",
+    ),
+    pytest.param({"stream": True, "n": 2}, 400, "invalid_value", "n", "n must be 1", id="stream-n-2"),
     pytest.param({"seed": 7}, 400, "unknown_parameter", "seed", "Unknown parameter: 'seed'.", id="unknown-param"),
     pytest.param(
         {"webhook_url": "https://example.com/hook"},
@@ -251,7 +260,8 @@ EDIT_REFUSALS = [
     pytest.param({"n": "two"}, 400, "invalid_type", "n", id="n-text"),
     pytest.param({"background": "transparent"}, 400, "invalid_value", "background", id="transparent-gpt-image-2"),
     pytest.param({"response_format": "b64_json"}, 400, "unsupported_parameter", "response_format", id="legacy"),
-    pytest.param({"stream": "true"}, 400, "unsupported_parameter", "stream", id="stream"),
+    pytest.param({"stream": "maybe"}, 400, "invalid_type", "stream", id="stream-text"),
+    pytest.param({"partial_images": "2"}, 400, "invalid_value", "partial_images", id="partials-without-stream"),
     pytest.param({"seed": "7"}, 400, "unknown_parameter", "seed", id="unknown-param"),
 ]
 

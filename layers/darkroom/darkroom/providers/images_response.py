@@ -48,13 +48,15 @@ class ImagesResponseReader:
         self._image = bytearray()
         self._stored = 0  # bytes of the images already complete
 
-    def feed(self, chunk: bytes) -> None:
+    def feed(self, chunk: bytes) -> bool:
+        """False: a plain answer is read to its end (the streamed reader's `feed` says when it may stop)."""
         data = self._pending + chunk
         self._pending = b""
         while data:
             data = getattr(self, f"_in_{self._state}")(data)
         if len(self._document) > MAX_DOCUMENT_BYTES:
             raise ProviderBadResponse("the provider's answer is larger than any images answer")
+        return False
 
     def _in_text(self, data: bytes) -> bytes:
         found = data.find(_KEY)

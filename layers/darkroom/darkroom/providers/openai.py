@@ -5,6 +5,10 @@ without the job store knowing. Errors come back as darkroom.errors.Provider* cla
 billing: `ProviderUnavailable` when the request certainly did not generate (it never left, or a quick 500/503/408/409
 said it failed), `ProviderAmbiguous` when it may have (no answer after sending, an answer cut short, a 502 or 504 or
 any slow failure). The whole call, headers and body, ends by its deadline (providers/deadline.py).
+
+A request with `partial_images` is sent with `stream: true`, and its answer read as server-sent events
+(providers/image_events.py): each preview goes to `on_partial` as it arrives, and the final event is the answer. A
+provider that ignores `stream` and answers with plain JSON is read as ever.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import httpx
 from darkroom.errors import ProviderAmbiguous, ProviderBadResponse, ProviderError
 from darkroom.providers import deadline
 from darkroom.providers.failures import classify, redact, retry_after_s, transport_failures
+from darkroom.providers.image_events import ImageEventsReader, OnPartial
 from darkroom.providers.images_response import GenerationResult, ImagesResponseReader
 from darkroom.ratelimit import announced_limits
 
@@ -56,16 +61,31 @@ class OpenAICompatibleProvider:
         self._api_key()
         self._http()
 
-    def generate(self, params: dict[str, Any], *, timeout_s: float, client_request_id: str) -> GenerationResult:
-        return self._post("images/generations", params, timeout_s, client_request_id, json=params)
+    def generate(
+        self,
+        params: dict[str, Any],
+        *,
+        timeout_s: float,
+        client_request_id: str,
+        on_partial: OnPartial | None = None,
+    ) -> GenerationResult:
+        body = _streamed(params)
+        return self._post("images/generations", body, timeout_s, client_request_id, on_partial, json=body)
 
     def edit(
-        self, params: dict[str, Any], files: list[Any], *, timeout_s: float, client_request_id: str
+        self,
+        params: dict[str, Any],
+        files: list[Any],
+        *,
+        timeout_s: float,
+        client_request_id: str,
+        on_partial: OnPartial | None = None,
     ) -> GenerationResult:
         """An edit, as multipart: the fields as form text and the inputs as file parts (`image[]`, `mask`, `markup`),
         streamed from their files."""
-        form = {name: str(value).lower() if isinstance(value, bool) else str(value) for name, value in params.items()}
-        return self._post("images/edits", params, timeout_s, client_request_id, data=form, files=files)
+        body = _streamed(params)
+        form = {name: str(value).lower() if isinstance(value, bool) else str(value) for name, value in body.items()}
+        return self._post("images/edits", body, timeout_s, client_request_id, on_partial, data=form, files=files)
 
     def moderate(self, inputs: list[dict[str, Any]], *, timeout_s: float) -> list[str]:
         """The categories OpenAI's moderation model flags in `inputs` (text and image_url parts), none when it flags
@@ -98,7 +118,13 @@ class OpenAICompatibleProvider:
         return sorted(flagged or ({"unspecified"} if any(r.get("flagged") for r in results) else set()))
 
     def _post(
-        self, path: str, params: dict[str, Any], timeout_s: float, client_request_id: str, **body: Any
+        self,
+        path: str,
+        params: dict[str, Any],
+        timeout_s: float,
+        client_request_id: str,
+        on_partial: OnPartial | None,
+        **body: Any,
     ) -> GenerationResult:
         api_key = self._api_key()
         headers = {
@@ -132,9 +158,15 @@ class OpenAICompatibleProvider:
                 )
             if encoded:
                 raise ProviderBadResponse("the provider answered in an encoding darkroom did not ask for")
-            reader = ImagesResponseReader(max_images=int(params.get("n") or 1))
+            reader: ImagesResponseReader | ImageEventsReader
+            if response.headers.get("content-type", "").lower().startswith("text/event-stream"):
+                partials = int(params.get("partial_images") or 0)
+                reader = ImageEventsReader(on_partial, partial_images=partials, secrets=(api_key,))
+            else:
+                reader = ImagesResponseReader(max_images=int(params.get("n") or 1))
             for chunk in response.iter_bytes():
-                reader.feed(chunk)
+                if reader.feed(chunk):
+                    break  # the final image is in: the rest of a stream carries nothing darkroom uses
                 if time.monotonic() > ends_at:
                     raise ProviderAmbiguous(
                         f"the provider's answer took longer than {timeout_s:.0f} s",
@@ -142,6 +174,11 @@ class OpenAICompatibleProvider:
                         status=response.status_code,
                     )
             return replace(reader.result(), rate_limits=announced_limits(response.headers))
+
+
+def _streamed(params: dict[str, Any]) -> dict[str, Any]:
+    """The body to send: with `stream: true` when the request asks for previews."""
+    return {**params, "stream": True} if params.get("partial_images") else params
 
 
 def _read_bounded(response: httpx.Response, ends_at: float) -> bytes:
