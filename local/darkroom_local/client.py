@@ -151,26 +151,45 @@ class Client:
         cut short leaves no file."""
         if any("url" not in output for output in job.get("outputs") or []):
             job = self.job(str(job["id"]))  # a replayed submission's answer carries no download links
+        return [
+            _save(output, folder / f"{_stem(job)}-{index}.{EXTENSIONS.get(output.get('format'), 'img')}")
+            for index, output in enumerate(job["outputs"])
+        ]
+
+    def save_previews(self, job: dict[str, Any], folder: Path, saved: set[int]) -> list[Path]:
+        """The job's previews (partial_images) not in `saved` yet, as {job id}-preview-{index}.{ext}; `saved` grows."""
         paths = []
-        # Names from darkroom's answer are never trusted as paths: an id of letters, digits and _, a known extension.
-        stem = re.sub(r"[^A-Za-z0-9_]", "_", str(job["id"]))[:64]
-        for index, output in enumerate(job["outputs"]):
-            path = folder / f"{stem}-{index}.{EXTENSIONS.get(output.get('format'), 'img')}"
-            partial = path.with_name(f".{path.name}.part")
-            try:
-                with httpx.stream("GET", str(output.get("url")), timeout=120) as answer:
-                    if answer.status_code != 200:
-                        raise ApiError(answer.status_code, {"message": f"download of {path.name} failed"})
-                    with partial.open("wb") as file:
-                        for chunk in answer.iter_bytes():
-                            file.write(chunk)
-                os.replace(partial, path)
-            except httpx.HTTPError as exc:
-                raise Unreachable(f"could not download {path.name} ({exc.__class__.__name__})") from None
-            finally:
-                partial.unlink(missing_ok=True)
-            paths.append(path)
+        for preview in (job.get("progress") or {}).get("previews") or []:
+            index = preview.get("index")
+            if not isinstance(index, int) or index in saved or "url" not in preview:
+                continue
+            ext = EXTENSIONS.get(preview.get("format"), "img")
+            paths.append(_save(preview, folder / f"{_stem(job)}-preview-{index}.{ext}"))
+            saved.add(index)
         return paths
+
+
+def _stem(job: dict[str, Any]) -> str:
+    # Names from darkroom's answer are never trusted as paths: an id of letters, digits and _, a known extension.
+    return re.sub(r"[^A-Za-z0-9_]", "_", str(job["id"]))[:64]
+
+
+def _save(image: dict[str, Any], path: Path) -> Path:
+    """The image at its download link, written whole or not at all."""
+    partial = path.with_name(f".{path.name}.part")
+    try:
+        with httpx.stream("GET", str(image.get("url")), timeout=120) as answer:
+            if answer.status_code != 200:
+                raise ApiError(answer.status_code, {"message": f"download of {path.name} failed"})
+            with partial.open("wb") as file:
+                for chunk in answer.iter_bytes():
+                    file.write(chunk)
+        os.replace(partial, path)
+    except httpx.HTTPError as exc:
+        raise Unreachable(f"could not download {path.name} ({exc.__class__.__name__})") from None
+    finally:
+        partial.unlink(missing_ok=True)
+    return path
 
 
 def _part(path: Path) -> tuple[str, bytes, str]:

@@ -90,14 +90,24 @@ def follow_and_save(client: Client, job: dict[str, Any], out: Path, timeout_s: f
     console = Console(stderr=True)
     live = console.is_terminal and not as_json
     started = time.monotonic()
+    previews: set[int] = set()
+
+    def save_previews(job: dict[str, Any]) -> None:
+        for path in client.save_previews(job, out, previews):
+            if not as_json:
+                console.print(f"preview {path}", highlight=False, soft_wrap=True)
+
     if job["status"] not in TERMINAL:
         if live:
             with console.status(_progress(job, started)) as status:
-                job = client.follow(
-                    job["id"], timeout_s=timeout_s, on_change=lambda j: status.update(_progress(j, started))
-                )
+
+                def on_change(job: dict[str, Any]) -> None:
+                    status.update(_progress(job, started))
+                    save_previews(job)
+
+                job = client.follow(job["id"], timeout_s=timeout_s, on_change=on_change)
         else:
-            job = client.follow(job["id"], timeout_s=timeout_s)
+            job = client.follow(job["id"], timeout_s=timeout_s, on_change=save_previews)
     files = client.download(job, out) if job["status"] == "succeeded" else []
     if as_json:
         click.echo(json.dumps({**job, "files": [str(path) for path in files]}, indent=2))
@@ -124,7 +134,9 @@ def _given(**options: Any) -> dict[str, Any]:
 def _progress(job: dict[str, Any], started: float) -> str:
     provider = job.get("provider") or {}
     where = f" on {provider.get('route')}" if provider.get("route") else ""
-    return f"{job['id']}: {job['status']}{where} ({time.monotonic() - started:.0f} s)"
+    progress = job.get("progress") or {}
+    shown = f", preview {len(progress['previews'])}/{progress['partial_images']}" if progress else ""
+    return f"{job['id']}: {job['status']}{where}{shown} ({time.monotonic() - started:.0f} s)"
 
 
 @click.command()
@@ -135,6 +147,13 @@ def _progress(job: dict[str, Any], started: float) -> str:
 @click.option("--format", "output_format", type=click.Choice(catalog.OUTPUT_FORMATS), default=None)
 @click.option("--background", type=click.Choice(["transparent", "opaque", "auto"]), default=None)
 @click.option("--n", type=click.IntRange(1, 10), default=1, show_default=True, help="How many images.")
+@click.option(
+    "--previews",
+    "partial_images",
+    type=click.IntRange(1, 3),
+    default=None,
+    help="Save 1-3 previews to --out while the image renders (n=1).",
+)
 @click.option("--provider", default=None, help="Pin the job to one provider route (openai, gateway, wavespeed).")
 @click.option("--idempotency-key", default=None, help="Sending the same key again returns the same job.")
 @follow_options
@@ -147,6 +166,7 @@ def generate(
     output_format: str | None,
     background: str | None,
     n: int,
+    partial_images: int | None,
     provider: str | None,
     idempotency_key: str | None,
     out: Path,
@@ -157,7 +177,7 @@ def generate(
 ) -> None:
     """Generate images from PROMPT, follow the job, and write the images to --out."""
     body = {"prompt": prompt, "model": model, "n": n, **_given(size=size, quality=quality, output_format=output_format)}
-    body.update(_given(background=background, provider=provider))
+    body.update(_given(background=background, provider=provider, partial_images=partial_images))
     with reporting_errors(), Settings(url, api_key).client() as client:
         job = client.generate(body, idempotency_key=idempotency_key)
         sys.exit(follow_and_save(client, job, out, timeout, as_json))
@@ -171,6 +191,7 @@ def generate(
 @click.option("--size", default=None)
 @click.option("--quality", type=click.Choice(catalog.EXTENDED_QUALITIES), default=None)
 @click.option("--format", "output_format", type=click.Choice(catalog.OUTPUT_FORMATS), default=None)
+@click.option("--previews", "partial_images", type=click.IntRange(1, 3), default=None, help="Save 1-3 previews.")
 @follow_options
 @connection_options
 def edit(
@@ -181,6 +202,7 @@ def edit(
     size: str | None,
     quality: str | None,
     output_format: str | None,
+    partial_images: int | None,
     out: Path,
     timeout: float,
     as_json: bool,
@@ -191,6 +213,7 @@ def edit(
     if len(images) > catalog.MAX_EDIT_IMAGES:
         raise click.BadParameter(f"at most {catalog.MAX_EDIT_IMAGES} images", param_hint="IMAGES")
     fields = {"prompt": prompt, "model": model, **_given(size=size, quality=quality, output_format=output_format)}
+    fields.update(_given(partial_images=partial_images))
     with reporting_errors(), Settings(url, api_key).client() as client:
         job = client.edit(list(images), mask, fields)
         sys.exit(follow_and_save(client, job, out, timeout, as_json))

@@ -157,3 +157,19 @@ def test_a_job_still_running_exits_4_and_can_be_canceled(running: LocalStack, tm
         assert ended.returncode == 1 and "canceled" in ended.stderr
     finally:
         running.emulator.config.async_ms = 3000
+
+
+def test_previews_are_saved_as_they_arrive_then_the_image(running: LocalStack, tmp_path: Path) -> None:
+    # Given a provider that takes 3 s to render, streaming a preview every second
+    assert running.emulator is not None
+    running.emulator.config.latency_ms = 3000
+    try:
+        done = cli(running, "generate", "a harbour at dusk", "--previews", "2", "--out", str(tmp_path))
+    finally:
+        running.emulator.config.latency_ms = 0
+    assert done.returncode == 0, done.stderr
+    # Then both previews were saved while it rendered, and the image after
+    said = [line.split(" ", 1)[1] for line in done.stderr.splitlines() if line.startswith("preview ")]
+    assert [Path(path).name.split("-preview-")[1] for path in said] == ["0.png", "1.png"]
+    (image,) = [Path(line) for line in done.stdout.splitlines()]
+    assert Image.open(image).size == Image.open(said[1]).size

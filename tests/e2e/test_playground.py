@@ -127,6 +127,39 @@ def test_an_edit_uploads_through_presigned_posts(running: LocalStack, browser: W
     wait.until(lambda _: driver.execute_script("return arguments[0].naturalWidth", image) == 320)
 
 
+def test_previews_show_while_the_job_renders(running: LocalStack, browser: WebDriver) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.select import Select
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = browser
+    wait: WebDriverWait[WebDriver] = WebDriverWait(driver, 30)
+    find = driver.find_element
+    # Given a provider that takes 4 s, streaming a preview every 4/3 s
+    assert running.emulator is not None
+    running.emulator.config.latency_ms = 4000
+    try:
+        shown_before = find(By.ID, "job-id").text
+        prompt = find(By.ID, "g-prompt")
+        prompt.clear()
+        prompt.send_keys("a harbour in fog")
+        Select(find(By.ID, "g-size")).select_by_value("1024x1024")
+        Select(find(By.ID, "g-previews")).select_by_value("2")
+        find(By.ID, "generate").click()
+        wait.until(lambda _: find(By.ID, "job-id").text not in ("", shown_before))
+        # Then the second preview is shown, loaded, while the job still runs
+        previews = 'return [...document.querySelectorAll("#job-images img.preview")].filter(i => i.naturalWidth).length'
+        wait.until(lambda _: driver.execute_script(previews) == 2 and find(By.ID, "job-state").text == "running")
+        screenshot(driver, "playground-previews.png")
+        # and the image itself replaces them once the job succeeds
+        wait.until(lambda _: find(By.ID, "job-state").text == "succeeded")
+        wait.until(lambda _: not driver.find_elements(By.CSS_SELECTOR, "#job-images img.preview"))
+        assert driver.find_elements(By.CSS_SELECTOR, "#job-images img")
+    finally:
+        running.emulator.config.latency_ms = 0
+        Select(find(By.ID, "g-previews")).select_by_value("0")
+
+
 def test_an_api_error_appears_next_to_its_field(running: LocalStack, browser: WebDriver) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as when

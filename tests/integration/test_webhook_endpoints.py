@@ -222,7 +222,7 @@ def test_the_production_guard_refuses_each_example_at_registration_submission_an
     ("events", "rule"),
     [
         (["job.failed"] * 40_000, "too_long"),
-        (["job.succeeded", "job.failed", "job.canceled", "job.failed"], "too_long"),
+        (["job.succeeded", "job.failed", "job.canceled", "job.progress", "job.failed"], "too_long"),
         (["job.failed", "job.succeeded", "job.failed"], "events_repeated"),
     ],
 )

@@ -106,6 +106,10 @@ def test_valid_requests_pass(body: dict[str, Any]) -> None:
         ({"prompt": "a cat", "response_format": "url"}, {("response_format", "legacy_parameter")}),
         ({"prompt": "a cat", "style": "vivid"}, {("style", "legacy_parameter")}),
         ({"prompt": "a cat", "stream": True}, {("stream", "stream_not_supported")}),
+        ({"prompt": "a cat", "partial_images": 4}, {("partial_images", "less_than_equal")}),
+        ({"prompt": "a cat", "partial_images": -1}, {("partial_images", "greater_than_equal")}),
+        ({"prompt": "a cat", "partial_images": "2"}, {("partial_images", "int_type")}),
+        ({"prompt": "a cat", "partial_images": 2, "n": 2}, {("partial_images", "partial_images_needs_n_1")}),
         ({"prompt": "a cat", "seed": 4}, {("seed", "extra_forbidden")}),
         ({"prompt": "a cat", "webhook_url": "http://hooks.example.com/x"}, {("webhook_url", "webhook_url_https")}),
         (
@@ -198,3 +202,17 @@ def test_webhook_events_list_each_event_at_most_once(events: list[str], rule: st
     with pytest.raises(ValidationFailed) as refused:
         parse_generation_request({"prompt": "p", "webhook_events": events})
     assert [(e.field, e.rule) for e in refused.value.errors] == [("webhook_events", rule)]
+
+
+def test_partial_images_are_sent_to_the_provider_and_none_is_no_previews() -> None:
+    request = parse_generation_request({"prompt": "a cat", "partial_images": 2})
+    assert request.provider_params()["partial_images"] == 2
+    for none in (0, None):
+        body = {"prompt": "a cat", "partial_images": none} if none is not None else {"prompt": "a cat"}
+        assert "partial_images" not in parse_generation_request(body).provider_params()
+
+
+def test_stream_is_refused_with_a_pointer_to_previews() -> None:
+    with pytest.raises(ValidationFailed) as caught:
+        parse_generation_request({"prompt": "a cat", "stream": True})
+    assert "partial_images" in caught.value.errors[0].message

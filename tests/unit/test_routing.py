@@ -74,6 +74,8 @@ def test_a_models_chain_keeps_its_order_and_leaves_out_what_is_off_or_cannot_ser
         # WaveSpeed renders one image, and takes neither a mask nor a markup: the job starts on the gateway.
         ({"model": "gpt-image-2", "n": 2}, ("gateway", "openai")),
         ({"model": "gpt-image-2", "mask": True}, ("gateway", "openai")),
+        # WaveSpeed answers only when the image is done: previews need an OpenAI-compatible route.
+        ({"model": "gpt-image-2", "partial_images": 2}, ("gateway", "openai")),
     ],
 )
 def test_a_job_gets_the_routes_of_its_chain_that_can_honour_it(
@@ -106,7 +108,7 @@ def test_provider_must_be_a_string() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("n", 2), ("output_compression", 50), ("moderation", "low"), ("complexity", "high")],
+    [("n", 2), ("output_compression", 50), ("moderation", "low"), ("complexity", "high"), ("partial_images", 2)],
 )
 def test_what_wavespeed_cannot_honour_is_refused_by_name(field: str, value: Any) -> None:
     body = {"provider": "wavespeed", field: value}
@@ -124,3 +126,7 @@ def test_route_rules_are_reported_with_every_other_broken_rule() -> None:
         ("size", "size_multiple_of_16"),
         ("size", "size_min_pixels"),
     }
+
+
+def test_no_previews_is_what_every_route_honours() -> None:
+    assert rules_broken({"provider": "wavespeed", "partial_images": 0}) == set()

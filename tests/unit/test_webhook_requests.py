@@ -23,7 +23,7 @@ def rules(parse: Any, body: dict[str, Any]) -> set[tuple[str, str]]:
 def test_an_events_list_is_each_event_at_most_once(parse: Any) -> None:
     # Given lists that repeat an event, or are longer than the events there are
     repeated = ["job.failed", "job.succeeded", "job.failed"]
-    too_long = ["job.succeeded", "job.failed", "job.canceled", "job.succeeded"]
+    too_long = ["job.succeeded", "job.failed", "job.canceled", "job.progress", "job.succeeded"]
     # When they are validated, Then each is refused naming the field and the rule
     assert rules(parse, {"url": URL, "events": repeated}) == {("events", "events_repeated")}
     assert rules(parse, {"url": URL, "events": too_long}) == {("events", "too_long")}
@@ -39,3 +39,10 @@ def test_a_huge_events_list_is_refused_at_once() -> None:
     # When it is validated, Then it is refused by its length, without looking at each entry
     assert rules(parse_webhook_endpoint, {"url": URL, "events": ["job.failed"] * 400_000}) == {("events", "too_long")}
     assert time.monotonic() - started < 1
+
+
+def test_an_endpoint_naming_no_events_gets_every_end_of_a_job_but_no_progress() -> None:
+    endpoint = parse_webhook_endpoint({"url": URL}, allow_http=True, allow_private=True)
+    assert sorted(endpoint.events) == ["job.canceled", "job.failed", "job.succeeded"]
+    asked = parse_webhook_endpoint({"url": URL, "events": ["job.progress"]}, allow_http=True, allow_private=True)
+    assert asked.events == ["job.progress"]

@@ -19,8 +19,11 @@ from darkroom.errors import FieldError, ValidationFailed
 MAX_PROMPT_CHARS = 32_000
 MAX_METADATA_PAIRS = 16
 
-WebhookEvent = Literal["job.succeeded", "job.failed", "job.canceled"]
-WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = ("job.succeeded", "job.failed", "job.canceled")
+WebhookEvent = Literal["job.succeeded", "job.failed", "job.canceled", "job.progress"]
+WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = ("job.succeeded", "job.failed", "job.canceled", "job.progress")
+# What is sent when a job or endpoint names no events: every end of a job. `job.progress` (each preview of a job
+# with partial_images) is sent only where it is asked for by name.
+DEFAULT_WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = ("job.succeeded", "job.failed", "job.canceled")
 
 
 def _each_once(events: list[WebhookEvent]) -> list[WebhookEvent]:
@@ -59,9 +62,12 @@ class GenerationRequest(BaseModel):
     user: Annotated[str, StringConstraints(max_length=64)] | None = Field(
         default=None, description="Deprecated by OpenAI; sent on as safety_identifier."
     )
+    partial_images: Annotated[int, Field(ge=0, le=3)] | None = Field(
+        default=None,
+        description="Previews to show on the job while it renders (1-3, n=1 only): the provider streams them.",
+    )
     # Accepted only so that they can be refused with a useful message.
     stream: bool | None = None
-    partial_images: int | None = None
     response_format: str | None = None
     style: str | None = None
     # darkroom's own fields, kept with the job.
@@ -71,16 +77,23 @@ class GenerationRequest(BaseModel):
     webhook_url: Annotated[str, StringConstraints(max_length=2048)] | None = None
     metadata: Annotated[dict[MetadataKey, MetadataValue], Field(max_length=MAX_METADATA_PAIRS)] | None = None
     webhook_events: WebhookEvents | None = Field(
-        default=None, description="Which events go to webhook_url: job.succeeded, job.failed, job.canceled (all)."
+        default=None,
+        description="Which events go to webhook_url: job.succeeded, job.failed, job.canceled (the default: all "
+        "three), and job.progress (each preview, only when named).",
     )
 
     def route_fields(self) -> dict[str, Any]:
-        """The request's values a route judges (an edit's inputs are judged apart: see edit_rule_errors)."""
-        return {name: value for name, value in self if name not in ("images", "mask", "markup")}
+        """The request's values a route judges (an edit's inputs are judged apart: see edit_rule_errors); no previews
+        (`partial_images: 0`) is the default every route honours."""
+        fields = {name: value for name, value in self if name not in ("images", "mask", "markup")}
+        return {**fields, "partial_images": fields.get("partial_images") or None}
 
     def provider_params(self) -> dict[str, Any]:
-        """The body to send to an OpenAI-compatible provider: only what it understands, defaults left out."""
+        """The body to send to an OpenAI-compatible provider: only what it understands, defaults left out (no
+        previews is no `partial_images`: the provider adapter streams only when it is set)."""
         params = self.model_dump(exclude_none=True, exclude=set(NOT_FOR_PROVIDER))
+        if not params.get("partial_images"):
+            params.pop("partial_images", None)
         if self.user and not self.safety_identifier:
             params["safety_identifier"] = self.user
         return params
@@ -94,7 +107,6 @@ NOT_FOR_PROVIDER = (
     "metadata",
     "user",
     "stream",
-    "partial_images",
     "response_format",
     "style",
     "images",
@@ -460,11 +472,20 @@ def _legacy_parameter_errors(request: GenerationRequest) -> list[FieldError]:
     if request.stream:
         errors.append(
             FieldError(
-                "stream", "stream_not_supported", "darkroom runs jobs asynchronously; poll the job or use a webhook."
+                "stream",
+                "stream_not_supported",
+                "darkroom runs jobs asynchronously: ask for partial_images (1-3) to see previews on "
+                "GET /v1/jobs/{id} while the job renders, and poll the job or use a webhook.",
             )
         )
-    if request.partial_images is not None:
-        errors.append(FieldError("partial_images", "stream_not_supported", "Partial images need streaming."))
+    if request.partial_images and request.n != 1:
+        errors.append(
+            FieldError(
+                "partial_images",
+                "partial_images_needs_n_1",
+                "Previews come for one image at a time: send n=1, or leave partial_images out.",
+            )
+        )
     return errors
 
 

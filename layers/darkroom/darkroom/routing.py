@@ -55,6 +55,8 @@ ROUTES: dict[str, Route] = {
             # Its edit endpoint takes images by URL, and no mask or markup.
             ("mask", None),
             ("markup", None),
+            # It answers only when the image is done: no previews.
+            ("partial_images", None),
         ),
         price_per_image=Decimal("0.06"),  # WaveSpeed's listed price for gpt-image-2, "from $0.06 per run"
     ),

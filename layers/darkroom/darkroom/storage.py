@@ -2,7 +2,8 @@
 
 Layout: `outputs/{tenant}/{job}/{i}.{ext}` for images, then `outputs/{tenant}/{job}/result.json` written last. The
 manifest's arrival is what tells the rest of darkroom (webhooks) that the job has ended, so every terminal state
-writes one, and writing it again is harmless.
+writes one, and writing it again is harmless. A job that streams previews also gets `partial-{k}.{ext}` for each, and
+`partial-{k}.progress.json` after it, whose arrival announces the preview (the `job.progress` webhook event).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from darkroom.jobs.store import Job
 from darkroom.settings import settings
 
 MANIFEST = "result.json"
+PROGRESS_SUFFIX = ".progress.json"
 
 
 def job_prefix(job: Job) -> str:
@@ -30,7 +32,14 @@ def output_key(job: Job, index: int, fmt: str) -> str:
 
 
 def put_output(job: Job, index: int, data: bytes, info: ImageInfo) -> dict[str, Any]:
-    key = output_key(job, index, info.format)
+    return _put_image(job, output_key(job, index, info.format), data, info)
+
+
+def put_preview(job: Job, index: int, data: bytes, info: ImageInfo) -> dict[str, Any]:
+    return _put_image(job, f"{job_prefix(job)}partial-{index}.{EXTENSIONS[info.format]}", data, info)
+
+
+def _put_image(job: Job, key: str, data: bytes, info: ImageInfo) -> dict[str, Any]:
     aws.client("s3").put_object(
         Bucket=settings().outputs_bucket,
         Key=key,
@@ -76,12 +85,32 @@ def write_manifest(job: Job, document: dict[str, Any]) -> None:
     )
 
 
+def progress_key(job: Job, index: int) -> str:
+    return f"{job_prefix(job)}partial-{index}{PROGRESS_SUFFIX}"
+
+
+def write_progress(job: Job, index: int, document: dict[str, Any]) -> None:
+    aws.client("s3").put_object(
+        Bucket=settings().outputs_bucket,
+        Key=progress_key(job, index),
+        Body=json.dumps(document).encode(),
+        ContentType="application/json",
+    )
+
+
 def read_manifest(tenant: str, job_id: str) -> dict[str, Any] | None:
     """A job's result manifest, or None once it has expired (or never was)."""
+    return _read_json(f"outputs/{tenant}/{job_id}/{MANIFEST}")
+
+
+def read_progress(tenant: str, job_id: str, index: int) -> dict[str, Any] | None:
+    """What a preview's progress document says, or None once it has expired."""
+    return _read_json(f"outputs/{tenant}/{job_id}/partial-{index}{PROGRESS_SUFFIX}")
+
+
+def _read_json(key: str) -> dict[str, Any] | None:
     try:
-        body = aws.client("s3").get_object(
-            Bucket=settings().outputs_bucket, Key=f"outputs/{tenant}/{job_id}/{MANIFEST}"
-        )["Body"]
+        body = aws.client("s3").get_object(Bucket=settings().outputs_bucket, Key=key)["Body"]
     except Exception as exc:
         if aws.error_code(exc) in ("NoSuchKey", "404"):
             return None

@@ -49,6 +49,22 @@ class ProviderState(BaseModel):
     tried: list[dict[str, str]] = Field(description="Routes the job left, each with why.")
 
 
+class Preview(BaseModel):
+    index: int = Field(description="0 for the first preview; each later one is sharper.")
+    format: str
+    width: int
+    height: int
+    bytes: int
+    key: str
+    created_at: str
+    url: str | None = Field(None, description="A presigned download link (in API answers).")
+
+
+class Progress(BaseModel):
+    partial_images: int = Field(description="The previews asked for.")
+    previews: list[Preview] = Field(description="The previews stored so far, in order; shown while the job runs.")
+
+
 class JobLinks(BaseModel):
     get: str
     cancel: str | None = Field(None, description="While the job has not ended.")
@@ -84,6 +100,7 @@ class Job(BaseModel):
         description="An upload's expected files (images, mask, markup) and when it expires (expires_at, epoch s)."
     )
     outputs: list[Output]
+    progress: Progress | None = Field(description="The previews of a job that asked for partial_images.")
     usage: dict[str, Any] | None
     cost_usd: float | None
     error: JobError | None

@@ -42,6 +42,7 @@ from darkroom.errors import (
     ProviderUnavailable,
 )
 from darkroom.jobs import manifests, polling
+from darkroom.jobs.previews import PreviewRecorder
 from darkroom.jobs.store import Job, JobStore, LeaseLost
 from darkroom.observability import logger, metrics
 from darkroom.providers.images_response import GenerationResult
@@ -368,6 +369,9 @@ def _call_provider(
             return
         timeout_s = min(timeout_s, remaining_ms() / 1000 - min(STORE_RESERVE_S, budget_s / 4))
     call_id = f"{job.id}:{job.provider_calls}"
+    # A streamed call (partial_images) hands on previews, recorded on the job as they come: the job as last written
+    # is the recorder's.
+    previews = PreviewRecorder(store, job)
     started = time.monotonic()
     try:
         if isinstance(provider, WaveSpeedProvider):
@@ -377,18 +381,25 @@ def _call_provider(
                 job.model, job.request, timeout_s=timeout_s, client_request_id=call_id, image_urls=urls
             )
         elif job.kind == "edit":
-            outcome = provider.edit(job.request, files, timeout_s=timeout_s, client_request_id=call_id)
+            outcome = provider.edit(
+                job.request, files, timeout_s=timeout_s, client_request_id=call_id, on_partial=previews
+            )
         else:
-            outcome = provider.generate(job.request, timeout_s=timeout_s, client_request_id=call_id)
+            outcome = provider.generate(
+                job.request, timeout_s=timeout_s, client_request_id=call_id, on_partial=previews
+            )
     except ProviderError as exc:
+        job = previews.job
         _record_outcome(job, gate, exc)
         _after_failed_call(store, job, exc)
         return
     except Exception:
         # A bug in darkroom's own handling of the call: the request may have gone out, so it is never repeated.
+        job = previews.job
         logger.exception("provider call failed unexpectedly", extra=log)
         _fail(store, job, "internal_error", "darkroom failed while calling the provider; " + NOT_REPEATED)
         return
+    job = previews.job
     _record_outcome(job, gate, None)
     if isinstance(outcome, Submission):
         polling.begin(store, job, outcome)  # an error here brings the message back, which finds the job polling

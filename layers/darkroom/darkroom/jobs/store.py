@@ -105,6 +105,8 @@ class Job:
     quota: dict[str, Any] | None = None
     # When the ended job was counted in its tenant's usage and quotas (darkroom.usage.settle).
     settled_at: str | None = None
+    # Previews stored while the provider streamed the image (darkroom.jobs.previews), in the order they came.
+    previews: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def model(self) -> str:
@@ -138,6 +140,7 @@ _JSON_FIELDS = (
     "quota",
     "fallbacks",
     "routes_tried",
+    "previews",
 )
 _INT_FIELDS = ("provider_calls", "transient_failures", "rate_limits")
 _OPTIONAL_STR = (

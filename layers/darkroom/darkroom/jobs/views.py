@@ -31,6 +31,7 @@ def job_document(job: Job, *, with_urls: bool, base_url: str = "") -> dict[str, 
         "inputs": job.inputs,
         "upload": job.upload,
         "outputs": outputs,
+        "progress": progress(job, with_urls=with_urls),
         "usage": job.usage,
         "cost_usd": float(job.cost_usd) if job.cost_usd is not None else None,
         "error": job.error,
@@ -53,6 +54,36 @@ def job_document(job: Job, *, with_urls: bool, base_url: str = "") -> dict[str, 
         "completed_at": job.completed_at,
         "next_attempt_at": job.next_attempt_at,
         "urls": job_links(job, base_url),
+    }
+
+
+def progress(job: Job, *, with_urls: bool) -> dict[str, Any] | None:
+    """The previews asked for (`partial_images`) and those stored so far, in order; None when none were asked for."""
+    asked = int(job.request.get("partial_images") or 0)
+    if not asked:
+        return None
+    previews = []
+    for preview in sorted(job.previews, key=lambda p: int(p.get("index", 0))):
+        entry = {k: preview.get(k) for k in ("index", "format", "width", "height", "bytes", "key", "created_at")}
+        if with_urls:
+            entry["url"] = storage.presign(preview["key"])
+        previews.append(entry)
+    return {"partial_images": asked, "previews": previews}
+
+
+def progress_document(job: Job, preview: dict[str, Any]) -> dict[str, Any]:
+    """What announces one preview (storage.write_progress): the `job.progress` event's facts, and whom to tell."""
+    return {
+        "id": job.id,
+        "tenant": job.tenant,
+        "status": job.status,
+        "model": job.model,
+        "metadata": job.metadata,
+        "webhook_url": job.webhook_url,
+        "webhook_events": job.webhook_events,
+        "created_at": job.created_at,
+        "partial_images": int(job.request.get("partial_images") or 0),
+        "preview": preview,
     }
 
 

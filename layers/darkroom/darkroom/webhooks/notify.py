@@ -1,6 +1,8 @@
 """From a job's result manifest to a signed event at each of its subscribers, once per intent, retried until done.
 
-A manifest's arrival in S3 (its ObjectCreated event, through the completions queue) opens one delivery per target:
+A manifest's arrival in S3 (its ObjectCreated event, through the completions queue) opens one delivery per target
+(and so does a preview's progress document, for the `job.progress` event, as a delivery of its own: the job's id and
+`/progress-{k}`):
 the job's own `webhook_url` (signed with the tenant's secret) and every enabled endpoint of the tenant whose filter
 takes the event (signed with the endpoint's). Opening writes the delivery's record (due now) and queues its first
 try on the retry queue, so every try is a message of its own: one slow subscriber never holds up another, and a try
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,7 +41,7 @@ from darkroom.observability import logger, metrics
 from darkroom.settings import settings
 from darkroom.webhooks import delivery, signing
 from darkroom.webhooks.endpoints import PROBE_LEASE_S, Endpoint, WebhookStore
-from darkroom.webhooks.events import event_body, event_type
+from darkroom.webhooks.events import PROGRESS_EVENT, event_body, event_type, progress_event_body
 
 JOB_TARGET = "job"
 LEASE_S = 60.0  # longer than a try (15 s) and its bookkeeping
@@ -47,6 +50,9 @@ STALE_S = 300.0
 MAX_SQS_DELAY_S = 900
 DISABLE_AFTER_FAILING_S = 5 * 24 * 3600
 MAX_ATTEMPTS_KEPT = 20
+DEFAULT_EVENTS = ("job.succeeded", "job.failed", "job.canceled")  # what a job naming no webhook_events gets
+_PROGRESS_FILE = re.compile(r"partial-([0-9])" + re.escape(storage.PROGRESS_SUFFIX))
+_PROGRESS_SUBJECT = re.compile(r"(.+)/progress-([0-9])")
 
 
 @dataclass
@@ -80,22 +86,39 @@ def handle_completion_record(body: str) -> None:
     for record in event.get("Records", []) if isinstance(event, dict) else []:
         key = unquote_plus(str(record.get("s3", {}).get("object", {}).get("key", "")))
         parts = key.split("/")
-        if len(parts) != 4 or parts[0] != "outputs" or parts[3] != storage.MANIFEST:
+        progress = _PROGRESS_FILE.fullmatch(parts[3]) if len(parts) == 4 and parts[0] == "outputs" else None
+        if progress:
+            notify_progress(parts[1], parts[2], int(progress.group(1)))
+        elif len(parts) == 4 and parts[0] == "outputs" and parts[3] == storage.MANIFEST:
+            notify_job(parts[1], parts[2])
+        else:
             logger.warning("completion event for an unexpected key, dropped", extra={"key": key[:200]})
-            continue
-        notify_job(parts[1], parts[2])
 
 
 def notify_job(tenant: str, job_id: str) -> None:
     manifest = storage.read_manifest(tenant, job_id)
     if manifest is None or manifest.get("status") not in ("succeeded", "failed", "canceled"):
         return
-    kind = event_type(manifest["status"])
     timestamp = manifest.get("completed_at") or datetime.now(UTC).isoformat(timespec="seconds")
+    _open_deliveries(tenant, job_id, event_type(manifest["status"]), timestamp, manifest)
+
+
+def notify_progress(tenant: str, job_id: str, index: int) -> None:
+    """A preview was stored: `job.progress` to those who asked for it, as a delivery of its own."""
+    document = storage.read_progress(tenant, job_id, index)
+    if document is None or document.get("tenant") != tenant or document.get("id") != job_id:
+        return
+    timestamp = str(document["preview"].get("created_at") or datetime.now(UTC).isoformat(timespec="seconds"))
+    _open_deliveries(tenant, f"{job_id}/progress-{index}", PROGRESS_EVENT, timestamp, document)
+
+
+def _open_deliveries(tenant: str, subject: str, kind: str, timestamp: str, document: dict[str, Any]) -> None:
+    """One delivery per target that takes `kind`; `subject` is what the deliveries are of: a job's end (its id) or
+    one of its previews."""
     store = DeliveryStore()
     first = delivery.next_delay_s(0, settings().webhook_retry_schedule) or 0.0  # the schedule's first entry
-    for target, url in _targets(WebhookStore(), tenant, manifest, kind):
-        opened = Delivery(job_id, target, tenant, kind, timestamp, message_id(job_id, target))
+    for target, url in _targets(WebhookStore(), tenant, document, kind):
+        opened = Delivery(subject, target, tenant, kind, timestamp, message_id(subject, target))
         record = store.open(opened, url, due_at=time.time() + first)
         if record.status == "retrying" and record.attempts_made == 0:
             # New, or opened by an earlier copy of this event whose message may not have gone out: one more
@@ -133,7 +156,7 @@ def handle_retry_message(body: str) -> None:
             record, url = _after_lost_claim(store, job_id, target, attempt)
             if record is None:
                 return
-        manifest = storage.read_manifest(record.tenant, record.job_id)
+        manifest = _read_subject(record)
         if manifest is None:
             store.finish(record, "failed", {"error": "the job's manifest is gone (its outputs expired)"})
             return
@@ -200,8 +223,8 @@ def _after_lost_claim(store: DeliveryStore, job_id: str, target: str, attempt: i
 
 def _targets(hooks: WebhookStore, tenant: str, manifest: dict[str, Any], kind: str) -> list[tuple[str, str]]:
     targets = []
-    wanted = manifest.get("webhook_events") or None
-    if manifest.get("webhook_url") and (wanted is None or kind in wanted):
+    wanted = manifest.get("webhook_events") or DEFAULT_EVENTS
+    if manifest.get("webhook_url") and kind in wanted:
         targets.append((JOB_TARGET, str(manifest["webhook_url"])))
     for endpoint in hooks.list_endpoints(tenant):
         if endpoint.enabled and kind in endpoint.events:
@@ -227,7 +250,8 @@ def _try(
             return
         url = endpoint.url  # where the tenant wants its events now, not where it wanted them when the job ended
     secrets = hooks.tenant_secrets(record.tenant) if endpoint is None else hooks.endpoint_secrets(endpoint)
-    body = event_body(
+    build = progress_event_body if record.event_type == PROGRESS_EVENT else event_body
+    body = build(
         manifest,
         timestamp=record.timestamp,
         api_url=s.api_url,
@@ -276,6 +300,14 @@ def _try(
     _send_due(record, record.attempts_made)
     store.mark_queued(record)
     logger.info("webhook will be retried", extra={**log, "delay_s": round(delay)})
+
+
+def _read_subject(record: Delivery) -> dict[str, Any] | None:
+    """What a delivery's event is built from: the job's manifest, or one preview's progress document."""
+    progress = _PROGRESS_SUBJECT.fullmatch(record.job_id)
+    if progress:
+        return storage.read_progress(record.tenant, progress.group(1), int(progress.group(2)))
+    return storage.read_manifest(record.tenant, record.job_id)
 
 
 def _disable(hooks: WebhookStore, endpoint: Endpoint, reason: str) -> None:

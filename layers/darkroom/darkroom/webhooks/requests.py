@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from darkroom import addresses
 from darkroom.errors import FieldError, ValidationFailed
-from darkroom.models import WEBHOOK_EVENTS, field_errors_from_pydantic
+from darkroom.models import DEFAULT_WEBHOOK_EVENTS, field_errors_from_pydantic
 from darkroom.models import WebhookEvents as Events
 
 
@@ -20,7 +20,8 @@ class WebhookEndpointRequest(BaseModel):
 
     url: Annotated[str, StringConstraints(min_length=1, max_length=2048)]
     events: Events = Field(
-        default_factory=lambda: list(WEBHOOK_EVENTS), description="Which events to send; all by default."
+        default_factory=lambda: list(DEFAULT_WEBHOOK_EVENTS),
+        description="Which events to send: every end of a job by default; job.progress only when named.",
     )
     description: Annotated[str, StringConstraints(max_length=256)] = ""
     enabled: bool = True
