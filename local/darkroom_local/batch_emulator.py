@@ -34,7 +34,9 @@ Each line is run by the images endpoints' own rules and renderer (`check_request
 `{"image_url"}` (a `data:` URL, or an http(s) URL fetched when the line runs), an optional `mask` alike, and the
 edit's other fields; file ids name files uploaded here (purpose `vision`, say). `markup` is not taken in a batch.
 A line is counted once in `GET /_emulator/calls` when it runs, however often its batch is read: a request, and if it
-generated, a generation that is also `batched`. The batch's `usage` sums its lines' token counts.
+generated, a generation that is also `batched`. Its `custom_id` stands for an images call's X-Client-Request-Id
+(generations per darkroom job in `/_emulator/stats`, the local stack's trail). Lines run inside the read that finds
+them due, which answers once their renders are done. The batch's `usage` sums its lines' token counts.
 """
 
 from __future__ import annotations
@@ -432,8 +434,10 @@ class BatchStore:
         except images.ApiError as exc:
             batch.failures.append(_result_line(line.custom_id, exc.status, body=exc.body))
             batch.failed += 1
+            self.emulator.observe(line.custom_id, f"refused in {batch.id} ({exc.status})")
             return
         stats.count_batched(str(line.body["prompt"]))
+        self.emulator.observe(line.custom_id, f"generated in {batch.id}")
         usage = answer["usage"]
         batch.usage["input"] += usage["input_tokens"]
         batch.usage["output"] += usage["output_tokens"]
