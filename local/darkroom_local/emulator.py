@@ -2,7 +2,9 @@
 
 Endpoints: POST /v1/images/generations (JSON), POST /v1/images/edits (multipart, as the openai SDK sends it), and
 WaveSpeedAI's asynchronous submit-then-poll API (darkroom_local.wavespeed_emulator) with the same auth, latency and
-faults; its submissions are counted per prompt alongside the generations.
+faults; its submissions are counted per prompt alongside the generations. OpenAI's Files and Batch APIs (POST
+/v1/files, GET /v1/files/{id}[/content], POST /v1/batches, GET /v1/batches[/{id}], POST /v1/batches/{id}/cancel:
+darkroom_local.batch_emulator) with the same auth and faults, each batch line run by the rules and renderer below.
 
 It refuses what OpenAI refuses, with OpenAI's status and `{"error": {"message", "type", "param", "code"}}` body,
 judged from darkroom's model table (`darkroom.catalog`) but never through darkroom's own request validation, so that
@@ -33,11 +35,12 @@ Test hooks:
 - GET /_emulator/calls: the provider's view of billing, per prompt and in total: `requests` received (refused ones
   included), `generations` completed and WaveSpeed `submissions` accepted. A generation is counted when its render
   finishes, before the answer is written, so a client that stopped waiting still shows as billed. Totals also count
-  requests that carried no readable prompt. Per prompt, `edits` lists each billed edit as
+  requests that carried no readable prompt. A batch line counts once, when it runs: a request, and if it generated, a
+  generation that is also counted as `batched`. Per prompt, `edits` lists each billed edit as
   `{"images", "mask", "markup", "sizes": ["WxH", ...]}`, proof of what reached the provider. `Emulator.calls()`
   returns the same.
 - GET /_emulator/stats: calls that passed validation, faults, refusals, successful generations per darkroom job;
-- POST /_emulator/reset: clears both.
+- POST /_emulator/reset: clears both, and every uploaded file and batch.
 
 Knobs (environment, read when the emulator starts, shared with the local stack):
 - DARKROOM_EMULATOR_LATENCY_MS: added to every accepted call, before its fault draw and render (a slow answer is a
@@ -51,6 +54,8 @@ Knobs (environment, read when the emulator starts, shared with the local stack):
 - DARKROOM_EMULATOR_TEXTURE: `gradient` (default: small, quick images) or `noise` (images that do not compress, as
   large as a real provider's photographs at worst, for measuring memory and bandwidth);
 - DARKROOM_EMULATOR_ASYNC_MS: how long a WaveSpeed prediction takes from submission to its end (default 3000);
+- DARKROOM_EMULATOR_BATCH_MS: how long a batch takes from creation to its end (default 2000);
+- DARKROOM_EMULATOR_BATCH_OUTCOME: how batches end, `complete` (default), `expire` (half their lines run) or `fail`;
 - DARKROOM_EMULATOR_API_KEY: the only key the OpenAI side takes (default: any); another is answered 401
   `invalid_api_key`, quoting part of it as OpenAI does;
 - DARKROOM_EMULATOR_IPM: images per minute the key may generate (default 0: no limit). Past it a valid call is
@@ -90,7 +95,7 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 from darkroom import catalog
-from darkroom_local import moderation_emulator
+from darkroom_local import batch_emulator, moderation_emulator
 from darkroom_local.http_server import BackgroundHTTPServer
 from darkroom_local.rate_limit import ImagesPerMinute
 from darkroom_local.wavespeed_emulator import (
@@ -176,6 +181,9 @@ class EmulatorConfig:
     ipm: int = 0
     # The one key the OpenAI side takes (None: any non-empty key); another is answered 401 as OpenAI answers it.
     api_key: str | None = None
+    # How long a batch takes from creation to its end, and how it ends: complete, expire or fail.
+    batch_ms: int = 2000
+    batch_outcome: str = "complete"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> EmulatorConfig:
@@ -189,6 +197,8 @@ class EmulatorConfig:
             async_ms=int(env.get("DARKROOM_EMULATOR_ASYNC_MS", "3000")),
             ipm=int(env.get("DARKROOM_EMULATOR_IPM", "0")),
             api_key=env.get("DARKROOM_EMULATOR_API_KEY") or None,
+            batch_ms=int(env.get("DARKROOM_EMULATOR_BATCH_MS", "2000")),
+            batch_outcome=env.get("DARKROOM_EMULATOR_BATCH_OUTCOME", "complete"),
         )
 
 
@@ -200,6 +210,8 @@ class CallCount:
     generations: int = 0
     # Asynchronous predictions accepted (WaveSpeed's API): each one is billed, whatever becomes of it.
     submissions: int = 0
+    # Generations made by a Batch API line, also counted in `generations`.
+    batched: int = 0
 
 
 @dataclass
@@ -271,6 +283,11 @@ class EmulatorStats:
             if edit is not None:
                 count.edits.append(edit)
             self.totals.generations += 1
+
+    def count_batched(self, prompt: str) -> None:
+        with self.lock:
+            self.prompts.setdefault(prompt, PromptCount()).batched += 1
+            self.totals.batched += 1
 
     def count_submission(self, prompt: str) -> None:
         with self.lock:
@@ -684,6 +701,7 @@ class Emulator(BackgroundHTTPServer):
         self.stopping = threading.Event()
         self.wavespeed = self._wavespeed_service()
         self.limiter = ImagesPerMinute(self.config.ipm)
+        self.batches = batch_emulator.BatchStore(self)
         # Told (X-Client-Request-Id, outcome) for every accepted call: the local stack's trail of a job.
         self.observer: Callable[[str, str], None] | None = None
 
@@ -699,6 +717,7 @@ class Emulator(BackgroundHTTPServer):
         self.stats = EmulatorStats()
         self.wavespeed = self._wavespeed_service()
         self.limiter = ImagesPerMinute(self.config.ipm)
+        self.batches = batch_emulator.BatchStore(self)
 
     def admit(self, images: int) -> None:
         """Count the images against the per-minute limit, or refuse the call with a 429 saying when to come back."""
@@ -852,6 +871,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
+        if batch_emulator.handles(self.path):
+            self._batches(b"")
+            return
         if RESULT_PATH.fullmatch(self.path) or OUTPUT_PATH.fullmatch(self.path):
             self._wavespeed_get()
         elif self.path == "/_emulator/stats":
@@ -875,6 +897,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("content-length") or 0))
+        if batch_emulator.handles(self.path):
+            self._batches(body)
+            return
         if self.path == "/_emulator/reset":
             self.emulator.reset()
             self._send(200, {"reset": True})
@@ -971,6 +996,26 @@ class _RequestHandler(BaseHTTPRequestHandler):
         event = f"event: {name}\ndata: {payload}\n\n".encode()
         self.wfile.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
         self.wfile.flush()
+
+    def _batches(self, body: bytes) -> None:
+        """The Files and Batches endpoints, behind the images endpoints' auth and faults; a `slow` fault acts (a batch
+        is created) and answers too late."""
+        try:
+            self._check_auth()
+            fault = self._maybe_fault(self.headers.get("x-client-request-id", ""))
+            status, answer = self.emulator.batches.handle(
+                self.command, self.path, self.headers.get("content-type", ""), body
+            )
+            if fault == "slow":
+                self._hang()
+            if isinstance(answer, bytes):
+                self._send_bytes(status, answer, "application/octet-stream")
+            else:
+                self._send(status, answer)
+        except ApiError as exc:
+            self._send(exc.status, exc.body, exc.headers)
+        except (_Hung, OSError):  # hung on purpose, or the client left in the middle of a file
+            self.close_connection = True
 
     def _check_auth(self) -> None:
         auth = self.headers.get("authorization", "")

@@ -57,8 +57,8 @@ def test_a_success_is_one_request_and_one_generation(start: StartEmulator) -> No
     assert generate(emulator, {"prompt": "a cat", "quality": "low"}).status_code == 200
     # Then the provider's own count shows one request and one generation for that prompt
     expected = {
-        "prompts": {"a cat": {"requests": 1, "generations": 1, "submissions": 0, "edits": []}},
-        "totals": {"requests": 1, "generations": 1, "submissions": 0},
+        "prompts": {"a cat": {"requests": 1, "generations": 1, "submissions": 0, "batched": 0, "edits": []}},
+        "totals": {"requests": 1, "generations": 1, "submissions": 0, "batched": 0},
     }
     assert calls_over_http(emulator) == expected
     assert emulator.calls() == expected
@@ -71,7 +71,7 @@ def test_a_refused_request_is_counted_but_not_billed(start: StartEmulator) -> No
     assert generate(emulator, {"prompt": "a dog", "quality": "hd"}).status_code == 400
     # Then it was received but generated nothing
     assert calls_over_http(emulator)["prompts"] == {
-        "a dog": {"requests": 1, "generations": 0, "submissions": 0, "edits": []}
+        "a dog": {"requests": 1, "generations": 0, "submissions": 0, "batched": 0, "edits": []}
     }
 
 
@@ -82,9 +82,15 @@ def test_a_client_that_gave_up_on_a_slow_answer_is_still_billed(start: StartEmul
     with pytest.raises(httpx.ReadTimeout):
         generate(emulator, {"prompt": "a slow fox", "quality": "low"}, timeout=0.3)
     # Then nothing is billed until the render finishes, and then it is, though nobody read the answer
-    assert emulator.calls()["prompts"]["a slow fox"] == {"requests": 1, "generations": 0, "submissions": 0, "edits": []}
+    assert emulator.calls()["prompts"]["a slow fox"] == {
+        "requests": 1,
+        "generations": 0,
+        "submissions": 0,
+        "batched": 0,
+        "edits": [],
+    }
     assert wait_for_generation(emulator, "a slow fox") == 1
-    assert calls_over_http(emulator)["totals"] == {"requests": 1, "generations": 1, "submissions": 0}
+    assert calls_over_http(emulator)["totals"] == {"requests": 1, "generations": 1, "submissions": 0, "batched": 0}
 
 
 def test_a_hang_generates_nothing(start: StartEmulator) -> None:
@@ -95,7 +101,7 @@ def test_a_hang_generates_nothing(start: StartEmulator) -> None:
         generate(emulator, {"prompt": "a hung owl"}, timeout=5)
     # Then it was received, and nothing was generated
     assert calls_over_http(emulator)["prompts"] == {
-        "a hung owl": {"requests": 1, "generations": 0, "submissions": 0, "edits": []}
+        "a hung owl": {"requests": 1, "generations": 0, "submissions": 0, "batched": 0, "edits": []}
     }
 
 
@@ -106,7 +112,13 @@ def test_requests_for_the_same_prompt_add_up(start: StartEmulator) -> None:
     generate(emulator, {"prompt": "a cat", "style": "vivid"})
     generate(emulator, {"prompt": "a cat", "quality": "low"})
     # Then both requests and the one generation are counted under it
-    assert emulator.calls()["prompts"]["a cat"] == {"requests": 2, "generations": 1, "submissions": 0, "edits": []}
+    assert emulator.calls()["prompts"]["a cat"] == {
+        "requests": 2,
+        "generations": 1,
+        "submissions": 0,
+        "batched": 0,
+        "edits": [],
+    }
     assert emulator.generations_for("a cat") == 1 and emulator.generations_for("another") == 0
 
 
@@ -117,7 +129,10 @@ def test_a_body_without_a_readable_prompt_counts_only_in_the_totals(start: Start
     response = httpx.post(f"{emulator.url}/v1/images/generations", content=b"{not json", headers=AUTH, timeout=10)
     # Then it is refused, and counted as a request of no prompt
     assert response.status_code == 400
-    assert emulator.calls() == {"prompts": {}, "totals": {"requests": 1, "generations": 0, "submissions": 0}}
+    assert emulator.calls() == {
+        "prompts": {},
+        "totals": {"requests": 1, "generations": 0, "submissions": 0, "batched": 0},
+    }
 
 
 def test_stats_still_count_generations_per_darkroom_job(start: StartEmulator) -> None:
@@ -137,7 +152,10 @@ def test_reset_clears_calls_and_stats(start: StartEmulator) -> None:
     # When it is reset
     assert httpx.post(f"{emulator.url}/_emulator/reset", timeout=10).status_code == 200
     # Then both views start again from nothing
-    assert calls_over_http(emulator) == {"prompts": {}, "totals": {"requests": 0, "generations": 0, "submissions": 0}}
+    assert calls_over_http(emulator) == {
+        "prompts": {},
+        "totals": {"requests": 0, "generations": 0, "submissions": 0, "batched": 0},
+    }
     assert emulator.stats.as_dict() == {
         "calls": 0,
         "faults": {},

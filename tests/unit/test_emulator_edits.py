@@ -28,7 +28,7 @@ RED = (200, 10, 10)
 TINTED = (227, 5, 132)
 WS_AUTH = {"Authorization": "Bearer ws-test"}
 WS_EDIT = "/api/v3/openai/gpt-image-2/edit"
-NOTHING_BILLED = {"requests": 1, "generations": 0, "submissions": 0}
+NOTHING_BILLED = {"requests": 1, "generations": 0, "submissions": 0, "batched": 0}
 
 
 @pytest.fixture(scope="module")

@@ -146,7 +146,7 @@ def test_a_generation_openai_would_refuse_is_refused_and_not_generated(
     error = error_of(response)
     assert (response.status_code, error["code"], error["param"]) == (status, code, param)
     assert says in error["message"]
-    assert emulator.calls()["totals"] == {"requests": 1, "generations": 0, "submissions": 0}
+    assert emulator.calls()["totals"] == {"requests": 1, "generations": 0, "submissions": 0, "batched": 0}
     assert emulator.stats.as_dict()["calls"] == 0
 
 
@@ -245,7 +245,13 @@ def test_a_content_policy_refusal_is_moderation_blocked_and_not_generated(
     response = client.post("/v1/images/generations", json={"prompt": prompt, "model": "gpt-image-2"})
     # Then it is OpenAI's content-policy refusal, and nothing was generated
     assert (response.status_code, error_of(response)["code"]) == (400, "moderation_blocked")
-    assert emulator.calls()["prompts"][prompt] == {"requests": 1, "generations": 0, "submissions": 0, "edits": []}
+    assert emulator.calls()["prompts"][prompt] == {
+        "requests": 1,
+        "generations": 0,
+        "submissions": 0,
+        "batched": 0,
+        "edits": [],
+    }
 
 
 # (form fields besides prompt and image, code, param)
@@ -277,7 +283,7 @@ def test_an_edit_openai_would_refuse_is_refused_and_not_generated(
     # Then it is refused naming the field, and nothing was generated
     error = error_of(response)
     assert (response.status_code, error["code"], error["param"]) == (status, code, param)
-    assert emulator.calls()["totals"] == {"requests": 1, "generations": 0, "submissions": 0}
+    assert emulator.calls()["totals"] == {"requests": 1, "generations": 0, "submissions": 0, "batched": 0}
 
 
 def test_an_edit_without_an_image_is_refused(emulator: Emulator, client: httpx.Client) -> None:

@@ -57,7 +57,13 @@ def test_a_prediction_is_created_processed_and_completed_with_real_outputs(emula
     (url,) = data["outputs"]
     image = Image.open(io.BytesIO(httpx.get(url, timeout=10).content))
     assert (image.format, image.size) == ("WEBP", (1536, 1024))
-    assert emulator.calls()["prompts"]["a heron"] == {"requests": 1, "generations": 1, "submissions": 1, "edits": []}
+    assert emulator.calls()["prompts"]["a heron"] == {
+        "requests": 1,
+        "generations": 1,
+        "submissions": 1,
+        "batched": 0,
+        "edits": [],
+    }
 
 
 def test_a_refused_prompt_is_a_failed_prediction_flagged_by_moderation(emulator: Emulator) -> None:
@@ -70,6 +76,7 @@ def test_a_refused_prompt_is_a_failed_prediction_flagged_by_moderation(emulator:
         "requests": 1,
         "generations": 0,
         "submissions": 1,
+        "batched": 0,
         "edits": [],
     }
 

@@ -36,7 +36,7 @@ class GenerationResult:
 
 
 class ImagesResponseReader:
-    """Feed it the body's chunks in order, then call `result()`."""
+    """Feed it the body's chunks in order, then call `result()` (or `document()`, for an answer inside another)."""
 
     def __init__(self, *, max_images: int = 10) -> None:
         self.max_images = max_images
@@ -124,26 +124,39 @@ class ImagesResponseReader:
         self._state = "text"
 
     def result(self) -> GenerationResult:
+        return generation_result(*self.document())
+
+    def document(self) -> tuple[Any, list[bytes]]:
+        """The whole answer parsed, each `b64_json` value replaced by its image's index, and the images: for answers
+        that hold an ImagesResponse inside something else (a Batch API results line holds it as `response.body`)."""
         if self._state != "text":
             raise ProviderBadResponse("the provider's answer ended inside an image")
         self._document += self._pending
+        self._pending = b""
         try:
-            body = json.loads(self._document)
-            data = body["data"]
-            indexes = [item["b64_json"] for item in data]
-        except (ValueError, KeyError, TypeError):
+            return json.loads(self._document), self._images
+        except (ValueError, RecursionError):
             raise ProviderBadResponse("the provider's answer had no readable images") from None
-        if not data:
-            raise ProviderBadResponse("the provider answered with no images")
-        if indexes != list(range(len(self._images))):
-            raise ProviderBadResponse("the provider's answer had no readable images")
-        usage = token_counts(body.get("usage"))
-        prompts = [item.get("revised_prompt") if isinstance(item, dict) else None for item in data]
-        return GenerationResult(
-            images=self._images,
-            usage=usage,
-            revised_prompts=[p if isinstance(p, str) else None for p in prompts],
-        )
+
+
+def generation_result(body: Any, images: list[bytes]) -> GenerationResult:
+    """An ImagesResponse as `ImagesResponseReader.document()` gives it: its `data` must name every image, in order."""
+    try:
+        data = body["data"]
+        indexes = [item["b64_json"] for item in data]
+    except (KeyError, TypeError):
+        raise ProviderBadResponse("the provider's answer had no readable images") from None
+    if not data:
+        raise ProviderBadResponse("the provider answered with no images")
+    if indexes != list(range(len(images))):
+        raise ProviderBadResponse("the provider's answer had no readable images")
+    usage = token_counts(body.get("usage"))
+    prompts = [item.get("revised_prompt") if isinstance(item, dict) else None for item in data]
+    return GenerationResult(
+        images=images,
+        usage=usage,
+        revised_prompts=[p if isinstance(p, str) else None for p in prompts],
+    )
 
 
 # The counts darkroom prices and shows. Anything else a provider puts in `usage` (NaN, 1e999, half a megabyte of
