@@ -19,6 +19,8 @@ FAST = {
     "AsyncFirstPollSeconds": "1",
     "PollMaxWaitSeconds": "1",
     "PollFailuresTolerated": "2",
+    "BatchFirstPollSeconds": "1",
+    "BatchMaxPollSeconds": "1",
 }
 
 

@@ -75,10 +75,13 @@ def submissions(stack: LocalStack, prompt: str) -> int:
     return count.submissions if count else 0
 
 
-def execution(stack: LocalStack, job_id: str, *, timeout_s: float = 30.0) -> dict[str, Any]:
-    """The job's poller execution once it has ended (moto's executor runs it in real time), with its history."""
+def execution(
+    stack: LocalStack, job_id: str, *, timeout_s: float = 30.0, machine_name: str = "PollerStateMachine"
+) -> dict[str, Any]:
+    """The job's (or a batch's) poller execution once it has ended (moto's executor runs it in real time), with its
+    history."""
     sfn = boto3.client("stepfunctions")
-    machine = stack.template.attributes["PollerStateMachine"]["Arn"]
+    machine = stack.template.attributes[machine_name]["Arn"]
     arn = machine.replace(":stateMachine:", ":execution:") + ":" + job_id
     deadline = time.monotonic() + timeout_s
     while True:

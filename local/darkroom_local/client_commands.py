@@ -155,6 +155,7 @@ def _progress(job: dict[str, Any], started: float) -> str:
     help="Save 1-3 previews to --out while the image renders (n=1).",
 )
 @click.option("--provider", default=None, help="Pin the job to one provider route (openai, gateway, wavespeed).")
+@click.option("--batch", is_flag=True, help="The batch tier: half price, done within 24 h (see --timeout).")
 @click.option("--idempotency-key", default=None, help="Sending the same key again returns the same job.")
 @follow_options
 @connection_options
@@ -168,6 +169,7 @@ def generate(
     n: int,
     partial_images: int | None,
     provider: str | None,
+    batch: bool,
     idempotency_key: str | None,
     out: Path,
     timeout: float,
@@ -178,6 +180,8 @@ def generate(
     """Generate images from PROMPT, follow the job, and write the images to --out."""
     body = {"prompt": prompt, "model": model, "n": n, **_given(size=size, quality=quality, output_format=output_format)}
     body.update(_given(background=background, provider=provider, partial_images=partial_images))
+    if batch:
+        body["tier"] = "batch"
     with reporting_errors(), Settings(url, api_key).client() as client:
         job = client.generate(body, idempotency_key=idempotency_key)
         sys.exit(follow_and_save(client, job, out, timeout, as_json))

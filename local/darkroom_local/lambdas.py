@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import importlib.util
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -52,8 +53,13 @@ class LocalFunction:
         module_spec.loader.exec_module(module)
         self.handler: Handler = getattr(module, function_name)
         isolate_invocation_log_keys()
+        # Every invocation, as Lambda would bill it: what the closing figures of a run count.
+        self.invoked = 0
+        self._count_lock = threading.Lock()
 
     def invoke(self, event: dict[str, Any]) -> Any:
+        with self._count_lock:
+            self.invoked += 1
         context = LambdaContext(self.spec.logical_id, self.spec.timeout_s, str(uuid.uuid4()))
         # A context of its own, as a fresh execution environment: nothing set by the caller's thread or by another
         # invocation (appended keys, powertools' thread-safe keys) reaches it, and nothing it sets outlives it.

@@ -172,7 +172,8 @@ def _state_machine(
     definition = (REPO / props["DefinitionUri"]).read_text()
     for name, value in template.resolve(props.get("DefinitionSubstitutions", {})).items():
         definition = definition.replace("${" + name + "}", str(value))
-    name = _name(logical_id)
+    # Named as the template names it (a function given the ARN through a Sub finds it), else as CloudFormation would.
+    name = str(template.resolve(props["Name"])) if "Name" in props else _name(logical_id)
     arn = boto3.client("stepfunctions").create_state_machine(
         name=name,
         definition=definition,

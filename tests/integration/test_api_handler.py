@@ -314,7 +314,7 @@ def test_a_page_over_its_byte_budget_is_cut_and_continues(stack: LocalStack, mon
 
     key = stack.api_keys["dev-2"]
     ids = [submit(stack, {"prompt": f"budget {i} " + "x" * 1000}, tenant="dev-2")[1]["id"] for i in range(5)]
-    monkeypatch.setattr(routes, "PAGE_BUDGET_BYTES", 3_500)
+    monkeypatch.setattr(routes, "PAGE_BUDGET_BYTES", 4_000)
     # When a page of five is asked for, then the rest
     _, first = call(stack, http_event("GET", "/v1/jobs", api_key=key, query={"limit": "5"}))
     _, rest = call(

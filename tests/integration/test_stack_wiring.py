@@ -49,6 +49,7 @@ def test_resources_come_from_the_template() -> None:
                 "DeliveriesTable",
                 "RoutesTable",
                 "TenantsTable",
+                "BatchesTable",
             )
         }
         worker = stack.functions["WorkerFunction"].spec

@@ -23,6 +23,14 @@ POLLER_EXECUTIONS = (
     "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:execution:${PollerStateMachine.Name}:*"
 )
 
+# Named by the stack, so the batches function that starts its executions can hold its ARN without a cycle.
+BATCH_POLLER = (
+    "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:stateMachine:${AWS::StackName}-batch-poller"
+)
+BATCH_POLLER_EXECUTIONS = (
+    "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:execution:${AWS::StackName}-batch-poller:*"
+)
+
 # function -> resource -> actions. A resource is a logical id (its ARN), or a logical id and a path under it.
 EXPECTED_GRANTS: dict[str, dict[str, set[str]]] = {
     "ApiFunction": {
@@ -49,6 +57,7 @@ EXPECTED_GRANTS: dict[str, dict[str, set[str]]] = {
         "DeliveriesTable": {"dynamodb:Query", "dynamodb:UpdateItem"},
         "WebhookRetryQueue": {"sqs:SendMessage"},
         "TenantsTable": {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query"},
+        "BatchesTable": {"dynamodb:GetItem"},
     },
     "WorkerFunction": {
         "WorkerFunctionLogs": {"logs:CreateLogStream", "logs:PutLogEvents"},
@@ -74,6 +83,7 @@ EXPECTED_GRANTS: dict[str, dict[str, set[str]]] = {
         "OutputsBucket": {"s3:ListBucket"},
         "PollerStateMachine": {"states:StartExecution"},
         POLLER_EXECUTIONS: {"states:DescribeExecution", "states:StopExecution"},
+        BATCH_POLLER_EXECUTIONS: {"states:DescribeExecution"},
         "OutputsBucket/uploads/*/jobs/*": {"s3:DeleteObject"},
         "UploadsQueue": {"sqs:SendMessage"},
         "WaveSpeedSecret": {"secretsmanager:GetSecretValue"},
@@ -114,6 +124,18 @@ EXPECTED_GRANTS: dict[str, dict[str, set[str]]] = {
         "OutputsBucket/outputs/*": {"s3:PutObject"},
         "WaveSpeedSecret": {"secretsmanager:GetSecretValue"},
         "TenantsTable": {"dynamodb:UpdateItem"},
+    },
+    "BatchesFunction": {
+        "BatchesFunctionLogs": {"logs:CreateLogStream", "logs:PutLogEvents"},
+        "JobsTable": {"dynamodb:GetItem", "dynamodb:UpdateItem"},
+        "JobsTable/index/by_batch_queue": {"dynamodb:Query"},
+        "BatchesTable": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},
+        "BatchesTable/index/by_pending": {"dynamodb:Query"},
+        "TenantsTable": {"dynamodb:UpdateItem"},
+        "OutputsBucket/outputs/*": {"s3:PutObject"},
+        "OutputsBucket/inputs/*": {"s3:GetObject"},
+        "ProviderSecret": {"secretsmanager:GetSecretValue"},
+        BATCH_POLLER: {"states:StartExecution"},
     },
 }
 

@@ -22,5 +22,10 @@ def new_job_id() -> str:
     return "job_" + _base32(int(time.time() * 1000), 10) + _base32(secrets.randbits(80), 16)
 
 
+def new_batch_id() -> str:
+    """darkroom's id of one batch of batch-tier jobs (OpenAI's own batch ids start `batch_`)."""
+    return "dbatch_" + _base32(int(time.time() * 1000), 10) + _base32(secrets.randbits(80), 16)
+
+
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

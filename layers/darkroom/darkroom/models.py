@@ -66,6 +66,10 @@ class GenerationRequest(BaseModel):
         default=None,
         description="Previews to show on the job while it renders (1-3, n=1 only): the provider streams them.",
     )
+    tier: Literal["standard", "batch"] | None = Field(
+        default=None,
+        description="batch: sent with others through OpenAI's Batch API at half the price, done within 24 hours.",
+    )
     # Accepted only so that they can be refused with a useful message.
     stream: bool | None = None
     response_format: str | None = None
@@ -107,6 +111,7 @@ NOT_FOR_PROVIDER = (
     "metadata",
     "user",
     "stream",
+    "tier",
     "response_format",
     "style",
     "images",
@@ -317,6 +322,8 @@ def edit_rule_errors(
         errors.append(FieldError("markup", "markup_not_supported", f"{spec.name} does not take a markup overlay."))
     if has_markup and has_mask:
         errors.append(FieldError("markup", "markup_with_mask", "markup cannot be combined with mask; send one."))
+    if has_markup and request.tier == "batch":
+        errors.append(FieldError("markup", "markup_not_batched", "OpenAI's Batch API takes no markup overlay."))
     # What the route cannot do with the inputs (WaveSpeed takes neither a mask nor a markup); the rest of the
     # route's verdict is part of the generation rules.
     inputs: dict[str, object] = {"model": request.model, "mask": has_mask or None, "markup": has_markup or None}
@@ -355,6 +362,7 @@ def generation_rule_errors(
     if not request.prompt.strip():
         errors.append(FieldError("prompt", "prompt_blank", "The prompt must contain more than white space."))
     errors += _legacy_parameter_errors(request)
+    errors += _preview_errors(request)
     errors += _webhook_errors(request.webhook_url, allow_http=allow_http_webhooks, allow_private=allow_private_webhooks)
     errors += _format_errors(request)
     spec = catalog.MODELS.get(request.model)
@@ -476,6 +484,19 @@ def _legacy_parameter_errors(request: GenerationRequest) -> list[FieldError]:
                 "stream_not_supported",
                 "darkroom runs jobs asynchronously: ask for partial_images (1-3) to see previews on "
                 "GET /v1/jobs/{id} while the job renders, and poll the job or use a webhook.",
+            )
+        )
+    return errors
+
+
+def _preview_errors(request: GenerationRequest) -> list[FieldError]:
+    errors = []
+    if request.partial_images and request.tier == "batch":
+        errors.append(
+            FieldError(
+                "partial_images",
+                "partial_images_not_batched",
+                "A batch job's image comes whole with its batch's results: previews need the standard tier.",
             )
         )
     if request.partial_images and request.n != 1:

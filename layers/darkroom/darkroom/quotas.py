@@ -45,6 +45,8 @@ INPUT_IMAGE_TOKENS = 10_000
 # Output tokens of a 1024x1024 image by quality (gpt-image-2, from the published per-image prices at $30 / 1M); other
 # sizes scale by their pixels. The qualities above high are taken to cost twice and four times as much.
 OUTPUT_TOKENS_1024 = {"low": 200, "medium": 1_767, "high": 7_034, "xhigh": 14_068, "max": 28_136}
+# What OpenAI bills for each preview of a streamed image (partial_images), in output image tokens.
+PREVIEW_TOKENS = 100
 AUTO_SIZE_PIXELS = 1536 * 1024  # `auto` picks a standard size; the largest of them
 
 
@@ -204,9 +206,12 @@ def admit_submission(tenant: str, limits: TenantLimits) -> None:
         )
 
 
-def worst_case_usd(model: str, request: dict[str, Any], route: str, input_images: int = 0) -> Decimal:
+def worst_case_usd(
+    model: str, request: dict[str, Any], route: str, input_images: int = 0, *, batch: bool = False
+) -> Decimal:
     """The most a job can cost: on a route priced per image, its price times n; otherwise the output tokens of its
-    size and quality times n, its prompt's bytes as text tokens, and INPUT_IMAGE_TOKENS per input image."""
+    size and quality (and its previews') times n, its prompt's bytes as text tokens, and INPUT_IMAGE_TOKENS per input
+    image; half of that on the batch tier."""
     n = int(request.get("n") or 1)
     per_image = routing.ROUTES[route].price_per_image
     if per_image is not None:
@@ -218,13 +223,16 @@ def worst_case_usd(model: str, request: dict[str, Any], route: str, input_images
     dims = catalog.parse_size(str(request.get("size") or "auto"))
     # `auto` picks a standard size for a generation, but an edit keeps its input's size, up to the largest allowed.
     pixels = dims[0] * dims[1] if dims else (catalog.MAX_PIXELS if input_images else AUTO_SIZE_PIXELS)
-    output_tokens = math.ceil(tokens_1024 * max(1.0, pixels / (1024 * 1024))) * n
+    previews = int(request.get("partial_images") or 0) * PREVIEW_TOKENS
+    output_tokens = (math.ceil(tokens_1024 * max(1.0, pixels / (1024 * 1024))) + previews) * n
     text_tokens = len(str(request.get("prompt", "")).encode())
     total = (
         output_tokens * prices.image_output
         + text_tokens * prices.text_input
         + input_images * INPUT_IMAGE_TOKENS * prices.image_input
     ) / catalog.PER_MILLION
+    if batch:
+        total /= 2
     return total.quantize(USD, rounding=ROUND_CEILING)
 
 

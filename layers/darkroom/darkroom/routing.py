@@ -34,13 +34,15 @@ class Route:
     only_defaults: tuple[tuple[str, object], ...] = ()
     # USD per image the provider lists, for routes that report no token usage to price from.
     price_per_image: Decimal | None = None
+    # Takes OpenAI's Batch API (`tier: "batch"`, at half the token price).
+    batch: bool = False
 
     def serves(self, model: str) -> bool:
         return model in catalog.MODELS and (self.models is None or model in self.models)
 
 
 ROUTES: dict[str, Route] = {
-    "openai": Route("openai", asynchronous=False),
+    "openai": Route("openai", asynchronous=False, batch=True),
     "gateway": Route("gateway", asynchronous=False),
     # WaveSpeed's gpt-image-2 takes prompt, size, quality and output_format, and renders one image per submission.
     "wavespeed": Route(
@@ -142,6 +144,12 @@ def route_errors(fields: dict[str, object], requested: str | None, config: Route
 
 
 def _unhonoured(route: Route, fields: dict[str, object]) -> list[FieldError]:
+    if fields.get("tier") == "batch" and not route.batch:
+        return [
+            FieldError(
+                "tier", "provider_not_supported", f"Provider '{route.name}' has no batch tier; only openai does."
+            )
+        ]
     return [
         FieldError(name, "provider_not_supported", f"Provider '{route.name}' cannot honour {name}; leave it out.")
         if default is None

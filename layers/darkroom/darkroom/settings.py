@@ -88,6 +88,14 @@ class Settings:
     tenant_monthly_budget_usd: Decimal | None
     # How many `Prefer: wait` requests one tenant may have waiting at once (darkroom.quotas.wait_slot); 0: none wait.
     waits_per_tenant: int
+    # The batch tier (darkroom.batches): its records, its poller, how many jobs one batch takes and how long the
+    # oldest waits before a smaller batch goes anyway, and the poller's first and longest waits.
+    batches_table: str = ""
+    batch_poller_state_machine_arn: str = ""
+    batch_max_jobs: int = 100
+    batch_max_wait_s: float = 600.0
+    batch_first_poll_s: float = 300.0
+    batch_max_poll_s: float = 1800.0
 
     def request_rules(self) -> dict[str, Any]:
         """What a request is judged against besides its own fields: the deployment's webhook and route settings."""
@@ -151,6 +159,12 @@ class Settings:
             if env.get("TENANT_MONTHLY_BUDGET_USD")
             else None,
             waits_per_tenant=int(env.get("WAITS_PER_TENANT") or "4"),
+            batches_table=env.get("BATCHES_TABLE", ""),
+            batch_poller_state_machine_arn=env.get("BATCH_POLLER_STATE_MACHINE_ARN", ""),
+            batch_max_jobs=int(env.get("BATCH_MAX_JOBS") or "100"),
+            batch_max_wait_s=float(env.get("BATCH_MAX_WAIT_S") or "600"),
+            batch_first_poll_s=float(env.get("BATCH_FIRST_POLL_S") or "300"),
+            batch_max_poll_s=float(env.get("BATCH_MAX_POLL_S") or "1800"),
         )
 
 

@@ -161,8 +161,9 @@ def complete(store: JobStore, job: Job) -> bool:
         return True
     except LeaseLost:
         return True  # another event for this job queued it first
-    queue.send_job(job.id, job.tenant, attempt=0)
-    store.message_sent(job)  # if this fails, the sweeper sends one harmless duplicate
+    if job.status == "queued":  # a batch-tier job waits for the batcher instead
+        queue.send_job(job.id, job.tenant, attempt=0)
+        store.message_sent(job)  # if this fails, the sweeper sends one harmless duplicate
     delete_uploads(job)
     logger.info("uploaded edit queued", extra={"job_id": job.id, "tenant": job.tenant, "files": len(found)})
     return True

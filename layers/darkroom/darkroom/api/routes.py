@@ -81,7 +81,7 @@ def _accepted(request: Request, wait_s: int, job: Job, replayed: bool) -> Respon
         headers["idempotent-replayed"] = "true"
     else:
         metrics.add_metric(name="JobsAccepted", unit="Count", value=1)
-    if wait_s:
+    if wait_s and job.tier != "batch":  # a batch job ends within a day, not within a request
         job, answer = _waited(request, wait_s, job, headers)
         if answer is not None:
             return answer
@@ -173,7 +173,22 @@ def get_job(request: Request) -> Response:
     job = JobStore().get_for_tenant(request.path_params["id"], request.tenant)
     if job is None:
         raise NotFound(f"No job {request.path_params['id']}.")
-    return Response(200, job_document(job, with_urls=True, base_url=request.base_url))
+    return Response(200, job_document(job, with_urls=True, base_url=request.base_url, batch=_batch_of(job)))
+
+
+def _batch_of(job: Job) -> dict[str, Any] | None:
+    """What a batch-tier job's batch says of itself; None when it has none, or it cannot be read (the job still
+    answers)."""
+    if not job.batch_id:
+        return None
+    from darkroom.batches.records import BatchStore
+
+    try:
+        record = BatchStore().get(job.batch_id)
+    except Exception:
+        logger.warning("could not read a job's batch", exc_info=True, extra={"job_id": job.id})
+        return None
+    return record.public() if record else None
 
 
 @router.route("GET", "/v1/jobs", summary="The tenant's jobs, newest first.")

@@ -1,4 +1,5 @@
-"""The poller state machine's executions, one per polling job and named after it.
+"""The poller state machines' executions: one per polling job, named after it, or one per batch of batch-tier jobs
+(darkroom.batches), named after the batch.
 
 The name is the guard: Step Functions refuses a second execution of the same name (and answers a repeated start of a
 running one with the same execution), so a duplicate message or a sweep that starts "again" is harmless. Kept apart
@@ -17,16 +18,20 @@ from darkroom.settings import settings
 RUNNING = "RUNNING"
 
 
-def execution_arn(job_id: str) -> str:
-    machine = settings().poller_state_machine_arn
-    return machine.replace(":stateMachine:", ":execution:", 1) + ":" + job_id
+def _machine(machine: str | None) -> str:
+    return machine or settings().poller_state_machine_arn
 
 
-def start(job_id: str, execution_input: dict[str, Any]) -> bool:
-    """Start the job's execution; False when one of that name already exists (it follows the job already, or did)."""
+def execution_arn(job_id: str, machine: str | None = None) -> str:
+    return _machine(machine).replace(":stateMachine:", ":execution:", 1) + ":" + job_id
+
+
+def start(job_id: str, execution_input: dict[str, Any], machine: str | None = None) -> bool:
+    """Start the job's (or batch's) execution of `machine` (the job poller's by default); False when one of that
+    name already exists (it follows the job already, or did)."""
     try:
         aws.client("stepfunctions").start_execution(
-            stateMachineArn=settings().poller_state_machine_arn,
+            stateMachineArn=_machine(machine),
             name=job_id,
             input=json.dumps(execution_input, separators=(",", ":")),
         )
@@ -37,10 +42,10 @@ def start(job_id: str, execution_input: dict[str, Any]) -> bool:
     return True
 
 
-def status(job_id: str) -> str | None:
+def status(job_id: str, machine: str | None = None) -> str | None:
     """RUNNING, SUCCEEDED, FAILED, TIMED_OUT or ABORTED; None when the job has no execution."""
     try:
-        described = aws.client("stepfunctions").describe_execution(executionArn=execution_arn(job_id))
+        described = aws.client("stepfunctions").describe_execution(executionArn=execution_arn(job_id, machine))
     except Exception as exc:
         if aws.error_code(exc) == "ExecutionDoesNotExist":
             return None

@@ -12,7 +12,7 @@ from darkroom.errors import Conflict, DarkroomError, NotFound, ServiceUnavailabl
 from darkroom.ids import new_job_id, now_iso
 from darkroom.jobs import executions, manifests
 from darkroom.jobs.idempotency import IdempotencyKey, IdempotencyKeyInProgress
-from darkroom.jobs.store import Job, JobStore, LeaseLost, TransactionConflict
+from darkroom.jobs.store import Job, JobStore, LeaseLost, TransactionConflict, batch_queue
 from darkroom.models import EditRequest, GenerationRequest, UploadFiles
 from darkroom.observability import logger
 from darkroom.settings import settings
@@ -89,11 +89,16 @@ def new_job(
     now = now_iso()
     fields = {**request.route_fields(), "mask": mask or None, "markup": markup or None}
     route, *fallbacks = routing.routes_for(fields, request.provider, settings().routes)
+    batch = request.tier == "batch"
+    if batch and status == "queued":
+        status = "batch_queued"  # the batcher sends it (darkroom.batches), not a worker message
     return Job(
         id=new_job_id(),
         tenant=tenant,
         kind=kind,
         status=status,
+        tier="batch" if batch else "standard",
+        batch_queue=batch_queue(request.model, kind) if status == "batch_queued" else None,
         request=request.provider_params(),  # exactly what the worker will send
         route=route,
         fallbacks=fallbacks,
@@ -118,7 +123,10 @@ def _admission(job: Job, input_images: int = 0) -> Admission:
     limits = quotas.limits_for(job.tenant)
     quotas.admit_submission(job.tenant, limits)
     # Whichever of its routes serves it.
-    worst = max(quotas.worst_case_usd(job.model, job.request, r, input_images) for r in (job.route, *job.fallbacks))
+    batch = job.tier == "batch"
+    worst = max(
+        quotas.worst_case_usd(job.model, job.request, r, input_images, batch=batch) for r in (job.route, *job.fallbacks)
+    )
     reservation = quotas.Reservation(quotas.month_of(), worst)
     if limits.monthly_budget_usd is not None and worst > limits.monthly_budget_usd:
         raise quotas.refusal(job.tenant, limits, reservation, [False, True])  # more than the whole budget
@@ -146,7 +154,8 @@ def _submit(
     admission = admission or _admission(job)
     try:
         _create(store, job, idempotency, admission)
-        queue.send_job(job.id, job.tenant, attempt=0)
+        if job.status == "queued":
+            queue.send_job(job.id, job.tenant, attempt=0)
     except TransactionConflict as exc:
         if idempotency is None or not exc.failed[1]:
             raise
@@ -157,7 +166,8 @@ def _submit(
         logger.exception("could not enqueue job", extra={"job_id": job.id, "tenant": job.tenant})
         _withdraw(store, job, idempotency, admission.reservation)
     else:
-        store.message_sent(job)  # if this write fails, the sweeper sends one harmless duplicate
+        if job.status == "queued":
+            store.message_sent(job)  # if this write fails, the sweeper sends one harmless duplicate
     logger.info("job accepted", extra=accepted_log(job, request))
     return job, False
 
@@ -224,10 +234,12 @@ def cancel_job(tenant: str, job_id: str) -> Job:
         if job.status == "canceled":
             manifests.ensure(store, job)  # an earlier cancel may have been cut off before its manifest
             return job
-        if job.status not in ("queued", "polling", "awaiting_upload"):
+        if job.status not in ("queued", "polling", "awaiting_upload", "batch_queued") or (
+            job.status == "batch_queued" and job.batch_id
+        ):
             raise _not_cancelable(job)
         try:
-            job = store.cancel(job, message=CANCELED_WHILE_POLLING if job.status == "polling" else CANCELED)
+            job = store.cancel(job, message=_cancel_message(job))
             break
         except LeaseLost:
             job = store.get(job_id) or job
@@ -235,7 +247,7 @@ def cancel_job(tenant: str, job_id: str) -> Job:
         raise _not_cancelable(job)
     # A queued job's message is still on its way: the worker will see `canceled` and drop it. A polling job's
     # execution is stopped; if that fails, its next poll finds the job canceled and ends there.
-    if job.prediction_id:
+    if job.prediction_id and not job.batch_id:  # a batch's poller follows the batch's other jobs too
         executions.stop(job.id, cause="canceled at the tenant's request")
     if job.upload and not job.inputs:
         from darkroom.uploads import delete_uploads
@@ -253,7 +265,26 @@ CANCELED_WHILE_POLLING = (
 )
 
 
+# OpenAI cancels whole batches only.
+CANCELED_IN_BATCH = (
+    "Canceled at the tenant's request after its batch was sent. OpenAI cancels whole batches only: darkroom cancels "
+    "the batch once no job in it is still wanted; until then this job's request may still run and be billed."
+)
+
+
+def _cancel_message(job: Job) -> str:
+    if job.status != "polling":
+        return CANCELED
+    return CANCELED_IN_BATCH if job.batch_id else CANCELED_WHILE_POLLING
+
+
 def _not_cancelable(job: Job) -> Conflict:
+    if job.status == "batch_queued":
+        return Conflict(
+            f"Job {job.id} is being sent in a batch and cannot be canceled until the batch is created; try again in a "
+            "minute.",
+            code="job_batching",
+        )
     if job.status == "running":
         return Conflict(f"Job {job.id} is already running and cannot be canceled.", code="job_running")
     if not job.terminal:

@@ -129,13 +129,13 @@ def poll_once(job_id: str, polls: int, failed_polls: int) -> dict[str, Any]:
         failed_polls += 1
         logger.warning("poll failed", extra={"job_id": job.id, "failed_polls": failed_polls, "reason": exc.message})
         if failed_polls > settings().poll_failures_tolerated:
-            _end(store, job, "failed", error=("provider_unavailable", f"{exc.message} ({failed_polls} polls in a row)"))
+            end(store, job, "failed", error=("provider_unavailable", f"{exc.message} ({failed_polls} polls in a row)"))
             return _done()
     except LeaseLost:
         return _done()  # the job moved on under this poll (a cancel)
     if job.poll_until is not None and time.time() > job.poll_until:
         seconds = round(settings().poll_timeout_s)
-        _end(store, job, "failed", error=("provider_timeout", f"The provider did not finish within {seconds} s."))
+        end(store, job, "failed", error=("provider_timeout", f"The provider did not finish within {seconds} s."))
         return _done()
     return {"done": False, "wait_s": next_wait_s(polls, job), "polls": polls, "failed_polls": failed_polls}
 
@@ -149,7 +149,7 @@ def give_up(job_id: str, failure: Any) -> dict[str, Any]:
     name = str(failure.get("Error", "")) if isinstance(failure, dict) else ""
     logger.error("poller gave up on a job", extra={"job_id": job.id, "tenant": job.tenant, "error": name[:100]})
     message = f"darkroom could not follow the provider's work on this job to its end; {MAY_HAVE_CHARGED}"
-    _end(store, job, "failed", error=("poller_failed", message))
+    end(store, job, "failed", error=("poller_failed", message))
     return _done()
 
 
@@ -179,7 +179,7 @@ def check_on(store: JobStore, job: Job) -> str:
     except ProviderPollFailed as exc:
         reason = exc.message  # the provider unreachable, or an output that could not be fetched
     message = f"The job's poller stopped before darkroom could finish it ({reason}); {MAY_HAVE_CHARGED}"
-    _end(store, job, "failed", error=("poller_failed", message))
+    end(store, job, "failed", error=("poller_failed", message))
     return "ended"
 
 
@@ -191,7 +191,7 @@ def _conclude(store: JobStore, job: Job, provider: WaveSpeedProvider, prediction
     log = {"job_id": job.id, "tenant": job.tenant, "route": job.route, "provider_status": prediction.status}
     said: dict[str, Any] = {"provider_status": prediction.status}
     if prediction.nsfw:
-        _end(
+        end(
             store,
             job,
             "failed",
@@ -201,7 +201,7 @@ def _conclude(store: JobStore, job: Job, provider: WaveSpeedProvider, prediction
         return
     if prediction.status != "completed":
         reason = prediction.error or "no reason given"
-        _end(
+        end(
             store,
             job,
             "failed",
@@ -210,7 +210,7 @@ def _conclude(store: JobStore, job: Job, provider: WaveSpeedProvider, prediction
         )
         return
     if not prediction.outputs:
-        _end(store, job, "failed", error=("provider_bad_response", "The provider finished without any output."), **said)
+        end(store, job, "failed", error=("provider_bad_response", "The provider finished without any output."), **said)
         return
     outputs = []
     for index, url in enumerate(prediction.outputs[: int(job.request.get("n", 1))]):
@@ -218,16 +218,16 @@ def _conclude(store: JobStore, job: Job, provider: WaveSpeedProvider, prediction
             data = provider.download(url, timeout_s=DOWNLOAD_TIMEOUT_S)
             outputs.append(storage.put_output(job, index, data, images.inspect(data)))
         except ProviderBadResponse as exc:
-            _end(store, job, "failed", error=(exc.code, exc.message), **said)
+            end(store, job, "failed", error=(exc.code, exc.message), **said)
             return
     price = routing.ROUTES[job.route].price_per_image
     cost = price * len(outputs) if price is not None else None
-    _end(store, job, "succeeded", outputs=outputs, cost_usd=cost, **said)
+    end(store, job, "succeeded", outputs=outputs, cost_usd=cost, **said)
     metrics.add_metric(name="ImagesGenerated", unit="Count", value=len(outputs))
     logger.info("job succeeded", extra={**log, "images": len(outputs), "inference_ms": prediction.inference_ms})
 
 
-def _end(store: JobStore, job: Job, status: str, *, error: tuple[str, str] | None = None, **sets: Any) -> None:
+def end(store: JobStore, job: Job, status: str, *, error: tuple[str, str] | None = None, **sets: Any) -> None:
     """The job's terminal write, then its manifest. Nothing to do if it ended meanwhile (canceled, say)."""
     try:
         job = store.finish_polling(

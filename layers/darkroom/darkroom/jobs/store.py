@@ -39,10 +39,17 @@ TERMINAL = ("succeeded", "failed", "canceled")
 # follows it; no worker lease, the execution named after the job owns it.
 # `awaiting_upload`: an edit created by POST /v1/uploads, waiting for its files to land in S3 (until `upload`'s
 # expires_at); it is in the sweep index from its expiry, so the sweeper ends it if they never all arrive.
-STATUSES = ("awaiting_upload", "queued", "running", "polling", *TERMINAL)
+# `batch_queued`: a batch-tier job waiting for the batcher (darkroom.batches) to send it in a batch; it is `polling`
+# once its batch is created, followed by the batch's poller.
+STATUSES = ("awaiting_upload", "batch_queued", "queued", "running", "polling", *TERMINAL)
 BY_TENANT = "by_tenant"
 BY_TENANT_STATUS = "by_tenant_status"
 BY_SWEEP = "by_sweep"
+# Batch-tier jobs waiting for a batch, by `batch_queue` ({model}|{endpoint}): sparse, as the attribute is removed when
+# a batch claims the job.
+BY_BATCH_QUEUE = "by_batch_queue"
+# How long a batch-tier job may wait for a batch before the sweeper fails it (the batcher has been down all along).
+BATCH_QUEUE_TIMEOUT_S = 24 * 3600
 # The sweep index is spread over this many partition keys, so no single key takes every job's writes.
 SWEEP_SHARDS = 8
 
@@ -107,6 +114,11 @@ class Job:
     settled_at: str | None = None
     # Previews stored while the provider streamed the image (darkroom.jobs.previews), in the order they came.
     previews: list[dict[str, Any]] = field(default_factory=list)
+    # `standard`, or `batch`: sent through OpenAI's Batch API. A batch job waits in `batch_queue` until a batch claims
+    # it (`batch_id`, darkroom's id of the batch); its `prediction_id` is then the provider's batch id.
+    tier: str = "standard"
+    batch_queue: str | None = None
+    batch_id: str | None = None
 
     @property
     def model(self) -> str:
@@ -154,6 +166,8 @@ _OPTIONAL_STR = (
     "prediction_id",
     "provider_status",
     "settled_at",
+    "batch_queue",
+    "batch_id",
 )
 
 
@@ -169,6 +183,7 @@ def _to_item(job: Job) -> dict[str, Any]:
         "tenant_status": {"S": f"{job.tenant}#{job.status}"},
         "lease_until": {"N": str(job.lease_until)},
         "route": {"S": job.route},
+        "tier": {"S": job.tier},
     }
     for name in _JSON_FIELDS:
         item[name] = {"S": json.dumps(getattr(job, name), ensure_ascii=False)}  # \u escapes would triple a prompt
@@ -228,6 +243,7 @@ def _from_item(item: dict[str, Any]) -> Job:
         cost_usd=Decimal(item["cost_usd"]["N"]) if "cost_usd" in item else None,
         sweep_at=float(item["sweep_at"]["N"]) if "sweep_at" in item else None,
         route=item.get("route", {"S": "openai"})["S"],
+        tier=item.get("tier", {"S": "standard"})["S"],
         poll_until=float(item["poll_until"]["N"]) if "poll_until" in item else None,
         **extra,
     )
@@ -305,6 +321,18 @@ class JobStore:
             return jobs[:limit], cursor_after(jobs[limit - 1])
         return jobs, None
 
+    def waiting_for_batch(self, queue: str, *, limit: int) -> list[Job]:
+        """Batch-tier jobs of one queue ({model}|{endpoint}) that no batch has claimed yet, oldest first. The index is
+        eventually consistent: a job it still shows may have been claimed or canceled, which the claim finds out."""
+        page = self.db.query(
+            TableName=self.table,
+            IndexName=BY_BATCH_QUEUE,
+            KeyConditionExpression="batch_queue = :q",
+            ExpressionAttributeValues={":q": {"S": queue}},
+            Limit=limit,
+        )
+        return [_from_item(item) for item in page.get("Items", [])]
+
     def due_for_sweep(self, before: float, *, limit: int) -> list[str]:
         """Ids of jobs whose sweep time is before `before`, oldest first within each shard, at most `limit`."""
         ids: list[str] = []
@@ -331,10 +359,14 @@ class JobStore:
         `together_with`: transaction items written atomically with the job (an idempotency key's claim); if one of
         their conditions fails, nothing is written and TransactionConflict says which."""
         job.write_id = uuid.uuid4().hex
-        # A queued job is swept if its message is not confirmed; a job awaiting uploads once they are overdue.
-        job.sweep_at = (
-            float(job.upload["expires_at"]) if job.status == "awaiting_upload" and job.upload else time.time()
-        )
+        # A queued job is swept if its message is not confirmed; a job awaiting uploads once they are overdue; a batch
+        # job if no batch has taken it within a day.
+        if job.status == "awaiting_upload" and job.upload:
+            job.sweep_at = float(job.upload["expires_at"])
+        elif job.status == "batch_queued":
+            job.sweep_at = time.time() + BATCH_QUEUE_TIMEOUT_S
+        else:
+            job.sweep_at = time.time()
         put = {"TableName": self.table, "Item": _to_item(job), "ConditionExpression": "attribute_not_exists(id)"}
         if together_with:
             # The request token makes a boto retry of a transaction that landed a no-op instead of a conflict...
@@ -558,7 +590,20 @@ class JobStore:
 
     def uploads_complete(self, job: Job, *, inputs: dict[str, Any]) -> Job:
         """awaiting_upload -> queued with its stored inputs; in the sweep index until its message is confirmed sent,
-        as a new job is. LeaseLost if another event got there first."""
+        as a new job is (a batch-tier job: batch_queued, in its batch queue). LeaseLost if another event got there
+        first."""
+        if job.tier == "batch":
+            return self._update(
+                job,
+                status="batch_queued",
+                condition="#s = :awaiting",
+                values={":awaiting": {"S": "awaiting_upload"}},
+                sets={
+                    "inputs": inputs,
+                    "batch_queue": _batch_queue_of(job),
+                    "sweep_at": time.time() + BATCH_QUEUE_TIMEOUT_S,
+                },
+            )
         return self._update(
             job,
             status="queued",
@@ -568,10 +613,9 @@ class JobStore:
         )
 
     def sweep_again_at(self, job: Job, at: float) -> None:
-        """An upload job the sweeper handed back to the uploads function: it looks again at `at`, not every pass."""
-        self._bookkeeping(
-            job, condition="#s = :awaiting", values={":awaiting": {"S": "awaiting_upload"}}, sets={"sweep_at": at}
-        )
+        """A job the sweeper left to what moves it (an upload handed back to the uploads function, a batch job its
+        batcher or poller will end): it looks again at `at`, not every pass."""
+        self._bookkeeping(job, condition="#s = :seen", values={":seen": {"S": job.status}}, sets={"sweep_at": at})
 
     def fail_waiting(self, job: Job, *, code: str, message: str) -> Job:
         """awaiting_upload -> failed: its files broke a rule, or never all arrived."""
@@ -583,22 +627,78 @@ class JobStore:
             sets={"completed_at": now_iso(), "error": {"code": code, "message": message}, "sweep_at": time.time()},
         )
 
+    # Batch-tier jobs: claimed by one batch (conditional on no batch having it), then `polling` its provider batch.
+
+    def claim_for_batch(self, job: Job, batch_id: str) -> Job:
+        """batch_queued -> batch_queued in `batch_id`, leaving the batch queue; LeaseLost if another batch claimed it
+        first or it was canceled."""
+        return self._update(
+            job,
+            status="batch_queued",
+            condition="#s = :queued AND attribute_not_exists(batch_id)",
+            values={":queued": {"S": "batch_queued"}},
+            sets={"batch_id": batch_id},
+            removes=("batch_queue",),
+        )
+
+    def release_from_batch(self, job: Job) -> Job:
+        """Back to the batch queue: its batch was never created (the provider refused it)."""
+        return self._update(
+            job,
+            status="batch_queued",
+            condition="#s = :queued AND batch_id = :batch",
+            values={":queued": {"S": "batch_queued"}, ":batch": {"S": job.batch_id or ""}},
+            sets={"batch_queue": _batch_queue_of(job)},
+            removes=("batch_id",),
+        )
+
+    def sent_in_batch(self, job: Job, *, provider_batch_id: str, provider_status: str, poll_until: float) -> Job:
+        """batch_queued -> polling: its batch exists at the provider. The sweeper looks once the batch's poller should
+        long have ended."""
+        return self._update(
+            job,
+            status="polling",
+            condition="#s = :queued AND batch_id = :batch",
+            values={":queued": {"S": "batch_queued"}, ":batch": {"S": job.batch_id or ""}},
+            sets={
+                "prediction_id": provider_batch_id,
+                "provider_status": provider_status,
+                "poll_until": poll_until,
+                "started_at": now_iso(),
+                "sweep_at": poll_until + BATCH_SWEEP_MARGIN_S,
+            },
+        )
+
+    def fail_batch_queued(self, job: Job, *, code: str, message: str) -> Job:
+        """batch_queued -> failed, as it was read: unclaimed (never sent), or in the batch it was read in."""
+        claimed = "batch_id = :batch" if job.batch_id else "attribute_not_exists(batch_id)"
+        values = {":queued": {"S": "batch_queued"}, **({":batch": {"S": job.batch_id}} if job.batch_id else {})}
+        return self._update(
+            job,
+            status="failed",
+            condition=f"#s = :queued AND {claimed}",
+            values=values,
+            sets={"completed_at": now_iso(), "error": {"code": code, "message": message}, "sweep_at": time.time()},
+            removes=("batch_queue",),
+        )
+
     def cancel(self, job: Job, *, message: str = "Canceled at the tenant's request.") -> Job:
-        """queued, awaiting_upload or polling -> canceled. LeaseLost when the job is no longer in the state it was
-        read in."""
-        if job.status not in ("queued", "polling", "awaiting_upload"):
+        """queued, awaiting_upload, batch_queued (before a batch claims it) or polling -> canceled. LeaseLost when
+        the job is no longer in the state it was read in."""
+        if job.status not in ("queued", "polling", "awaiting_upload", "batch_queued"):
             raise LeaseLost(f"job {job.id} is {job.status}")
+        unclaimed = " AND attribute_not_exists(batch_id)" if job.status == "batch_queued" else ""
         return self._update(
             job,
             status="canceled",
-            condition="#s = :seen",
+            condition="#s = :seen" + unclaimed,
             values={":seen": {"S": job.status}},
             sets={
                 "completed_at": now_iso(),
                 "error": {"code": "canceled", "message": message},
                 "sweep_at": time.time(),
             },
-            removes=("next_attempt_at",),
+            removes=("next_attempt_at", "batch_queue"),  # out of the batch queue too, or it would clog it
         )
 
     @staticmethod
@@ -678,6 +778,19 @@ class JobStore:
             if not _already_written(exc, sets["write_id"]):
                 raise LeaseLost(f"job {job.id} is no longer in the state this change expects") from None
         return changed
+
+
+# How long after a batch's polling deadline its poller should surely have ended.
+BATCH_SWEEP_MARGIN_S = 3600.0
+
+
+def batch_queue(model: str, kind: str) -> str:
+    """The batch queue a batch-tier job waits in: one per model and endpoint, as a batch holds one of each."""
+    return f"{model}|{'edits' if kind == 'edit' else 'generations'}"
+
+
+def _batch_queue_of(job: Job) -> str:
+    return batch_queue(job.model, job.kind)
 
 
 def cursor_after(job: Job) -> str:

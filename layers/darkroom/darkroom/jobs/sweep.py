@@ -8,6 +8,8 @@ It reads only the sparse `by_sweep` index (never a scan), and only entries older
 - a `polling` job is looked at once its poller should long have ended, or at once if its poller's start was never
   confirmed: an execution that was never started is started (by the job's name, so never twice); one that ended
   without ending the job (aborted, or its last write failed) gets one last poll, which ends the job either way;
+- a batch-tier job no batch took within a day (the batcher was down all along) fails; one past its batch's deadline
+  whose batch poller is no longer running fails (one still running is looked at again in an hour);
 - an ended job whose manifest was never confirmed written gets it (written again only if missing).
 A job whose message was confirmed sent is not in the index, so a backlogged queue is never sent duplicates. Every
 change is a conditional write, so a sweep racing a worker or another sweep changes nothing twice.
@@ -22,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from darkroom import queue
-from darkroom.jobs import manifests, polling
+from darkroom.jobs import executions, manifests, polling
 from darkroom.jobs.run import recover_abandoned
 from darkroom.jobs.store import Job, JobStore, LeaseLost
 from darkroom.observability import logger, metrics
@@ -107,11 +109,39 @@ def _sweep_job(store: JobStore, job_id: str, report: SweepReport, remaining_ms: 
         recover_abandoned(store, job)
         report.recovered.append(job.id)
         logger.warning("sweeper recovered a job whose worker died", extra={"job_id": job.id, "tenant": job.tenant})
+    elif job.tier == "batch" and job.status in ("batch_queued", "polling"):
+        if _sweep_batch_job(store, job):
+            report.expired.append(job.id)
     elif job.status == "polling" and remaining_ms() >= LAST_POLL_MS:
         outcome = polling.check_on(store, job)
         if outcome != "running":
             report.pollers.append(job.id)
             logger.warning("sweeper took care of a polling job", extra={"job_id": job.id, "outcome": outcome})
+
+
+BATCH_LOOK_AGAIN_S = 3600.0
+
+
+def _sweep_batch_job(store: JobStore, job: Job) -> bool:
+    """A batch-tier job due: True if it was ended here."""
+    s = settings()
+    if job.status == "batch_queued" and not job.batch_id:
+        job = store.fail_batch_queued(
+            job, code="batch_not_sent", message="No batch took this job within a day; it was never sent or billed."
+        )
+    elif job.status == "polling" and executions.status(job.batch_id or "", s.batch_poller_state_machine_arn) not in (
+        executions.RUNNING,
+        None,
+    ):
+        message = f"darkroom stopped following this job's batch; {polling.MAY_HAVE_CHARGED}"
+        job = store.finish_polling(job, "failed", error={"code": "poller_failed", "message": message})
+    else:
+        # In a batch being sent (the batcher carries it on), or whose poller still runs (or is about to start).
+        store.sweep_again_at(job, time.time() + BATCH_LOOK_AGAIN_S)
+        return False
+    manifests.publish(store, job)
+    logger.warning("sweeper ended a batch job", extra={"job_id": job.id, "status": job.status})
+    return True
 
 
 def _resend(store: JobStore, job: Job) -> None:

@@ -11,9 +11,12 @@ from darkroom.jobs.store import Job
 PROMPT_PREVIEW_CHARS = 200
 
 
-def job_document(job: Job, *, with_urls: bool, base_url: str = "") -> dict[str, Any]:
+def job_document(
+    job: Job, *, with_urls: bool, base_url: str = "", batch: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """`with_urls`: presigned download URLs for the outputs. `base_url`: the API's address, which the job's own
-    links (`urls`) start with; stored documents (manifests, webhooks) have none, so their links are paths."""
+    links (`urls`) start with; stored documents (manifests, webhooks) have none, so their links are paths. `batch`:
+    what the job's batch says of itself (its id, status and counts), for a batch-tier job."""
     outputs = []
     for output in job.outputs:
         entry = {k: output[k] for k in ("format", "width", "height", "bytes")}
@@ -44,6 +47,8 @@ def job_document(job: Job, *, with_urls: bool, base_url: str = "") -> dict[str, 
             "status": job.provider_status,
             "fallbacks": job.fallbacks,
             "tried": job.routes_tried,
+            "tier": job.tier,
+            **({"batch": batch or {"id": job.batch_id}} if job.batch_id else {}),
         },
         "webhook_url": job.webhook_url,
         "webhook_events": job.webhook_events,

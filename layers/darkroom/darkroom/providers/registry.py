@@ -13,6 +13,7 @@ import time
 from functools import cache, partial
 
 from darkroom import aws
+from darkroom.providers.batches import OpenAIBatchApi
 from darkroom.providers.openai import OpenAICompatibleProvider
 from darkroom.providers.wavespeed import WaveSpeedProvider
 from darkroom.settings import settings
@@ -64,8 +65,21 @@ def async_provider_for(route: str) -> WaveSpeedProvider:
     return _wavespeed(s.wavespeed_base_url, s.wavespeed_secret_arn, s.allow_private_urls)
 
 
+@cache
+def _batch_api(base_url: str, secret_arn: str) -> OpenAIBatchApi:
+    return OpenAIBatchApi(base_url, partial(_secret, secret_arn))
+
+
+def batch_api() -> OpenAIBatchApi:
+    """OpenAI's Files and Batch APIs, at the `openai` route's address with its key: the only route with a batch
+    tier."""
+    s = settings()
+    return _batch_api(s.provider_base_url, s.provider_secret_arn)
+
+
 def reset() -> None:
     with _secret_lock:
         _secrets.clear()
     _openai_compatible.cache_clear()
     _wavespeed.cache_clear()
+    _batch_api.cache_clear()

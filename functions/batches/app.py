@@ -1,0 +1,21 @@
+"""EventBridge schedule -> one batcher run (batch-tier jobs sent as OpenAI batches); batch poller state machine task
+-> one step of following a batch."""
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from darkroom.observability import logger, metrics
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    remaining_ms = context.get_remaining_time_in_millis
+    if isinstance(event, dict) and "batch_id" in event:
+        from darkroom.batches.follow import handle_step
+
+        return handle_step(event, remaining_ms)
+    from darkroom.batches.batcher import run
+
+    return run(remaining_ms)

@@ -1,0 +1,249 @@
+"""The scheduled batcher: waiting batch-tier jobs into provider batches, each job in exactly one.
+
+Each run first carries on batches an earlier run left pending (its lease ran out: it died, or a call's answer was
+lost), then looks at every batch queue and sends those that are full (`BatchMaxJobs`) or whose oldest job has waited
+`BatchMaxWaitSeconds`. Every step is a conditional write, so runs that overlap or repeat change nothing twice:
+- the batch record is written (pending, leased) before any job is claimed, with the jobs it means to take;
+- each job is claimed only if no batch has it, so a job is in one batch whatever else runs;
+- the input file is uploaded and recorded; a file uploaded by a run that died before recording it is never used;
+- the provider's batch is created with darkroom's batch id in its metadata; a run carrying on a record that got this
+  far looks for that batch first and creates one only if the provider has none, so a lost answer never makes two;
+- the jobs move to `polling` and the batch's poller starts (by the batch's name, so once); then the record leaves
+  the pending index.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from darkroom import catalog, storage
+from darkroom.batches.records import BatchChanged, BatchRecord, BatchStore
+from darkroom.errors import ProviderRejected
+from darkroom.ids import new_batch_id
+from darkroom.jobs import executions, manifests
+from darkroom.jobs.store import Job, JobStore, LeaseLost, batch_queue
+from darkroom.observability import logger, metrics
+from darkroom.providers.batches import OpenAIBatchApi
+from darkroom.providers.registry import batch_api
+from darkroom.settings import settings
+
+ENDPOINTS = {"generations": "/v1/images/generations", "edits": "/v1/images/edits"}
+# darkroom's batch id in the provider batch's metadata: how a lost create is found again.
+METADATA_KEY = "darkroom_batch"
+# A batcher's hold on a record: longer than the batches function may run, so a live run is never taken over.
+LEASE_S = 900.0
+# OpenAI's completion window is 24 h; a batch is followed an hour past it, for its finalizing and files.
+FOLLOW_S = 25 * 3600.0
+CALL_TIMEOUT_S = 60.0
+# Batches one run sends from one queue at most (a backlog is taken by the next runs, a minute apart).
+MAX_BATCHES_PER_QUEUE = 20
+# A run stops starting new work with this much of its invocation left.
+STOP_BEFORE_END_MS = 90_000
+
+
+def run(remaining_ms: Callable[[], int]) -> dict[str, list[str]]:
+    """One scheduled pass: pending batches carried on, then every queue that is due sent. Returns the batch ids."""
+    batches, jobs = BatchStore(), JobStore()
+    report: dict[str, list[str]] = {"carried_on": [], "sent": []}
+    for batch_id in batches.pending_before(time.time() - LEASE_S):
+        if remaining_ms() < STOP_BEFORE_END_MS:
+            return report
+        record = batches.get(batch_id)
+        if record is None or record.lease_until > time.time():
+            continue
+        try:
+            _carry_on(batches, jobs, batches.take_over(record, LEASE_S), took_over=True)
+            report["carried_on"].append(batch_id)
+        except BatchChanged:
+            continue  # another run has it
+        except Exception:
+            logger.exception("could not carry on a pending batch", extra={"batch_id": batch_id})
+    for queue in queues():
+        # A queue holding more than a batch sends several; one whose jobs another run claimed first is looked at again.
+        for _ in range(MAX_BATCHES_PER_QUEUE):
+            if remaining_ms() < STOP_BEFORE_END_MS:
+                break
+            waiting = [
+                job for job in jobs.waiting_for_batch(queue, limit=settings().batch_max_jobs) if not job.batch_id
+            ]
+            if not _due(waiting):
+                break
+            try:
+                record = _assemble(batches, jobs, queue, waiting)
+                if record is not None:
+                    _carry_on(batches, jobs, record, took_over=False)
+                    report["sent"].append(record.id)
+            except BatchChanged:
+                continue
+            except Exception:
+                # Left pending: a later run carries it on once its lease has run out.
+                logger.exception("could not send a batch", extra={"queue": queue})
+                break
+    if report["sent"]:
+        metrics.add_metric(name="BatchesSent", unit="Count", value=len(report["sent"]))
+    logger.info("batcher done", extra=report)
+    return report
+
+
+def queues() -> list[str]:
+    return [batch_queue(model, kind) for model in sorted(catalog.MODELS) for kind in ("generate", "edit")]
+
+
+def _due(waiting: list[Job]) -> bool:
+    if not waiting:
+        return False
+    if len(waiting) >= settings().batch_max_jobs:
+        return True
+    oldest = datetime.fromisoformat(waiting[0].created_at.replace("Z", "+00:00")).timestamp()
+    return time.time() - oldest >= settings().batch_max_wait_s
+
+
+def _assemble(batches: BatchStore, jobs: JobStore, queue: str, waiting: list[Job]) -> BatchRecord | None:
+    """A new record naming the jobs it means to take, then each one claimed; None when another batch got them all."""
+    model, endpoint = queue.split("|")
+    now = time.time()
+    record = BatchRecord(
+        id=new_batch_id(),
+        queue=queue,
+        model=model,
+        endpoint=ENDPOINTS[endpoint],
+        state="assembling",
+        created_at=now,
+        jobs=[job.id for job in waiting],
+        lease_id=uuid.uuid4().hex,
+        lease_until=now + LEASE_S,
+    )
+    batches.create(record)
+    claimed = []
+    for job in waiting:
+        try:
+            claimed.append(jobs.claim_for_batch(job, record.id))
+        except LeaseLost:
+            continue  # another batch has it, or it was canceled
+    if not claimed:
+        batches.advance(record, expected_state="assembling", jobs=[], state="ended", ended_at=time.time())
+        return None
+    return batches.advance(record, expected_state="assembling", jobs=[job.id for job in claimed])
+
+
+def _members(jobs: JobStore, record: BatchRecord) -> list[Job]:
+    """The record's jobs that this batch did claim, as they are now."""
+    found = (jobs.get(job_id) for job_id in record.jobs)
+    return [job for job in found if job is not None and job.batch_id == record.id]
+
+
+def _carry_on(batches: BatchStore, jobs: JobStore, record: BatchRecord, *, took_over: bool) -> BatchRecord:
+    """Take the record from wherever it stopped to followed: uploaded, created, its jobs polling, its poller on."""
+    api = batch_api()
+    if record.state == "assembling":
+        members = [job for job in _members(jobs, record) if job.status == "batch_queued"]
+        if not members:
+            return batches.advance(record, expected_state="assembling", state="ended", ended_at=time.time())
+        file_id = api.upload_file(_input_file(api, members), f"{record.id}.jsonl", "batch", timeout_s=CALL_TIMEOUT_S)
+        record = batches.advance(
+            record, expected_state="assembling", state="uploaded", input_file_id=file_id, jobs=[j.id for j in members]
+        )
+    if record.state == "uploaded":
+        record = _create(batches, jobs, api, record, took_over=took_over)
+    if record.state == "submitted" and not record.followed:
+        record = follow(batches, jobs, record)
+    return record
+
+
+def _create(
+    batches: BatchStore, jobs: JobStore, api: OpenAIBatchApi, record: BatchRecord, *, took_over: bool
+) -> BatchRecord:
+    """The provider's batch: found by its metadata when an earlier run may have made it, else created. A lost or
+    failed answer leaves the record `uploaded` for a later run, which looks before it creates."""
+    assert record.input_file_id is not None
+    found = None
+    if took_over:
+        found = api.find_batch(
+            METADATA_KEY, record.id, created_after=int(record.created_at) - 600, timeout_s=CALL_TIMEOUT_S
+        )
+    try:
+        batch = found or api.create_batch(
+            record.input_file_id, record.endpoint, {METADATA_KEY: record.id}, timeout_s=CALL_TIMEOUT_S
+        )
+    except ProviderRejected as exc:
+        # The provider will never take this batch (its account, a limit): its jobs end here, nothing was billed.
+        for job in _members(jobs, record):
+            fail_queued(jobs, job, "provider_rejected", f"OpenAI's Batch API refused the batch: {exc.message}")
+        return batches.advance(record, expected_state="uploaded", state="ended", ended_at=time.time())
+    logger.info(
+        "batch created" if found is None else "batch found by its metadata",
+        extra={"batch_id": record.id, "provider_batch_id": batch.id, "jobs": len(record.jobs)},
+    )
+    return batches.advance(
+        record,
+        expected_state="uploaded",
+        state="submitted",
+        provider_batch_id=batch.id,
+        provider_status=batch.status,
+        poll_until=time.time() + FOLLOW_S,
+    )
+
+
+def follow(batches: BatchStore, jobs: JobStore, record: BatchRecord) -> BatchRecord:
+    """The submitted batch's jobs move to `polling` and its poller starts (once, by the batch's name); then the
+    record leaves the pending index. Safe to repeat."""
+    from darkroom.batches.follow import execution_input
+
+    move_jobs(jobs, record)
+    executions.start(record.id, execution_input(record), settings().batch_poller_state_machine_arn)
+    return batches.advance(record, expected_state="submitted", followed=True)
+
+
+def move_jobs(jobs: JobStore, record: BatchRecord) -> None:
+    """Every job of the submitted batch still `batch_queued` moves to `polling` its provider batch."""
+    assert record.provider_batch_id is not None and record.poll_until is not None
+    for job in _members(jobs, record):
+        if job.status != "batch_queued":
+            continue
+        try:
+            jobs.sent_in_batch(
+                job,
+                provider_batch_id=record.provider_batch_id,
+                provider_status=record.provider_status or "validating",
+                poll_until=record.poll_until,
+            )
+        except LeaseLost:
+            continue
+
+
+def _input_file(api: OpenAIBatchApi, members: list[Job]) -> bytes:
+    """One JSONL line per job, its custom_id the job's id; an edit's input images uploaded as files it names."""
+    lines = []
+    for job in members:
+        body: dict[str, Any] = dict(job.request)
+        if job.kind == "edit":
+            body.update(_edit_inputs(api, job))
+        url = ENDPOINTS["edits" if job.kind == "edit" else "generations"]
+        lines.append(json.dumps({"custom_id": job.id, "method": "POST", "url": url, "body": body}))
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _edit_inputs(api: OpenAIBatchApi, job: Job) -> dict[str, Any]:
+    """An edit's stored inputs as provider files: `images` (and `mask`) by file id, as a JSON edit names them."""
+    named: dict[str, Any] = {"images": []}
+    with storage.input_files(job) as files:
+        for field, (name, handle, _content_type) in files:
+            file_id = api.upload_file(handle.read(), name, "vision", timeout_s=CALL_TIMEOUT_S)
+            if field == "mask":
+                named["mask"] = {"file_id": file_id}
+            else:
+                named["images"].append({"file_id": file_id})
+    return named
+
+
+def fail_queued(jobs: JobStore, job: Job, code: str, message: str) -> None:
+    try:
+        ended = jobs.fail_batch_queued(job, code=code, message=message)
+    except LeaseLost:
+        return
+    manifests.publish(jobs, ended)

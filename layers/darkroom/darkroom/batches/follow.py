@@ -1,0 +1,214 @@
+"""The batch poller: one step of a batch's execution (Wait -> step -> Choice), until every job in it has ended.
+
+Each step checks the provider's batch and records its status and counts (jobs in the batch show them). Waits are
+long and grow (`BatchFirstPollSeconds`, doubling up to `BatchMaxPollSeconds`): a batch takes minutes to hours, and a
+check bills nothing but costs a state transition. A failed check is simply tried at the next step.
+
+Once the batch has ended, the step reads its output file, then its error file, a line at a time: each line's images
+are stored under its own job (`custom_id`), which ends with its own usage and half-price cost, or fails with the
+line's error. A line naming a job that is not in this batch is ignored. Jobs the files do not mention end `failed`
+with the batch's reason (expired, cancelled, failed). Reading stops with time to spare and the next step carries on
+(at once): jobs already ended are passed over. Every job's end is conditional on it still polling this batch.
+
+If every job of a batch still running has ended otherwise (canceled by its tenant), the step asks OpenAI to cancel the
+batch: OpenAI cancels whole batches only, so a job canceled while others in its batch are still wanted keeps its
+line running, and may still be billed for it, as its cancel message says.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from darkroom import images, pricing, storage
+from darkroom.batches import batcher
+from darkroom.batches.records import BatchRecord, BatchStore
+from darkroom.errors import ProviderBadResponse, ProviderError
+from darkroom.jobs import polling
+from darkroom.jobs.store import Job, JobStore
+from darkroom.observability import logger, metrics
+from darkroom.providers.batches import Batch, BatchLine
+from darkroom.providers.registry import batch_api
+from darkroom.settings import settings
+
+CHECK_TIMEOUT_S = 30.0
+# Reading stops with this much of the invocation left, and the next step carries on.
+READ_RESERVE_MS = 60_000
+# Why the jobs a batch never answered for fail, by how the batch ended.
+UNANSWERED = {
+    "expired": ("batch_expired", "OpenAI's batch expired (24 h) before it ran this job's request; it was not billed."),
+    "cancelled": ("batch_cancelled", "OpenAI's batch was cancelled before it ran this job's request."),
+    "completed": ("provider_bad_response", "OpenAI's batch completed without a result for this job."),
+}
+
+
+def execution_input(record: BatchRecord) -> dict[str, Any]:
+    wait = max(1, math.ceil(settings().batch_first_poll_s))
+    return {"batch_id": record.id, "poll": {"done": False, "wait_s": wait, "polls": 0, "failed_polls": 0}}
+
+
+def step(batch_id: str, polls: int, failed_polls: int, remaining_ms: Callable[[], int]) -> dict[str, Any]:
+    batches, jobs = BatchStore(), JobStore()
+    record = batches.get(batch_id)
+    if record is None or record.state == "ended":
+        return _done()
+    if record.state != "submitted" or record.provider_batch_id is None:
+        return _next(polls, failed_polls)  # not created yet: the batcher carries it on
+    if polls == 0:
+        batcher.move_jobs(jobs, record)  # its batcher may have died after starting this execution
+    polls += 1
+    api = batch_api()
+    try:
+        batch = api.retrieve_batch(record.provider_batch_id, timeout_s=CHECK_TIMEOUT_S)
+    except ProviderError as exc:
+        logger.warning("batch check failed", extra={"batch_id": batch_id, "reason": exc.message})
+        return _next(polls, failed_polls + 1)
+    counts = {"total": batch.request_counts.total, "completed": batch.request_counts.completed}
+    counts["failed"] = batch.request_counts.failed
+    if batch.status != record.provider_status or counts != record.request_counts:
+        record = batches.update(record, provider_status=batch.status, request_counts=counts)
+    if batch.ended:
+        return _collect(batches, jobs, record, batch, polls, failed_polls, remaining_ms)
+    if not record.cancel_requested and all(job.terminal for job in _jobs(jobs, record)):
+        _cancel(batches, record)
+    if time.time() > (record.poll_until or 0):
+        message = "OpenAI's batch did not end within 25 hours; it may still bill the requests it ran."
+        _end_unanswered(jobs, record, batch.id, ("provider_timeout", message))
+        batches.update(record, state="ended", ended_at=time.time())
+        return _done()
+    return _next(polls, 0)
+
+
+def _cancel(batches: BatchStore, record: BatchRecord) -> None:
+    """Nobody waits for this batch any more: OpenAI is asked to stop it (best effort; asked again next step)."""
+    assert record.provider_batch_id is not None
+    try:
+        batch_api().cancel_batch(record.provider_batch_id, timeout_s=CHECK_TIMEOUT_S)
+    except ProviderError as exc:
+        logger.warning("could not cancel a batch nobody waits for", extra={"batch_id": record.id, "why": exc.message})
+        return
+    batches.update(record, cancel_requested=True)
+    logger.info("batch cancelled: every job in it was canceled", extra={"batch_id": record.id})
+
+
+def _collect(
+    batches: BatchStore,
+    jobs: JobStore,
+    record: BatchRecord,
+    batch: Batch,
+    polls: int,
+    failed_polls: int,
+    remaining_ms: Callable[[], int],
+) -> dict[str, Any]:
+    """Every line of the ended batch's files to its job; then the jobs it never answered for. Returns the next step."""
+    members = set(record.jobs)
+    api = batch_api()
+    try:
+        for file_id in (batch.output_file_id, batch.error_file_id):
+            if not file_id:
+                continue
+            budget_s = max(1.0, (remaining_ms() - READ_RESERVE_MS) / 1000)
+            for line in api.read_results(file_id, timeout_s=budget_s):
+                if remaining_ms() < READ_RESERVE_MS:
+                    return {"done": False, "wait_s": 0, "polls": polls, "failed_polls": failed_polls}
+                if line.custom_id not in members:
+                    logger.warning("batch result for a job not in the batch", extra={"batch_id": record.id})
+                    continue
+                job = jobs.get(line.custom_id)
+                if job is not None and job.status == "polling" and job.prediction_id == batch.id:
+                    _conclude(jobs, job, line, batch)
+    except ProviderError as exc:
+        failed_polls += 1
+        logger.warning("could not read a batch's results", extra={"batch_id": record.id, "reason": exc.message})
+        if failed_polls <= settings().poll_failures_tolerated:
+            return _next(polls, failed_polls)
+        _end_unanswered(jobs, record, batch.id, (exc.code, f"darkroom could not read the batch's results: {exc}"))
+    reason = UNANSWERED.get(batch.status) or _failed_reason(batch)
+    _end_unanswered(jobs, record, batch.id, reason)
+    batches.update(record, state="ended", ended_at=time.time())
+    metrics.add_metric(name="BatchesEnded", unit="Count", value=1)
+    logger.info("batch ended", extra={"batch_id": record.id, "status": batch.status, "jobs": len(record.jobs)})
+    return _done()
+
+
+def _conclude(jobs: JobStore, job: Job, line: BatchLine, batch: Batch) -> None:
+    """One line: its images stored under its job, which succeeds at the batch price; or its failure."""
+    if line.result is None:
+        if line.status_code is None and line.error is not None:
+            reason = UNANSWERED.get(line.error.code.removeprefix("batch_"), (line.error.code, line.error.message))
+            polling.end(jobs, job, "failed", error=reason, provider_status=batch.status)
+            return
+        failure = line.failure() or ProviderBadResponse("the batch's line had neither images nor an error")
+        polling.end(jobs, job, "failed", error=(failure.code, failure.message), provider_status=batch.status)
+        return
+    outputs = []
+    for index, data in enumerate(line.result.images[: int(job.request.get("n", 1))]):
+        try:
+            outputs.append(storage.put_output(job, index, data, images.inspect(data)))
+        except ProviderBadResponse as exc:
+            polling.end(jobs, job, "failed", error=(exc.code, exc.message), provider_status=batch.status)
+            return
+    cost = pricing.cost_usd(job.model, line.result.usage, batch=True)
+    polling.end(
+        jobs, job, "succeeded", outputs=outputs, usage=line.result.usage, cost_usd=cost, provider_status=batch.status
+    )
+    metrics.add_metric(name="ImagesGenerated", unit="Count", value=len(outputs))
+
+
+def _end_unanswered(jobs: JobStore, record: BatchRecord, provider_batch_id: str, reason: tuple[str, str]) -> None:
+    for job in _jobs(jobs, record):
+        if job.status == "polling" and job.prediction_id == provider_batch_id:
+            polling.end(jobs, job, "failed", error=reason)
+        elif job.status == "batch_queued" and job.batch_id == record.id:
+            batcher.fail_queued(jobs, job, *reason)
+
+
+def _failed_reason(batch: Batch) -> tuple[str, str]:
+    problem = batch.errors[0] if batch.errors else None
+    detail = f"{problem.code}: {problem.message}" if problem else "no reason given"
+    return "batch_failed", f"OpenAI's batch failed ({detail}); it ran none of its requests."
+
+
+def _jobs(jobs: JobStore, record: BatchRecord) -> list[Job]:
+    return [job for job in (jobs.get(job_id) for job_id in record.jobs) if job is not None]
+
+
+def _next(polls: int, failed_polls: int) -> dict[str, Any]:
+    """After `polls` checks: the first wait, doubling up to the longest."""
+    s = settings()
+    wait = min(s.batch_max_poll_s, s.batch_first_poll_s * 2 ** max(0, min(polls - 1, 20)))
+    return {"done": False, "wait_s": max(1, math.ceil(wait)), "polls": polls, "failed_polls": failed_polls}
+
+
+def _done() -> dict[str, Any]:
+    return {"done": True, "wait_s": 0, "polls": 0, "failed_polls": 0}
+
+
+def handle_step(event: Any, remaining_ms: Callable[[], int]) -> dict[str, Any]:
+    """One task of the batch poller state machine: `{"action": "poll", "batch_id", "poll": {...}}` checks once,
+    `{"action": "give_up", "batch_id", "failure"}` ends what is left after the machine's own retries failed."""
+    if not isinstance(event, dict) or not isinstance(event.get("batch_id"), str):
+        raise ValueError("a batch poller step names its batch")
+    if event.get("action") == "give_up":
+        return give_up(event["batch_id"])
+    state = event["poll"] if isinstance(event.get("poll"), dict) else {}
+    return step(event["batch_id"], _count(state.get("polls")), _count(state.get("failed_polls")), remaining_ms)
+
+
+def give_up(batch_id: str) -> dict[str, Any]:
+    """darkroom's own errors kept the poller from going on: the jobs still waiting fail, saying so."""
+    batches, jobs = BatchStore(), JobStore()
+    record = batches.get(batch_id)
+    if record is None or record.state == "ended" or record.provider_batch_id is None:
+        return _done()
+    logger.error("batch poller gave up", extra={"batch_id": batch_id})
+    message = f"darkroom could not follow OpenAI's batch to its end; {polling.MAY_HAVE_CHARGED}"
+    _end_unanswered(jobs, record, record.provider_batch_id, ("poller_failed", message))
+    batches.update(record, state="ended", ended_at=time.time())
+    return _done()
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
