@@ -156,17 +156,23 @@ class Client:
             for index, output in enumerate(job["outputs"])
         ]
 
-    def save_previews(self, job: dict[str, Any], folder: Path, saved: set[int]) -> list[Path]:
-        """The job's previews (partial_images) not in `saved` yet, as {job id}-preview-{index}.{ext}; `saved` grows."""
-        paths = []
+    def save_previews(self, job: dict[str, Any], folder: Path, saved: set[int]) -> list[Path | Exception]:
+        """The job's previews (partial_images) not in `saved` yet, as {job id}-preview-{index}.{ext}; `saved` grows.
+        A preview that cannot be downloaded is its error in the list, and tried again at the next look: a preview is
+        a nicety, and never costs the job's images."""
+        done: list[Path | Exception] = []
         for preview in (job.get("progress") or {}).get("previews") or []:
             index = preview.get("index")
             if not isinstance(index, int) or index in saved or "url" not in preview:
                 continue
             ext = EXTENSIONS.get(preview.get("format"), "img")
-            paths.append(_save(preview, folder / f"{_stem(job)}-preview-{index}.{ext}"))
+            try:
+                done.append(_save(preview, folder / f"{_stem(job)}-preview-{index}.{ext}"))
+            except (ApiError, Unreachable) as exc:
+                done.append(exc)
+                continue
             saved.add(index)
-        return paths
+        return done
 
 
 def _stem(job: dict[str, Any]) -> str:

@@ -93,9 +93,11 @@ def follow_and_save(client: Client, job: dict[str, Any], out: Path, timeout_s: f
     previews: set[int] = set()
 
     def save_previews(job: dict[str, Any]) -> None:
-        for path in client.save_previews(job, out, previews):
-            if not as_json:
-                console.print(f"preview {path}", highlight=False, soft_wrap=True)
+        for saved in client.save_previews(job, out, previews):
+            if as_json:
+                continue
+            said = f"preview {saved}" if isinstance(saved, Path) else f"a preview could not be saved yet: {saved}"
+            console.print(said, highlight=False, soft_wrap=True)
 
     if job["status"] not in TERMINAL:
         if live:

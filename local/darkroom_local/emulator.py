@@ -397,10 +397,8 @@ def check_request(params: dict[str, Any], *, edit: bool) -> ImageRequest:
 
 
 def _streaming(params: dict[str, Any], n: int) -> tuple[bool, int]:
-    """`stream` (a form sends it as the text "true" or "false") and `partial_images`, which only a stream takes."""
+    """`stream` and `partial_images`, which only a stream takes."""
     stream = params.get("stream", False)
-    if stream in ("true", "false"):
-        stream = stream == "true"
     if not isinstance(stream, bool):
         raise _wrong_type("stream", "a boolean", stream)
     partial_images = _integer(params, "partial_images", 0, 0, MAX_PARTIAL_IMAGES)
@@ -1168,7 +1166,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
             elif isinstance(name, str):
                 value = payload.decode(errors="replace")
                 integer = name in ("n", "output_compression", "partial_images") and FORM_INTEGER.fullmatch(value)
-                params[name] = int(value) if integer else value
+                boolean = name == "stream" and value in ("true", "false")  # a form's text, JSON's boolean
+                params[name] = int(value) if integer else (value == "true") if boolean else value
         return params, files
 
     def _send(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:

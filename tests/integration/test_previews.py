@@ -15,10 +15,10 @@ import pytest
 from PIL import Image
 from standardwebhooks.webhooks import Webhook
 
-from darkroom import pricing, storage
+from darkroom import aws, pricing, storage
 from darkroom.webhooks.endpoints import WebhookStore
 from darkroom_local.stack import LocalStack
-from tests.integration.test_webhook_notify import Receiver, first_tries, start_receiver
+from tests.integration.test_webhook_notify import Receiver, first_tries, notify, start_receiver
 from tests.pipeline import deliver, generations, job, manifest, queue_url, receive, submit
 from tests.support import drain, http_event, response_json
 
@@ -37,9 +37,11 @@ def quiet_notifications(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> I
     for name in ("CompletionsQueue", "WebhookRetryQueue"):
         drain(queue_url(stack, name))
     monkeypatch.setenv("WEBHOOK_RETRY_SCHEDULE_S", "0,0,0")
+    aws.reset()
     yield
     for name in ("CompletionsQueue", "WebhookRetryQueue"):
         drain(queue_url(stack, name))
+    aws.reset()  # the settings are read again once the environment is back
 
 
 def get_job(stack: LocalStack, job_id: str) -> dict[str, Any]:
@@ -120,6 +122,20 @@ def test_a_job_without_partial_images_shows_no_progress(stack: LocalStack) -> No
     assert sorted(item["Key"].rsplit("/", 1)[1] for item in listed["Contents"]) == ["0.png", "result.json"]
 
 
+def announced_job(stack: LocalStack, receiver: Receiver, prompt: str, *, partial_images: int) -> str:
+    """A job with previews whose url asks for job.progress and job.succeeded, run, and its events' first tries made."""
+    job_id = submit(
+        stack,
+        prompt=prompt,
+        partial_images=partial_images,
+        webhook_url=receiver.url,
+        webhook_events=["job.progress", "job.succeeded"],
+    )
+    deliver(stack, receive(stack))
+    first_tries(stack)
+    return job_id
+
+
 def test_job_progress_goes_only_where_it_is_asked_for(stack: LocalStack, receiver: Receiver) -> None:
     # Given an endpoint taking the default events, and a job whose own url asks for progress too
     other = start_receiver()
@@ -127,16 +143,8 @@ def test_job_progress_goes_only_where_it_is_asked_for(stack: LocalStack, receive
         "dev", url=other.url, events=["job.succeeded"], description="", enabled=True
     )
     try:
-        job_id = submit(
-            stack,
-            prompt="a harbour, announced",
-            partial_images=2,
-            webhook_url=receiver.url,
-            webhook_events=["job.progress", "job.succeeded"],
-        )
-        deliver(stack, receive(stack))
         # When S3's events (two progress documents, then the manifest) reach the notify function
-        first_tries(stack)
+        job_id = announced_job(stack, receiver, "a harbour, announced", partial_images=2)
     finally:
         WebhookStore().delete_endpoint("dev", endpoint.id)
         other.shutdown()
@@ -152,3 +160,17 @@ def test_job_progress_goes_only_where_it_is_asked_for(stack: LocalStack, receive
     assert len({headers["webhook-id"] for headers, _ in receiver.seen}) == 3
     # and the endpoint, which did not name job.progress, got only the end
     assert [Webhook(endpoint_secret).verify(body, headers)["type"] for headers, body in other.seen] == ["job.succeeded"]
+
+
+def test_a_progress_event_is_tried_a_few_times_only(stack: LocalStack, receiver: Receiver, settings_env: Any) -> None:
+    # Given a subscriber that always fails, and a schedule of five tries
+    settings_env(WEBHOOK_RETRY_SCHEDULE_S="0,0,0,0,0")
+    receiver.answers[:] = [500] * 100
+    announced_job(stack, receiver, "a harbour nobody hears", partial_images=1)
+    # When every try has been made
+    for _ in range(6):
+        notify(stack, "WebhookRetryQueue")
+    # Then the preview's event was tried three times (it is stale in minutes), the job's end all five
+    secret = WebhookStore().tenant_secrets("dev")[0]
+    kinds = [Webhook(secret).verify(body, headers)["type"] for headers, body in receiver.seen]
+    assert kinds.count("job.progress") == 3 and kinds.count("job.succeeded") == 5, kinds

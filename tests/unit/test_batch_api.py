@@ -52,14 +52,6 @@ class Provider:
     clock: Clock
 
 
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[Emulator]:
-    running = Emulator(EmulatorConfig())
-    running.start("127.0.0.1", 0)
-    yield running
-    running.stop()
-
-
 @pytest.fixture
 def provider(emulator: Emulator) -> Provider:
     """A fresh emulator whose batches live one second on a clock the test moves."""

@@ -65,14 +65,6 @@ class Api:
         return [json.loads(line) for line in response.content.splitlines()]
 
 
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[Emulator]:
-    running = Emulator(EmulatorConfig())
-    running.start("127.0.0.1", 0)
-    yield running
-    running.stop()
-
-
 @pytest.fixture
 def api(emulator: Emulator) -> Iterator[Api]:
     """A fresh emulator state whose batches live one second on `api.clock`; a test may change `emulator.config`."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -15,21 +14,6 @@ from darkroom import catalog
 from darkroom_local.emulator import Emulator, EmulatorConfig
 
 PROMPT = "a lighthouse at dusk"
-
-
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[Emulator]:
-    running = Emulator(EmulatorConfig())
-    running.start("127.0.0.1", 0)
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def client(emulator: Emulator) -> Iterator[httpx.Client]:
-    emulator.reset()
-    with httpx.Client(base_url=emulator.url, headers={"Authorization": "Bearer sk-test"}, timeout=30) as http:
-        yield http
 
 
 def png() -> bytes:

@@ -110,6 +110,10 @@ def test_valid_requests_pass(body: dict[str, Any]) -> None:
         ({"prompt": "a cat", "partial_images": -1}, {("partial_images", "greater_than_equal")}),
         ({"prompt": "a cat", "partial_images": "2"}, {("partial_images", "int_type")}),
         ({"prompt": "a cat", "partial_images": 2, "n": 2}, {("partial_images", "partial_images_needs_n_1")}),
+        (
+            {"prompt": "a cat", "webhook_events": ["job.progress"]},
+            {("webhook_events", "progress_needs_partial_images")},
+        ),
         ({"prompt": "a cat", "seed": 4}, {("seed", "extra_forbidden")}),
         ({"prompt": "a cat", "webhook_url": "http://hooks.example.com/x"}, {("webhook_url", "webhook_url_https")}),
         (

@@ -499,6 +499,14 @@ def _preview_errors(request: GenerationRequest) -> list[FieldError]:
                 "A batch job's image comes whole with its batch's results: previews need the standard tier.",
             )
         )
+    if request.webhook_events and "job.progress" in request.webhook_events and not request.partial_images:
+        errors.append(
+            FieldError(
+                "webhook_events",
+                "progress_needs_partial_images",
+                "job.progress announces previews: ask for partial_images too, or leave job.progress out.",
+            )
+        )
     if request.partial_images and request.n != 1:
         errors.append(
             FieldError(

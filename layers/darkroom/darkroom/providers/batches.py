@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -105,31 +104,7 @@ class BatchLine:
         return classify(self.status_code, httpx.Headers(), self.error.code, self.error.message)
 
 
-class OpenAIBatchApi:
-    def __init__(
-        self,
-        base_url: str,
-        api_key: Callable[[], str],
-        *,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self._api_key = api_key
-        self._transport = transport
-        self._client: httpx.Client | None = None
-        self._lock = threading.Lock()
-
-    def _http(self) -> httpx.Client:
-        with self._lock:
-            if self._client is None:
-                self._client = deadline.client(self._transport)
-            return self._client
-
-    def prepare(self) -> None:
-        """Fetch the key and build the HTTP client now, so the first call starts at once."""
-        self._api_key()
-        self._http()
-
+class OpenAIBatchApi(deadline.KeyedClient):
     def upload_file(self, data: bytes, filename: str, purpose: str, *, timeout_s: float) -> str:
         """The id of a new file: `batch` for a batch's JSONL input, `vision` for an image an edit line names."""
         answer = self._call(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import httpcore
@@ -141,3 +141,32 @@ def client(given: httpx.BaseTransport | None = None, *, public_only: bool = Fals
         follow_redirects=False,
         headers={"Accept-Encoding": "identity"},
     )
+
+
+class KeyedClient:
+    """What every provider adapter holds: its base URL, its key (fetched when first needed, so a rotated one is
+    picked up), and one HTTP client built on first use and shared by the invocation's threads."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: Callable[[], str],
+        *,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._api_key = api_key
+        self._transport = transport
+        self._client: httpx.Client | None = None
+        self._lock = threading.Lock()
+
+    def _http(self) -> httpx.Client:
+        with self._lock:
+            if self._client is None:
+                self._client = client(self._transport)
+            return self._client
+
+    def prepare(self) -> None:
+        """Fetch the key and build the HTTP client now, so the first call starts at once."""
+        self._api_key()
+        self._http()

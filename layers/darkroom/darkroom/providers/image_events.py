@@ -6,17 +6,25 @@ stream that ends before its completed event was cut after the provider began ren
 that is ambiguous, as a cut plain answer is. An error event is the provider's verdict on a render under way: a
 content-policy refusal is final, anything else may have been billed and is ambiguous too.
 
-Streaming returns one image (the events carry no image index), so darkroom only streams requests for n=1.
+Streaming returns one image (the events carry no image index), so darkroom only streams requests for n=1. What a
+provider sends decides nothing beyond what was asked: each preview index is handed on once, up to `partial_images`,
+and a preview that cannot be read is passed over (the final image is what was billed). Previews are handed on from
+a thread of their own (`PreviewHandoff`), so storing one never holds up the stream or eats into the call's deadline.
 """
 
 from __future__ import annotations
 
 import binascii
+import contextvars
 import json
+import queue
+import re
+import threading
 from collections.abc import Callable
 from typing import Any
 
 from darkroom.errors import ProviderAmbiguous, ProviderBadResponse, ProviderRefused
+from darkroom.observability import logger
 from darkroom.providers.failures import REFUSAL_CODES, redact
 from darkroom.providers.images_response import MAX_IMAGE_BYTES, GenerationResult, token_counts
 from darkroom.providers.sse import EventStreamDecoder, EventStreamError, ServerSentEvent
@@ -30,6 +38,8 @@ MAX_EVENT_BYTES = MAX_IMAGE_BYTES * 4 // 3 + 64 * 1024
 
 # Called with each preview's index and bytes while the stream goes on.
 OnPartial = Callable[[int, bytes], None]
+# An error event's code is shown only when it looks like one: a provider's code field is not trusted with a key.
+_CODE = re.compile(r"[a-z0-9_.\-]{1,64}")
 
 
 class ImageEventsReader:
@@ -41,6 +51,7 @@ class ImageEventsReader:
         self._partial_images = min(partial_images, MAX_PARTIAL_IMAGES)
         self._secrets = secrets
         self._result: GenerationResult | None = None
+        self._handed: set[int] = set()
 
     def feed(self, chunk: bytes) -> bool:
         """True once the completed event has arrived: nothing after it matters."""
@@ -76,9 +87,7 @@ class ImageEventsReader:
         if kind in PARTIAL_EVENTS:
             index = payload.get("partial_image_index")
             if isinstance(index, int) and not isinstance(index, bool) and 0 <= index < self._partial_images:
-                image = _image(payload)
-                if self._on_partial is not None:
-                    self._on_partial(index, image)
+                self._preview(index, payload)
         elif kind in COMPLETED_EVENTS:
             revised = payload.get("revised_prompt")
             self._result = GenerationResult(
@@ -88,17 +97,58 @@ class ImageEventsReader:
             )
         # Any other event (a keep-alive, a type added later) carries nothing darkroom uses.
 
+    def _preview(self, index: int, payload: dict[str, Any]) -> None:
+        if index in self._handed or self._on_partial is None:
+            return
+        self._handed.add(index)
+        try:
+            image = _image(payload)
+        except ProviderBadResponse as exc:
+            logger.warning("an unreadable preview was passed over", extra={"index": index, "reason": exc.message})
+            return
+        self._on_partial(index, image)
+
     def _error(self, error: Any) -> ProviderRefused | ProviderAmbiguous:
         error = error if isinstance(error, dict) else {}
         code, message = str(error.get("code") or ""), redact(str(error.get("message") or ""), self._secrets)
         if code in REFUSAL_CODES:
             return ProviderRefused(message or "the provider refused the image under its content policy", status=200)
         # The render had begun: it may have been billed.
+        shown = message or (code if _CODE.fullmatch(code) and redact(code, self._secrets) == code else "no detail")
         return ProviderAmbiguous(
-            f"the provider's stream reported an error: {message or code or 'no detail'}",
-            code="provider_stream_error",
-            status=200,
+            f"the provider's stream reported an error: {shown}", code="provider_stream_error", status=200
         )
+
+
+class PreviewHandoff:
+    """Hands previews to `on_partial` on a thread of its own, in order, so storing one (S3, DynamoDB) never holds up
+    reading the stream. `close` waits a bounded time for those still being stored; one still going after it goes on
+    alone (its writes are conditional on the job's lease)."""
+
+    def __init__(self, on_partial: OnPartial) -> None:
+        self._on_partial = on_partial
+        self._queue: queue.Queue[tuple[int, bytes] | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    def put(self, index: int, data: bytes) -> None:
+        if self._thread is None:
+            # The invocation's context goes along: its log keys, as everything else the call logs.
+            context = contextvars.copy_context()
+            self._thread = threading.Thread(target=context.run, args=(self._run,), name="previews", daemon=True)
+            self._thread.start()
+        self._queue.put((index, data))
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            try:
+                self._on_partial(*item)
+            except Exception:
+                logger.warning("a preview could not be handed on", exc_info=True, extra={"index": item[0]})
+
+    def close(self, wait_s: float) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(wait_s)
 
 
 def _image(payload: dict[str, Any]) -> bytes:

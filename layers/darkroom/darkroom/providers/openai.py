@@ -14,9 +14,7 @@ provider that ignores `stream` and answers with plain JSON is read as ever.
 from __future__ import annotations
 
 import json
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -25,42 +23,20 @@ import httpx
 from darkroom.errors import ProviderAmbiguous, ProviderBadResponse, ProviderError
 from darkroom.providers import deadline
 from darkroom.providers.failures import classify, redact, retry_after_s, transport_failures
-from darkroom.providers.image_events import ImageEventsReader, OnPartial
+from darkroom.providers.image_events import ImageEventsReader, OnPartial, PreviewHandoff
 from darkroom.providers.images_response import GenerationResult, ImagesResponseReader
 from darkroom.ratelimit import announced_limits
 
 ERROR_BODY_LIMIT = 64 * 1024
+# How long a streamed call waits, once it has its answer, for previews still being stored.
+PREVIEW_DRAIN_S = 10.0
 MODERATION_MODEL = "omni-moderation-latest"
 MODERATION_BODY_LIMIT = 256 * 1024  # a result per input, each a few hundred bytes of categories and scores
 
 __all__ = ["GenerationResult", "OpenAICompatibleProvider", "error_from_response", "retry_after_s"]
 
 
-class OpenAICompatibleProvider:
-    def __init__(
-        self,
-        base_url: str,
-        api_key: Callable[[], str],
-        *,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self._api_key = api_key
-        self._transport = transport
-        self._client: httpx.Client | None = None
-        self._lock = threading.Lock()
-
-    def _http(self) -> httpx.Client:
-        with self._lock:
-            if self._client is None:
-                self._client = deadline.client(self._transport)
-            return self._client
-
-    def prepare(self) -> None:
-        """Fetch the key and build the HTTP client now, so the call itself starts at once."""
-        self._api_key()
-        self._http()
-
+class OpenAICompatibleProvider(deadline.KeyedClient):
     def generate(
         self,
         params: dict[str, Any],
@@ -126,6 +102,22 @@ class OpenAICompatibleProvider:
         on_partial: OnPartial | None,
         **body: Any,
     ) -> GenerationResult:
+        handoff = PreviewHandoff(on_partial) if on_partial is not None and params.get("partial_images") else None
+        try:
+            return self._send(path, params, timeout_s, client_request_id, handoff, **body)
+        finally:
+            if handoff is not None:
+                handoff.close(PREVIEW_DRAIN_S)  # outside the call's deadline: the answer is in hand
+
+    def _send(
+        self,
+        path: str,
+        params: dict[str, Any],
+        timeout_s: float,
+        client_request_id: str,
+        handoff: PreviewHandoff | None,
+        **body: Any,
+    ) -> GenerationResult:
         api_key = self._api_key()
         headers = {
             "Authorization": f"Bearer {api_key}",
@@ -161,7 +153,8 @@ class OpenAICompatibleProvider:
             reader: ImagesResponseReader | ImageEventsReader
             if response.headers.get("content-type", "").lower().startswith("text/event-stream"):
                 partials = int(params.get("partial_images") or 0)
-                reader = ImageEventsReader(on_partial, partial_images=partials, secrets=(api_key,))
+                handed = handoff.put if handoff is not None else None
+                reader = ImageEventsReader(handed, partial_images=partials, secrets=(api_key,))
             else:
                 reader = ImagesResponseReader(max_images=int(params.get("n") or 1))
             for chunk in response.iter_bytes():

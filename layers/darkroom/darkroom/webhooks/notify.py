@@ -50,6 +50,8 @@ STALE_S = 300.0
 MAX_SQS_DELAY_S = 900
 DISABLE_AFTER_FAILING_S = 5 * 24 * 3600
 MAX_ATTEMPTS_KEPT = 20
+# Tries of a `job.progress` event: at once, 5 s and 5 minutes later with the default schedule.
+PROGRESS_TRIES = 3
 DEFAULT_EVENTS = ("job.succeeded", "job.failed", "job.canceled")  # what a job naming no webhook_events gets
 _PROGRESS_FILE = re.compile(r"partial-([0-9])" + re.escape(storage.PROGRESS_SUFFIX))
 _PROGRESS_SUBJECT = re.compile(r"(.+)/progress-([0-9])")
@@ -288,7 +290,11 @@ def _try(
         if marked and marked.failing_since and time.time() - marked.failing_since > DISABLE_AFTER_FAILING_S:
             _disable(hooks, marked, "every delivery failed for 5 days")
     tries = record.attempts_made - record.schedule_base
-    delay = delivery.next_delay_s(tries, s.webhook_retry_schedule, attempt.retry_after_s)
+    # A preview is stale within minutes: its event gets the schedule's first tries only.
+    schedule = (
+        s.webhook_retry_schedule[:PROGRESS_TRIES] if record.event_type == PROGRESS_EVENT else s.webhook_retry_schedule
+    )
+    delay = delivery.next_delay_s(tries, schedule, attempt.retry_after_s)
     if delay is None:
         store.finish(record, "failed", seen, url=url)
         metrics.add_metric(name="WebhooksFailed", unit="Count", value=1)
