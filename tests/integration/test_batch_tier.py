@@ -261,3 +261,49 @@ def test_canceling_every_job_of_a_sent_batch_cancels_the_batch(stack: LocalStack
     record = BatchStore().get(batch_id)
     assert record is not None and record.cancel_requested and record.provider_status == "cancelled"
     assert {job(a["id"]).status for a in accepted} == {"canceled"}
+
+
+def test_batches_under_provider_faults_send_each_job_once_and_end_every_job(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch, settings_env: Any
+) -> None:
+    import os
+    import random
+
+    # Given a provider whose Files and Batch calls fail half the time: 429s, 500s, and slow answers (a batch made,
+    # its answer lost), and batchers whose leases run out in a second
+    seed = int(os.environ.get("DARKROOM_FAULT_SEED", random.randrange(1_000_000)))
+    print(f"batch fault run seed {seed} (replay with DARKROOM_FAULT_SEED={seed})")
+    assert stack.emulator is not None
+    settings_env(BATCH_MAX_JOBS="4", BATCH_MAX_WAIT_S="0")
+    monkeypatch.setattr(batcher, "LEASE_S", 1.0)
+    monkeypatch.setattr(batcher, "CALL_TIMEOUT_S", 2.0)
+    prompts = [f"a batch under faults {i} {seed}" for i in range(12)]
+    accepted = [submit_batch(stack, prompt) for prompt in prompts]
+    stack.emulator.config.fault_rate = 0.5
+    stack.emulator.config.fault_kinds = ("rate_limit", "server_error", "slow")
+    stack.emulator.config.hang_ms = 2_500
+    stack.emulator._random = random.Random(seed)
+    try:
+        # When the batcher runs again and again, as its schedule would, until no job waits for a batch
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            batcher.run(lambda: 300_000)
+            if all(job(a["id"]).status not in ("batch_queued",) for a in accepted):
+                break
+            time.sleep(1.1)  # past the lease of a batcher that lost an answer
+        # Then every batch followed runs to its end
+        batch_ids = {job(a["id"]).batch_id for a in accepted}
+        for batch_id in batch_ids:
+            assert batch_id is not None, f"seed {seed}: a job never went out"
+            execution(stack, batch_id, machine_name="BatchPollerStateMachine", timeout_s=60)
+    finally:
+        stack.emulator.config.fault_rate = 0.0
+    # and every job has ended, once, each sent in one provider batch and billed at most once by the provider's count
+    ended = {a["id"]: job(a["id"]) for a in accepted}
+    assert all(j.terminal for j in ended.values()), f"seed {seed}: {[(i, j.status) for i, j in ended.items()]}"
+    for batch_id in batch_ids:
+        assert provider_batches(stack, str(batch_id)) == 1, f"seed {seed}: batch {batch_id} made twice"
+    for prompt in prompts:
+        assert stack.emulator.calls()["prompts"][prompt]["batched"] <= 1, f"seed {seed}: {prompt} billed twice"
+    # (transient faults only: each was tried again until it went through)
+    assert {j.status for j in ended.values()} == {"succeeded"}, f"seed {seed}: {[j.error for j in ended.values()]}"

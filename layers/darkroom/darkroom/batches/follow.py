@@ -64,7 +64,9 @@ def step(batch_id: str, polls: int, failed_polls: int, remaining_ms: Callable[[]
         batch = api.retrieve_batch(record.provider_batch_id, timeout_s=CHECK_TIMEOUT_S)
     except ProviderError as exc:
         logger.warning("batch check failed", extra={"batch_id": batch_id, "reason": exc.message})
-        return _next(polls, failed_polls + 1)
+        if time.time() > (record.poll_until or 0):
+            return _past_deadline(batches, jobs, record, f"darkroom could not check the batch: {exc.message}")
+        return _next(polls, failed_polls + 1)  # a check bills nothing: tried again until the deadline
     counts = {"total": batch.request_counts.total, "completed": batch.request_counts.completed}
     counts["failed"] = batch.request_counts.failed
     if batch.status != record.provider_status or counts != record.request_counts:
@@ -74,11 +76,17 @@ def step(batch_id: str, polls: int, failed_polls: int, remaining_ms: Callable[[]
     if not record.cancel_requested and all(job.terminal for job in _jobs(jobs, record)):
         _cancel(batches, record)
     if time.time() > (record.poll_until or 0):
-        message = "OpenAI's batch did not end within 25 hours; it may still bill the requests it ran."
-        _end_unanswered(jobs, record, batch.id, ("provider_timeout", message))
-        batches.update(record, state="ended", ended_at=time.time())
-        return _done()
+        return _past_deadline(batches, jobs, record, "OpenAI's batch did not end within 25 hours")
     return _next(polls, 0)
+
+
+def _past_deadline(batches: BatchStore, jobs: JobStore, record: BatchRecord, why: str) -> dict[str, Any]:
+    """The batch's follow deadline has passed: the jobs still waiting fail, saying they may still be billed."""
+    assert record.provider_batch_id is not None
+    message = f"{why}; OpenAI may still bill the requests it ran."
+    _end_unanswered(jobs, record, record.provider_batch_id, ("provider_timeout", message))
+    batches.update(record, state="ended", ended_at=time.time())
+    return _done()
 
 
 def _cancel(batches: BatchStore, record: BatchRecord) -> None:
@@ -120,11 +128,13 @@ def _collect(
                 if job is not None and job.status == "polling" and job.prediction_id == batch.id:
                     _conclude(jobs, job, line, batch)
     except ProviderError as exc:
-        failed_polls += 1
+        # The results stay at OpenAI for 30 days and reading them bills nothing: tried again until the deadline,
+        # since the jobs waiting on them were billed.
         logger.warning("could not read a batch's results", extra={"batch_id": record.id, "reason": exc.message})
-        if failed_polls <= settings().poll_failures_tolerated:
-            return _next(polls, failed_polls)
-        _end_unanswered(jobs, record, batch.id, (exc.code, f"darkroom could not read the batch's results: {exc}"))
+        garbled = isinstance(exc, ProviderBadResponse) and failed_polls >= settings().poll_failures_tolerated
+        if time.time() <= (record.poll_until or 0) and not garbled:
+            return _next(polls, failed_polls + 1)
+        return _past_deadline(batches, jobs, record, f"darkroom could not read the batch's results: {exc.message}")
     reason = UNANSWERED.get(batch.status) or _failed_reason(batch)
     _end_unanswered(jobs, record, batch.id, reason)
     batches.update(record, state="ended", ended_at=time.time())
