@@ -159,3 +159,26 @@ def test_repeated_query_parameters_and_headers_are_joined_as_api_gateway_joins_t
     # Then the function sees "queued,failed" and "Bearer dr_wrong,Bearer ...", as in AWS: neither is valid
     assert twice.status_code == 422 and twice.json()["error"]["fields"][0]["field"] == "status"
     assert two_keys.status_code == 401
+
+
+def test_a_job_with_two_previews_shows_both_before_it_succeeds(running: LocalStack, client: httpx.Client) -> None:
+    # Given a provider that takes 3 s, streaming a preview each second
+    assert running.emulator is not None
+    running.emulator.config.latency_ms = 3000
+    try:
+        job = client.post("/v1/images/generations", json={"prompt": "a harbour at dawn", "partial_images": 2}).json()
+        # When the job is read over HTTP until it ends
+        seen: list[tuple[str, int]] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            now = client.get(f"/v1/jobs/{job['id']}").json()
+            seen.append((now["status"], len(now["progress"]["previews"])))
+            if now["status"] in ("succeeded", "failed", "canceled"):
+                break
+            time.sleep(0.1)
+    finally:
+        running.emulator.config.latency_ms = 0
+    # Then both previews were shown, downloadable, while it ran, and then it succeeded
+    assert ("running", 2) in seen and seen[-1][0] == "succeeded", seen
+    for preview in now["progress"]["previews"]:
+        assert httpx.get(preview["url"]).status_code == 200
