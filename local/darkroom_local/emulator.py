@@ -1006,7 +1006,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
             )
             if fault == "slow":
                 self._hang()
-            if isinstance(answer, bytes):
+            asked = re.fullmatch(r"bytes=(\d+)-", self.headers.get("range", "").strip())
+            if isinstance(answer, bytes) and asked and status == 200:
+                # A file's content from an offset on, as a reader carrying on asks for it.
+                self._send_bytes(206, answer[int(asked.group(1)) :], "application/octet-stream")
+            elif isinstance(answer, bytes):
                 self._send_bytes(status, answer, "application/octet-stream")
             else:
                 self._send(status, answer)

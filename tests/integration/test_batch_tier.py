@@ -28,9 +28,10 @@ def batch_settings(settings_env: Any) -> Iterator[None]:
     settings_env(BATCH_MAX_JOBS="3", BATCH_MAX_WAIT_S="3600")
     store = JobStore()
     for queue in batcher.queues():
-        for waiting in store.waiting_for_batch(queue, limit=100):
+        for waiting in store.waiting_for_batch(queue):
+            found = store.get(waiting.id)
             with contextlib.suppress(LeaseLost):
-                store.cancel(waiting)
+                store.cancel(found)  # type: ignore[arg-type]
     yield
 
 
@@ -307,3 +308,22 @@ def test_batches_under_provider_faults_send_each_job_once_and_end_every_job(
         assert stack.emulator.calls()["prompts"][prompt]["batched"] <= 1, f"seed {seed}: {prompt} billed twice"
     # (transient faults only: each was tried again until it went through)
     assert {j.status for j in ended.values()} == {"succeeded"}, f"seed {seed}: {[j.error for j in ended.values()]}"
+
+
+def test_a_batch_holds_one_tenants_jobs_only(stack: LocalStack, settings_env: Any) -> None:
+    # Given two tenants' batch jobs waiting in the same queue (same model, same endpoint)
+    settings_env(BATCH_MAX_JOBS="10", BATCH_MAX_WAIT_S="0")
+    mine = [submit_batch(stack, f"my batch job {i} {time.time()}") for i in range(2)]
+    theirs = [submit_batch(stack, f"their batch job {i} {time.time()}", tenant="dev-2") for i in range(3)]
+    # When the batcher sends them
+    sent = run_batcher(stack)["sent"]
+    # Then each tenant's jobs went in a batch of their own, whose status and counts only that tenant sees
+    assert len(sent) == 2
+    (my_batch,) = {job(a["id"]).batch_id for a in mine}
+    (their_batch,) = {job(a["id"]).batch_id for a in theirs}
+    assert my_batch != their_batch
+    for batch_id in sent:
+        execution(stack, batch_id, machine_name="BatchPollerStateMachine")
+    status, shown = get_job(stack, mine[0]["id"])
+    assert status == 200 and shown["provider"]["batch"]["id"] == my_batch
+    assert shown["provider"]["batch"]["jobs"] == 2 and shown["provider"]["batch"]["request_counts"]["total"] == 2

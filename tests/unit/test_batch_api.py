@@ -224,17 +224,18 @@ def test_a_huge_line_is_decoded_as_it_streams_without_holding_its_base64() -> No
     assert peak < 1.5 * decoded, f"peak {peak / 1e6:.1f} MB for {decoded / 1e6:.1f} MB of images"
 
 
-def test_unreadable_lines_fail_alone_and_lines_that_are_no_results_fail_the_read() -> None:
+def test_unreadable_lines_fail_alone_and_the_lines_after_them_still_read() -> None:
     # A 200 line without images is that line's error, and the next line still reads
     empty = b'{"custom_id": "a", "response": {"status_code": 200, "body": {"data": []}}, "error": null}'
-    first, second = read_results_lines([empty + b"\n" + results_line("b", [b"img"])])
+    (first, _), (second, end) = read_results_lines([empty + b"\n" + results_line("b", [b"img"])])
     assert first.error is not None and first.error.code == "provider_bad_response"
     assert isinstance(first.failure(), ProviderBadResponse)
     assert second.result is not None and second.result.images == [b"img"]
-    # A line that is not JSON, or has no custom_id, is no results file at all
+    assert end == len(empty) + 1 + len(results_line("b", [b"img"]))
+    # A line that is not JSON, or has no custom_id, is an error of no job, and the line after it still reads
     for content in (b"not json\n", b'{"response": {"status_code": 200}}\n', b'{"custom_id": "a"}\n'):
-        with pytest.raises(ProviderBadResponse):
-            list(read_results_lines([content]))
+        (broken, _), (after, _) = read_results_lines([content + results_line("c", [b"img"])])
+        assert broken.custom_id == "" and broken.error is not None and after.custom_id == "c"
 
 
 def test_a_batch_is_found_by_its_metadata_among_recent_batches(

@@ -42,8 +42,20 @@ def _billed_without_a_price(job: Job) -> Decimal:
     return Decimal(0)
 
 
+# How a batch-tier job sent in a batch ends when OpenAI certainly did not bill its line: the batch never ran it, or
+# refused it.
+BATCH_UNBILLED = ("batch_expired", "batch_cancelled", "batch_failed", "moderation_blocked", "provider_rejected")
+
+
 def _maybe_billed(job: Job) -> bool:
-    return job.cost_usd is None and job.provider_calls > 0 and (job.error or {}).get("code") in MAYBE_BILLED
+    if job.cost_usd is not None:
+        return False
+    code = (job.error or {}).get("code")
+    if job.tier == "batch":
+        # Sent in a batch (or maybe: its batch was lost track of) and ended with no priced line, canceled included:
+        # OpenAI cancels whole batches only, so its line may have run.
+        return code == "batch_unknown" or (bool(job.prediction_id) and code not in BATCH_UNBILLED)
+    return job.provider_calls > 0 and code in MAYBE_BILLED
 
 
 def settle(job: Job) -> bool:

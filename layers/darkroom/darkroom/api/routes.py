@@ -188,7 +188,7 @@ def _batch_of(job: Job) -> dict[str, Any] | None:
     except Exception:
         logger.warning("could not read a job's batch", exc_info=True, extra={"job_id": job.id})
         return None
-    return record.public() if record else None
+    return record.public() if record and record.tenant == job.tenant else None
 
 
 @router.route("GET", "/v1/jobs", summary="The tenant's jobs, newest first.")

@@ -10,23 +10,27 @@ lost), then looks at every batch queue and sends those that are full (`BatchMaxJ
   far looks for that batch first and creates one only if the provider has none, so a lost answer never makes two;
 - the jobs move to `polling` and the batch's poller starts (by the batch's name, so once); then the record leaves
   the pending index.
+A record that cannot be carried on (MAX_CARRIES takeovers, about an hour and a half) is given up: its jobs end, as
+unbilled if nothing was created, as possibly billed if a batch may exist, so no job waits for it forever. One edit
+whose inputs cannot be read or are refused fails alone; the rest of its batch goes on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
-from darkroom import catalog, storage
+from darkroom import aws, catalog, storage
 from darkroom.batches.records import BatchChanged, BatchRecord, BatchStore
-from darkroom.errors import ProviderRejected
+from darkroom.errors import ProviderError, ProviderRejected
 from darkroom.ids import new_batch_id
 from darkroom.jobs import executions, manifests
-from darkroom.jobs.store import Job, JobStore, LeaseLost, batch_queue
+from darkroom.jobs.store import Job, JobStore, LeaseLost, WaitingJob, batch_queue
 from darkroom.observability import logger, metrics
 from darkroom.providers.batches import OpenAIBatchApi
 from darkroom.providers.registry import batch_api
@@ -40,8 +44,15 @@ LEASE_S = 900.0
 # OpenAI's completion window is 24 h; a batch is followed an hour past it, for its finalizing and files.
 FOLLOW_S = 25 * 3600.0
 CALL_TIMEOUT_S = 60.0
-# Batches one run sends from one queue at most (a backlog is taken by the next runs, a minute apart).
+# The files darkroom uploads to OpenAI (a batch's requests, an edit's inputs) expire on their own after a week: the
+# batch has done with them within 25 hours, and they should not outlive darkroom's own copies.
+FILE_TTL_S = 7 * 86400
+# Batches one run sends from one tenant's queue at most (a backlog is taken by the next runs, a minute apart).
 MAX_BATCHES_PER_QUEUE = 20
+# Takeovers of one pending record before it is given up.
+MAX_CARRIES = 6
+# Edits' input bytes one batch takes at most: each takeover uploads them again, and a run must have time to.
+MAX_BATCH_INPUT_BYTES = 1024**3
 # A run stops starting new work with this much of its invocation left.
 STOP_BEFORE_END_MS = 90_000
 
@@ -57,24 +68,22 @@ def run(remaining_ms: Callable[[], int]) -> dict[str, list[str]]:
         if record is None or record.lease_until > time.time():
             continue
         try:
-            _carry_on(batches, jobs, batches.take_over(record, LEASE_S), took_over=True)
+            record = batches.take_over(record, LEASE_S)
+            if record.carries > MAX_CARRIES:
+                give_up(batches, jobs, record)
+                continue
+            _carry_on(batches, jobs, record, took_over=True)
             report["carried_on"].append(batch_id)
         except BatchChanged:
             continue  # another run has it
         except Exception:
             logger.exception("could not carry on a pending batch", extra={"batch_id": batch_id})
     for queue in queues():
-        # A queue holding more than a batch sends several; one whose jobs another run claimed first is looked at again.
-        for _ in range(MAX_BATCHES_PER_QUEUE):
+        for tenant, chunk in _due_chunks(jobs.waiting_for_batch(queue)):
             if remaining_ms() < STOP_BEFORE_END_MS:
                 break
-            waiting = [
-                job for job in jobs.waiting_for_batch(queue, limit=settings().batch_max_jobs) if not job.batch_id
-            ]
-            if not _due(waiting):
-                break
             try:
-                record = _assemble(batches, jobs, queue, waiting)
+                record = _assemble(batches, jobs, queue, tenant, chunk)
                 if record is not None:
                     _carry_on(batches, jobs, record, took_over=False)
                     report["sent"].append(record.id)
@@ -83,7 +92,6 @@ def run(remaining_ms: Callable[[], int]) -> dict[str, list[str]]:
             except Exception:
                 # Left pending: a later run carries it on once its lease has run out.
                 logger.exception("could not send a batch", extra={"queue": queue})
-                break
     if report["sent"]:
         metrics.add_metric(name="BatchesSent", unit="Count", value=len(report["sent"]))
     logger.info("batcher done", extra=report)
@@ -94,21 +102,57 @@ def queues() -> list[str]:
     return [batch_queue(model, kind) for model in sorted(catalog.MODELS) for kind in ("generate", "edit")]
 
 
-def _due(waiting: list[Job]) -> bool:
-    if not waiting:
-        return False
-    if len(waiting) >= settings().batch_max_jobs:
-        return True
-    oldest = datetime.fromisoformat(waiting[0].created_at.replace("Z", "+00:00")).timestamp()
-    return time.time() - oldest >= settings().batch_max_wait_s
+def give_up(batches: BatchStore, jobs: JobStore, record: BatchRecord) -> None:
+    """The record could not be carried on: its jobs end, saying whether OpenAI may still bill them."""
+    if record.state == "assembling":
+        reason = ("batch_not_sent", "darkroom could not send the batch this job was in; it was never billed.")
+    else:
+        reason = (
+            "batch_unknown",
+            "darkroom lost track of the batch this job was sent in; OpenAI may still run and bill its request.",
+        )
+        if record.provider_batch_id:
+            with contextlib.suppress(ProviderError):  # nobody follows it now: fewer lines billed for nothing
+                batch_api().cancel_batch(record.provider_batch_id, timeout_s=CALL_TIMEOUT_S)
+    for job in _members(jobs, record):
+        if job.status == "batch_queued":
+            fail_queued(jobs, job, *reason)
+    batches.advance(record, expected_state=record.state, state="ended", ended_at=time.time())
+    metrics.add_metric(name="BatchesGivenUp", unit="Count", value=1)
+    logger.error("batch given up", extra={"batch_id": record.id, "state": record.state, "jobs": len(record.jobs)})
 
 
-def _assemble(batches: BatchStore, jobs: JobStore, queue: str, waiting: list[Job]) -> BatchRecord | None:
+def _due_chunks(waiting: list[WaitingJob]) -> Iterator[tuple[str, list[WaitingJob]]]:
+    """Each tenant's waiting jobs in batches of BatchMaxJobs, oldest first: those full, or whose oldest job has
+    waited BatchMaxWaitSeconds. A batch holds one tenant's jobs only: its status, counts and failures are the
+    tenant's own business, and one tenant's troubles never hold up another's."""
+    s = settings()
+    by_tenant: dict[str, list[WaitingJob]] = {}
+    for job in waiting:
+        by_tenant.setdefault(job.tenant, []).append(job)
+    for tenant, queued in by_tenant.items():
+        for start in range(0, min(len(queued), s.batch_max_jobs * MAX_BATCHES_PER_QUEUE), s.batch_max_jobs):
+            chunk = queued[start : start + s.batch_max_jobs]
+            oldest = datetime.fromisoformat(chunk[0].created_at.replace("Z", "+00:00")).timestamp()
+            if len(chunk) >= s.batch_max_jobs or time.time() - oldest >= s.batch_max_wait_s:
+                yield tenant, chunk
+
+
+def _assemble(
+    batches: BatchStore, jobs: JobStore, queue: str, tenant: str, chunk: list[WaitingJob]
+) -> BatchRecord | None:
     """A new record naming the jobs it means to take, then each one claimed; None when another batch got them all."""
     model, endpoint = queue.split("|")
+    found = (jobs.get(waiting.id) for waiting in chunk)
+    waiting = _within_input_bytes(
+        [job for job in found if job and job.status == "batch_queued" and not job.batch_id and job.tenant == tenant]
+    )
+    if not waiting:
+        return None
     now = time.time()
     record = BatchRecord(
         id=new_batch_id(),
+        tenant=tenant,
         queue=queue,
         model=model,
         endpoint=ENDPOINTS[endpoint],
@@ -131,6 +175,20 @@ def _assemble(batches: BatchStore, jobs: JobStore, queue: str, waiting: list[Job
     return batches.advance(record, expected_state="assembling", jobs=[job.id for job in claimed])
 
 
+def _within_input_bytes(waiting: list[Job]) -> list[Job]:
+    """The first jobs whose edit inputs add up to MAX_BATCH_INPUT_BYTES (at least one job)."""
+    taken: list[Job] = []
+    total = 0
+    for job in waiting:
+        inputs = job.inputs or {}
+        size = sum(int(entry.get("bytes") or 0) for entry in [*inputs.get("images", []), inputs.get("mask") or {}])
+        if taken and total + size > MAX_BATCH_INPUT_BYTES:
+            break
+        taken.append(job)
+        total += size
+    return taken
+
+
 def _members(jobs: JobStore, record: BatchRecord) -> list[Job]:
     """The record's jobs that this batch did claim, as they are now."""
     found = (jobs.get(job_id) for job_id in record.jobs)
@@ -142,9 +200,18 @@ def _carry_on(batches: BatchStore, jobs: JobStore, record: BatchRecord, *, took_
     api = batch_api()
     if record.state == "assembling":
         members = [job for job in _members(jobs, record) if job.status == "batch_queued"]
+        lines, members = _input_lines(api, jobs, members)
         if not members:
             return batches.advance(record, expected_state="assembling", state="ended", ended_at=time.time())
-        file_id = api.upload_file(_input_file(api, members), f"{record.id}.jsonl", "batch", timeout_s=CALL_TIMEOUT_S)
+        try:
+            file_id = api.upload_file(
+                lines, f"{record.id}.jsonl", "batch", timeout_s=CALL_TIMEOUT_S, expires_s=FILE_TTL_S
+            )
+        except ProviderRejected as exc:
+            # OpenAI will never take this file: nothing was created or billed, so its jobs end here.
+            for job in members:
+                fail_queued(jobs, job, "provider_rejected", f"OpenAI's Files API refused the batch: {exc.message}")
+            return batches.advance(record, expected_state="assembling", state="ended", ended_at=time.time())
         record = batches.advance(
             record, expected_state="assembling", state="uploaded", input_file_id=file_id, jobs=[j.id for j in members]
         )
@@ -168,7 +235,11 @@ def _create(
         )
     try:
         batch = found or api.create_batch(
-            record.input_file_id, record.endpoint, {METADATA_KEY: record.id}, timeout_s=CALL_TIMEOUT_S
+            record.input_file_id,
+            record.endpoint,
+            {METADATA_KEY: record.id},
+            timeout_s=CALL_TIMEOUT_S,
+            output_expires_s=FILE_TTL_S,
         )
     except ProviderRejected as exc:
         # The provider will never take this batch (its account, a limit): its jobs end here, nothing was billed.
@@ -216,16 +287,29 @@ def move_jobs(jobs: JobStore, record: BatchRecord) -> None:
             continue
 
 
-def _input_file(api: OpenAIBatchApi, members: list[Job]) -> bytes:
-    """One JSONL line per job, its custom_id the job's id; an edit's input images uploaded as files it names."""
-    lines = []
+def _input_lines(api: OpenAIBatchApi, jobs: JobStore, members: list[Job]) -> tuple[bytes, list[Job]]:
+    """The JSONL file, one line per job (its custom_id the job's id), and the jobs in it. An edit's input images go
+    up as files its line names; an edit whose inputs are gone, or refused by the provider, fails alone."""
+    lines, sent = [], []
     for job in members:
         body: dict[str, Any] = dict(job.request)
         if job.kind == "edit":
-            body.update(_edit_inputs(api, job))
+            try:
+                body.update(_edit_inputs(api, job))
+            except ProviderRejected as exc:
+                fail_queued(jobs, job, "provider_rejected", f"OpenAI refused this edit's input: {exc.message}")
+                continue
+            except Exception as exc:
+                if aws.error_code(exc) not in ("404", "NoSuchKey"):
+                    raise  # S3 or the provider may answer next time: the record is carried on later
+                fail_queued(
+                    jobs, job, "input_missing", "The edit's input files are gone from storage; submit it again."
+                )
+                continue
         url = ENDPOINTS["edits" if job.kind == "edit" else "generations"]
         lines.append(json.dumps({"custom_id": job.id, "method": "POST", "url": url, "body": body}))
-    return ("\n".join(lines) + "\n").encode()
+        sent.append(job)
+    return ("\n".join(lines) + "\n").encode(), sent
 
 
 def _edit_inputs(api: OpenAIBatchApi, job: Job) -> dict[str, Any]:
@@ -233,7 +317,7 @@ def _edit_inputs(api: OpenAIBatchApi, job: Job) -> dict[str, Any]:
     named: dict[str, Any] = {"images": []}
     with storage.input_files(job) as files:
         for field, (name, handle, _content_type) in files:
-            file_id = api.upload_file(handle.read(), name, "vision", timeout_s=CALL_TIMEOUT_S)
+            file_id = api.upload_file(handle.read(), name, "vision", timeout_s=CALL_TIMEOUT_S, expires_s=FILE_TTL_S)
             if field == "mask":
                 named["mask"] = {"file_id": file_id}
             else:

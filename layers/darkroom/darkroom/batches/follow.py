@@ -17,6 +17,7 @@ line running, and may still be billed for it, as its cancel message says.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -34,8 +35,10 @@ from darkroom.providers.registry import batch_api
 from darkroom.settings import settings
 
 CHECK_TIMEOUT_S = 30.0
-# Reading stops with this much of the invocation left, and the next step carries on.
+# Reading stops with this much of the invocation left, and the next step carries on from where it stopped, which is
+# also written down every SAVE_EVERY_LINES lines (a step that dies carries on from there).
 READ_RESERVE_MS = 60_000
+SAVE_EVERY_LINES = 50
 # Why the jobs a batch never answered for fail, by how the batch ended.
 UNANSWERED = {
     "expired": ("batch_expired", "OpenAI's batch expired (24 h) before it ran this job's request; it was not billed."),
@@ -110,37 +113,58 @@ def _collect(
     failed_polls: int,
     remaining_ms: Callable[[], int],
 ) -> dict[str, Any]:
-    """Every line of the ended batch's files to its job; then the jobs it never answered for. Returns the next step."""
+    """Every line of the ended batch's files to its job, from where the last step stopped (`record.collected`);
+    then the jobs it never answered for. Returns the next step."""
     members = set(record.jobs)
     api = batch_api()
+    files = (batch.output_file_id, batch.error_file_id)
+    start_file, start_offset = int(record.collected.get("file", 0)), int(record.collected.get("offset", 0))
     try:
-        for file_id in (batch.output_file_id, batch.error_file_id):
-            if not file_id:
-                continue
-            budget_s = max(1.0, (remaining_ms() - READ_RESERVE_MS) / 1000)
-            for line in api.read_results(file_id, timeout_s=budget_s):
-                if remaining_ms() < READ_RESERVE_MS:
-                    return {"done": False, "wait_s": 0, "polls": polls, "failed_polls": failed_polls}
-                if line.custom_id not in members:
-                    logger.warning("batch result for a job not in the batch", extra={"batch_id": record.id})
-                    continue
-                job = jobs.get(line.custom_id)
-                if job is not None and job.status == "polling" and job.prediction_id == batch.id:
-                    _conclude(jobs, job, line, batch)
+        for number in range(start_file, len(files)):
+            file_id, start = files[number], start_offset if number == start_file else 0
+            if file_id:
+                budget_s = max(1.0, (remaining_ms() - READ_RESERVE_MS) / 1000)
+                lines = api.read_results_from(file_id, start=start, timeout_s=budget_s)
+                for read, (line, past) in enumerate(lines, start=1):
+                    _take(jobs, members, line, batch, record.id)
+                    out_of_time = remaining_ms() < READ_RESERVE_MS
+                    if out_of_time or read % SAVE_EVERY_LINES == 0:
+                        record = batches.update(record, collected={"file": number, "offset": past})
+                    if out_of_time:  # the next step carries on from here, at once
+                        return {"done": False, "wait_s": 0, "polls": polls, "failed_polls": failed_polls}
+            record = batches.update(record, collected={"file": number + 1, "offset": 0})
     except ProviderError as exc:
-        # The results stay at OpenAI for 30 days and reading them bills nothing: tried again until the deadline,
+        # The results stay at OpenAI for days and reading them bills nothing: tried again until the deadline,
         # since the jobs waiting on them were billed.
         logger.warning("could not read a batch's results", extra={"batch_id": record.id, "reason": exc.message})
         garbled = isinstance(exc, ProviderBadResponse) and failed_polls >= settings().poll_failures_tolerated
         if time.time() <= (record.poll_until or 0) and not garbled:
             return _next(polls, failed_polls + 1)
         return _past_deadline(batches, jobs, record, f"darkroom could not read the batch's results: {exc.message}")
+    except Exception:
+        # darkroom's own trouble storing a line (S3, DynamoDB): the results wait at OpenAI, so the next step tries
+        # again from the last line written down, and the jobs already ended are passed over.
+        logger.exception("could not store a batch's results", extra={"batch_id": record.id})
+        if time.time() <= (record.poll_until or 0):
+            return _next(polls, failed_polls + 1)
+        return _past_deadline(batches, jobs, record, "darkroom could not store the batch's results")
     reason = UNANSWERED.get(batch.status) or _failed_reason(batch)
     _end_unanswered(jobs, record, batch.id, reason)
     batches.update(record, state="ended", ended_at=time.time())
     metrics.add_metric(name="BatchesEnded", unit="Count", value=1)
     logger.info("batch ended", extra={"batch_id": record.id, "status": batch.status, "jobs": len(record.jobs)})
     return _done()
+
+
+def _take(jobs: JobStore, members: set[str], line: BatchLine, batch: Batch, batch_id: str) -> None:
+    """One results line to its job, if the job is in this batch and still waiting for it."""
+    if line.custom_id not in members:
+        if line.custom_id:  # an unreadable line's job is failed with the batch's leftovers
+            logger.warning("batch result for a job not in the batch", extra={"batch_id": batch_id})
+        return
+    job = jobs.get(line.custom_id)
+    if job is not None and job.status == "polling" and job.prediction_id == batch.id:
+        _conclude(jobs, job, line, batch)
 
 
 def _conclude(jobs: JobStore, job: Job, line: BatchLine, batch: Batch) -> None:
@@ -214,6 +238,8 @@ def give_up(batch_id: str) -> dict[str, Any]:
     if record is None or record.state == "ended" or record.provider_batch_id is None:
         return _done()
     logger.error("batch poller gave up", extra={"batch_id": batch_id})
+    with contextlib.suppress(ProviderError):  # nobody follows it now: fewer lines billed for nothing
+        batch_api().cancel_batch(record.provider_batch_id, timeout_s=CHECK_TIMEOUT_S)
     message = f"darkroom could not follow OpenAI's batch to its end; {polling.MAY_HAVE_CHARGED}"
     _end_unanswered(jobs, record, record.provider_batch_id, ("poller_failed", message))
     batches.update(record, state="ended", ended_at=time.time())

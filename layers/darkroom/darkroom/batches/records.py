@@ -29,6 +29,7 @@ class BatchChanged(Exception):
 @dataclass(frozen=True)
 class BatchRecord:
     id: str
+    tenant: str  # a batch holds one tenant's jobs
     queue: str  # {model}|{endpoint}
     model: str
     endpoint: str  # /v1/images/generations or /v1/images/edits
@@ -45,6 +46,10 @@ class BatchRecord:
     followed: bool = False  # its jobs moved to polling and its poller started
     cancel_requested: bool = False
     ended_at: float | None = None
+    # How far the poller has read the ended batch's results: {"file": 0 (output) or 1 (errors), "offset": bytes}.
+    collected: dict[str, int] = field(default_factory=dict)
+    # Runs that took this record over from a batcher that stopped: past MAX_CARRIES it is given up.
+    carries: int = 0
 
     def public(self) -> dict[str, Any]:
         """What a job in this batch shows of it."""
@@ -57,9 +62,19 @@ class BatchRecord:
         }
 
 
-_NUMBERS = ("created_at", "lease_until", "poll_until", "ended_at")
-_STRINGS = ("queue", "model", "endpoint", "state", "lease_id", "input_file_id", "provider_batch_id", "provider_status")
-_JSON = ("jobs", "request_counts")
+_NUMBERS = ("created_at", "lease_until", "poll_until", "ended_at", "carries")
+_STRINGS = (
+    "tenant",
+    "queue",
+    "model",
+    "endpoint",
+    "state",
+    "lease_id",
+    "input_file_id",
+    "provider_batch_id",
+    "provider_status",
+)
+_JSON = ("jobs", "request_counts", "collected")
 _FLAGS = ("followed", "cancel_requested")
 
 
@@ -83,6 +98,7 @@ def _to_item(record: BatchRecord) -> dict[str, Any]:
 def _from_item(item: dict[str, Any]) -> BatchRecord:
     values: dict[str, Any] = {name: item[name]["S"] for name in _STRINGS if name in item}
     values.update({name: float(item[name]["N"]) for name in _NUMBERS if name in item})
+    values["carries"] = int(values.get("carries", 0))
     values.update({name: json.loads(item[name]["S"]) for name in _JSON if name in item})
     values.update({name: item[name]["BOOL"] for name in _FLAGS if name in item})
     return BatchRecord(id=item["id"]["S"], **values)
@@ -100,26 +116,35 @@ class BatchStore:
     def create(self, record: BatchRecord) -> None:
         self.db.put_item(TableName=self.table, Item=_to_item(record), ConditionExpression="attribute_not_exists(id)")
 
-    def pending_before(self, created_before: float, *, limit: int = 20) -> list[str]:
-        """Ids of batches still pending that were created before `created_before`, oldest first."""
-        page = self.db.query(
-            TableName=self.table,
-            IndexName=BY_PENDING,
-            KeyConditionExpression="pending = :p AND created_at < :t",
-            ExpressionAttributeValues={":p": {"S": "pending"}, ":t": {"N": str(created_before)}},
-            Limit=limit,
-        )
-        return [item["id"]["S"] for item in page.get("Items", [])]
+    def pending_before(self, created_before: float, *, limit: int = 100) -> list[str]:
+        """Ids of batches still pending that were created before `created_before`, oldest first. A pending record
+        ends within MAX_CARRIES takeovers, so the oldest can never hide the newer for long."""
+        query: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": BY_PENDING,
+            "KeyConditionExpression": "pending = :p AND created_at < :t",
+            "ExpressionAttributeValues": {":p": {"S": "pending"}, ":t": {"N": str(created_before)}},
+        }
+        ids: list[str] = []
+        while len(ids) < limit:
+            page = self.db.query(**query, Limit=limit - len(ids))
+            ids += [item["id"]["S"] for item in page.get("Items", [])]
+            if "LastEvaluatedKey" not in page:
+                break
+            query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return ids
 
     def take_over(self, record: BatchRecord, lease_s: float) -> BatchRecord:
-        """The lease of a pending record whose batcher is gone (its lease ran out): BatchChanged if another took it."""
+        """The lease of a pending record whose batcher is gone (its lease ran out): BatchChanged if another took it
+        or it has ended."""
         now = time.time()
         return self._update(
             record,
-            "lease_until < :now",
-            {":now": {"N": str(now)}},
+            "lease_until < :now AND #state <> :ended",
+            {":now": {"N": str(now)}, ":ended": {"S": "ended"}},
             lease_id=uuid.uuid4().hex,
             lease_until=now + lease_s,
+            carries=record.carries + 1,
         )
 
     def advance(self, record: BatchRecord, *, expected_state: str, **sets: Any) -> BatchRecord:

@@ -45,9 +45,11 @@ STATUSES = ("awaiting_upload", "batch_queued", "queued", "running", "polling", *
 BY_TENANT = "by_tenant"
 BY_TENANT_STATUS = "by_tenant_status"
 BY_SWEEP = "by_sweep"
-# Batch-tier jobs waiting for a batch, by `batch_queue` ({model}|{endpoint}): sparse, as the attribute is removed when
-# a batch claims the job.
+# Batch-tier jobs waiting for a batch, by `batch_queue` ({model}|{endpoint}) and `batch_slot` ({tenant}#{created}#
+# {id}: a tenant's jobs together, oldest first): sparse, as both are removed when a batch claims the job.
 BY_BATCH_QUEUE = "by_batch_queue"
+# The most waiting jobs one look at a batch queue reads (keys only, some 100 bytes each).
+MAX_WAITING_READ = 20_000
 # How long a batch-tier job may wait for a batch before the sweeper fails it (the batcher has been down all along).
 BATCH_QUEUE_TIMEOUT_S = 24 * 3600
 # The sweep index is spread over this many partition keys, so no single key takes every job's writes.
@@ -64,6 +66,15 @@ class TransactionConflict(Exception):
     def __init__(self, reasons: list[str]) -> None:
         super().__init__(f"transaction cancelled: {reasons}")
         self.failed = [reason == "ConditionalCheckFailed" for reason in reasons]
+
+
+@dataclass(frozen=True)
+class WaitingJob:
+    """A batch-tier job waiting for a batch, as its queue lists it."""
+
+    id: str
+    tenant: str
+    created_at: str
 
 
 @dataclass
@@ -199,6 +210,8 @@ def _to_item(job: Job) -> dict[str, Any]:
         item["sweep_shard"] = {"S": sweep_shard(job.id)}
     if job.poll_until is not None:
         item["poll_until"] = {"N": str(job.poll_until)}
+    if job.batch_queue is not None:
+        item["batch_slot"] = {"S": f"{job.tenant}#{job.created_at}#{job.id}"}
     return item
 
 
@@ -321,17 +334,26 @@ class JobStore:
             return jobs[:limit], cursor_after(jobs[limit - 1])
         return jobs, None
 
-    def waiting_for_batch(self, queue: str, *, limit: int) -> list[Job]:
-        """Batch-tier jobs of one queue ({model}|{endpoint}) that no batch has claimed yet, oldest first. The index is
-        eventually consistent: a job it still shows may have been claimed or canceled, which the claim finds out."""
-        page = self.db.query(
-            TableName=self.table,
-            IndexName=BY_BATCH_QUEUE,
-            KeyConditionExpression="batch_queue = :q",
-            ExpressionAttributeValues={":q": {"S": queue}},
-            Limit=limit,
-        )
-        return [_from_item(item) for item in page.get("Items", [])]
+    def waiting_for_batch(self, queue: str) -> list[WaitingJob]:
+        """Batch-tier jobs of one queue ({model}|{endpoint}) that no batch has claimed yet: each tenant's together,
+        oldest first. The index is eventually consistent: a job it still shows may have been claimed or canceled,
+        which the claim finds out."""
+        query: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": BY_BATCH_QUEUE,
+            "KeyConditionExpression": "batch_queue = :q",
+            "ExpressionAttributeValues": {":q": {"S": queue}},
+        }
+        waiting: list[WaitingJob] = []
+        while len(waiting) < MAX_WAITING_READ:
+            page = self.db.query(**query)
+            for item in page.get("Items", []):
+                tenant, created_at, job_id = item["batch_slot"]["S"].rsplit("#", 2)
+                waiting.append(WaitingJob(job_id, tenant, created_at))
+            if "LastEvaluatedKey" not in page:
+                break
+            query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return waiting
 
     def due_for_sweep(self, before: float, *, limit: int) -> list[str]:
         """Ids of jobs whose sweep time is before `before`, oldest first within each shard, at most `limit`."""
@@ -750,7 +772,9 @@ class JobStore:
         names = {"#s": "status"}
         values = dict(values)
         set_parts, remove_parts = [], []
-        derived = ("sweep_shard",) if "sweep_at" in sets or "sweep_at" in removes else ()
+        derived: tuple[str, ...] = ("sweep_shard",) if "sweep_at" in sets or "sweep_at" in removes else ()
+        if "batch_queue" in sets or "batch_queue" in removes:
+            derived += ("batch_slot",)
         stamped = () if bookkeeping else ("updated_at",)
         for i, name in enumerate(dict.fromkeys(("status", *stamped, "tenant_status", *sets, *removes, *derived))):
             names[f"#f{i}"] = name

@@ -15,6 +15,7 @@ newlines (a JSON line can hold no raw newline), and each line's `b64_json` value
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -26,6 +27,7 @@ from urllib.parse import quote
 import httpx
 
 from darkroom.errors import ProviderAmbiguous, ProviderBadResponse, ProviderError, ProviderUnavailable
+from darkroom.observability import logger
 from darkroom.providers import deadline
 from darkroom.providers.failures import classify, redact, transport_failures
 from darkroom.providers.images_response import GenerationResult, ImagesResponseReader, generation_result
@@ -105,27 +107,40 @@ class BatchLine:
 
 
 class OpenAIBatchApi(deadline.KeyedClient):
-    def upload_file(self, data: bytes, filename: str, purpose: str, *, timeout_s: float) -> str:
-        """The id of a new file: `batch` for a batch's JSONL input, `vision` for an image an edit line names."""
-        answer = self._call(
-            "POST", "files", timeout_s, data={"purpose": purpose}, files={"file": (filename, data, _type(filename))}
-        )
+    def upload_file(
+        self, data: bytes, filename: str, purpose: str, *, timeout_s: float, expires_s: int | None = None
+    ) -> str:
+        """The id of a new file: `batch` for a batch's JSONL input, `vision` for an image an edit line names. With
+        `expires_s`, OpenAI deletes it that long after it was made."""
+        form = {"purpose": purpose}
+        if expires_s is not None:
+            form |= {"expires_after[anchor]": "created_at", "expires_after[seconds]": str(expires_s)}
+        answer = self._call("POST", "files", timeout_s, data=form, files={"file": (filename, data, _type(filename))})
         file_id = answer.get("id") if isinstance(answer, dict) else None
         if not isinstance(file_id, str) or not _ID.fullmatch(file_id):
             raise ProviderBadResponse("the provider took the file without an id darkroom can use")
         return file_id
 
     def create_batch(
-        self, input_file_id: str, endpoint: str, metadata: Mapping[str, str], *, timeout_s: float
+        self,
+        input_file_id: str,
+        endpoint: str,
+        metadata: Mapping[str, str],
+        *,
+        timeout_s: float,
+        output_expires_s: int | None = None,
     ) -> Batch:
         """A new batch of the file's requests, all to `endpoint` (`/v1/images/generations` or `/v1/images/edits`).
-        `metadata` (16 pairs at most) is what `find_batch` finds it by should this answer be lost."""
-        body = {
+        `metadata` (16 pairs at most) is what `find_batch` finds it by should this answer be lost. With
+        `output_expires_s`, its output and error files are deleted that long after they were made."""
+        body: dict[str, Any] = {
             "input_file_id": input_file_id,
             "endpoint": endpoint,
             "completion_window": "24h",
             "metadata": dict(metadata),
         }
+        if output_expires_s is not None:
+            body["output_expires_after"] = {"anchor": "created_at", "seconds": output_expires_s}
         return _batch(self._call("POST", "batches", timeout_s, json=body))
 
     def retrieve_batch(self, batch_id: str, *, timeout_s: float) -> Batch:
@@ -150,25 +165,34 @@ class OpenAIBatchApi(deadline.KeyedClient):
                     return None
                 if batch.metadata.get(key) == value:
                     return batch
-            if not has_more or not batches or batches[-1].id == after:
+            if not has_more:
                 return None
+            if not batches or batches[-1].id == after:
+                # "More" that cannot be read: saying "none" here could make a batch twice.
+                raise ProviderBadResponse("the provider's list of batches could not be read to its end")
             after = batches[-1].id
         # Saying "none" here could make a batch twice; the caller must look again later instead.
         raise ProviderBadResponse(f"more than {PAGE_SIZE * MAX_PAGES} batches are newer than the one sought")
 
     def read_results(self, file_id: str, *, timeout_s: float) -> Iterator[BatchLine]:
-        """A batch's output or error file, line by line as it streams in; the whole read ends by `timeout_s`.
-        Failures are raised as they are met while iterating: a call's failure, or ProviderBadResponse for a line
-        that is no results line at all (a line whose images cannot be read is a BatchLine with an error)."""
+        """A batch's output or error file, line by line as it streams in; the whole read ends by `timeout_s`."""
+        for line, _ in self.read_results_from(file_id, start=0, timeout_s=timeout_s):
+            yield line
+
+    def read_results_from(self, file_id: str, *, start: int, timeout_s: float) -> Iterator[tuple[BatchLine, int]]:
+        """The file's lines from byte `start` on (a line boundary a reader stopped at), each with the byte offset
+        just past it, so a reader that runs out of time carries on from there. Asked for with a Range; a provider
+        that answers the whole file has its first `start` bytes passed over. Failures of the call are raised as
+        they are met while iterating; a line that cannot be read is a BatchLine with an error, and reading goes
+        on."""
         api_key = self._api_key()
         url = f"{self.base_url}/files/{_path_id(file_id)}/content"
         sent = time.monotonic()
         ends_at = sent + timeout_s
         timeout = httpx.Timeout(timeout_s, connect=min(10.0, timeout_s))
+        headers = {"Authorization": f"Bearer {api_key}", **({"Range": f"bytes={start}-"} if start else {})}
         with transport_failures(timeout_s) as progress:
-            request = self._http().build_request(
-                "GET", url, headers={"Authorization": f"Bearer {api_key}"}, timeout=timeout
-            )
+            request = self._http().build_request("GET", url, headers=headers, timeout=timeout)
             with deadline.within(timeout_s):
                 response = self._http().send(request, stream=True)
             try:
@@ -185,7 +209,10 @@ class OpenAIBatchApi(deadline.KeyedClient):
                     )
                 if response.headers.get("content-encoding", "").strip().lower() not in ("", "identity"):
                     raise ProviderBadResponse("the provider answered in an encoding darkroom did not ask for")
-                yield from read_results_lines(_chunks_until(response, ends_at, timeout_s), secrets=(api_key,))
+                chunks = _chunks_until(response, ends_at, timeout_s)
+                if start and response.status_code != 206:
+                    chunks = _skipped(chunks, start)  # the whole file: what was read before is passed over
+                yield from read_results_lines(chunks, secrets=(api_key,), offset=start)
             finally:
                 response.close()
 
@@ -225,21 +252,51 @@ class OpenAIBatchApi(deadline.KeyedClient):
             raise ProviderBadResponse("the provider's answer could not be read") from None
 
 
-def read_results_lines(chunks: Iterable[bytes], *, secrets: tuple[str, ...] = ()) -> Iterator[BatchLine]:
-    """The lines of a results file from its bytes in chunks split anywhere, each decoded as its chunks arrive."""
+def read_results_lines(
+    chunks: Iterable[bytes], *, secrets: tuple[str, ...] = (), offset: int = 0
+) -> Iterator[tuple[BatchLine, int]]:
+    """The lines of a results file from its bytes in chunks split anywhere, each decoded as its chunks arrive, with
+    the byte offset just past each (counted from `offset`). A line darkroom cannot read (not JSON, too large, too
+    many images, no custom_id) is a BatchLine with an error and whatever custom_id it could read: the rest of the
+    file is still read."""
     reader: ImagesResponseReader | None = None  # the line under way
+    broken: str | None = None  # why the line under way cannot be read: the rest of it is passed over
     for chunk in chunks:
         pieces = chunk.split(b"\n")
         for index, piece in enumerate(pieces):
-            if reader is None and piece.strip():
+            offset += len(piece) + (1 if index < len(pieces) - 1 else 0)
+            if reader is None and broken is None and piece.strip():
                 reader = ImagesResponseReader(max_images=MAX_LINE_IMAGES)
-            if reader is not None and piece:
-                reader.feed(piece)
-            if reader is not None and index < len(pieces) - 1:
-                yield _batch_line(reader, secrets)
-                reader = None
-    if reader is not None:
-        yield _batch_line(reader, secrets)
+            if reader is not None and broken is None and piece:
+                try:
+                    reader.feed(piece)
+                except ProviderBadResponse as exc:
+                    broken = exc.message
+            if (reader is not None or broken is not None) and index < len(pieces) - 1:
+                yield _finished_line(reader, broken, secrets), offset
+                reader, broken = None, None
+    if reader is not None or broken is not None:
+        yield _finished_line(reader, broken, secrets), offset
+
+
+def _finished_line(reader: ImagesResponseReader | None, broken: str | None, secrets: tuple[str, ...]) -> BatchLine:
+    if broken is None and reader is not None:
+        try:
+            return _batch_line(reader, secrets)
+        except ProviderBadResponse as exc:
+            broken = exc.message
+    logger.warning("a batch results line could not be read", extra={"reason": broken})
+    return BatchLine("", None, None, LineError("provider_bad_response", str(broken)))
+
+
+def _skipped(chunks: Iterator[bytes], count: int) -> Iterator[bytes]:
+    """The chunks with their first `count` bytes left out."""
+    for chunk in chunks:
+        if count >= len(chunk):
+            count -= len(chunk)
+            continue
+        yield chunk[count:]
+        count = 0
 
 
 def _batch_line(reader: ImagesResponseReader, secrets: tuple[str, ...]) -> BatchLine:
@@ -320,10 +377,18 @@ def _batch(document: Any) -> Batch:
 
 
 def _page(document: Any) -> tuple[list[Batch], bool]:
+    """A page of the list. A batch on it darkroom cannot read (a status added later, another tool's odd metadata) is
+    left out rather than failing the page: it cannot be one of darkroom's, whose metadata darkroom wrote."""
     data = document.get("data") if isinstance(document, dict) else None
     if not isinstance(data, list):
         raise ProviderBadResponse("the provider's list of batches could not be read")
-    return [_batch(item) for item in data], document.get("has_more") is True
+    batches = []
+    for item in data:
+        with contextlib.suppress(ProviderBadResponse):
+            batches.append(_batch(item))
+    if data and not batches:
+        raise ProviderBadResponse("the provider's list of batches could not be read")
+    return batches, document.get("has_more") is True
 
 
 def _problem(problem: Any) -> BatchProblem:
