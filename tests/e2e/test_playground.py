@@ -135,9 +135,10 @@ def test_previews_show_while_the_job_renders(running: LocalStack, browser: WebDr
     driver = browser
     wait: WebDriverWait[WebDriver] = WebDriverWait(driver, 30)
     find = driver.find_element
-    # Given a provider that takes 4 s, streaming a preview every 4/3 s
+    # Given a provider that takes 4.5 s (inside the stack's 5 s provider timeout), streaming a preview every 1.5 s:
+    # the second is shown for 1.5 s before the image, and the page looks every second at most
     assert running.emulator is not None
-    running.emulator.config.latency_ms = 4000
+    running.emulator.config.latency_ms = 4500
     try:
         shown_before = find(By.ID, "job-id").text
         prompt = find(By.ID, "g-prompt")

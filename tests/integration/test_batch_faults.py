@@ -6,7 +6,6 @@ the emulator's Batch API, the functions in-process, crashes and lost answers sim
 from __future__ import annotations
 
 import base64
-import contextlib
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -15,104 +14,38 @@ from typing import Any
 import boto3
 import pytest
 
-from darkroom import aws, quotas, storage, tenants
+from darkroom import quotas, storage, tenants
 from darkroom.batches import batcher, follow
 from darkroom.batches.records import BatchRecord, BatchStore
 from darkroom.errors import ProviderAmbiguous, ProviderRejected
-from darkroom.jobs.store import JobStore, LeaseLost
+from darkroom.jobs.store import JobStore
 from darkroom.providers.batches import OpenAIBatchApi
-from darkroom_local.schedules import scheduled_event
 from darkroom_local.stack import LocalStack
+from tests.batches import (
+    batched,
+    cancel,
+    no_poller,
+    prepare,
+    provider_batches,
+    run_batcher,
+    steps_until_done,
+    submit_batch,
+    submit_batch_edit,
+)
 from tests.images import image_bytes
-from tests.pipeline import call_api, execution, job
-from tests.support import http_event, load_event, response_json
+from tests.pipeline import execution, job
+from tests.support import load_event
 
 pytestmark = pytest.mark.usefixtures("calm_provider")
 
 
-def _end_pending_records() -> None:
-    """Leave no pending batch record behind for the next test (the stack is shared by the module)."""
-    db, table = aws.client("dynamodb"), BatchStore().table
-    for item in db.scan(TableName=table).get("Items", []):
-        if "pending" in item:
-            db.update_item(
-                TableName=table,
-                Key={"id": item["id"]},
-                UpdateExpression="SET #s = :ended REMOVE pending",
-                ExpressionAttributeNames={"#s": "state"},
-                ExpressionAttributeValues={":ended": {"S": "ended"}},
-            )
-
-
 @pytest.fixture(autouse=True)
-def batch_settings(settings_env: Any, stack: LocalStack) -> Iterator[None]:
-    """Batches of three, sent at once; an empty batch queue and no pending record before and after."""
-    settings_env(BATCH_MAX_JOBS="3", BATCH_MAX_WAIT_S="0")
-    store = JobStore()
-    for queue in batcher.queues():
-        for waiting in store.waiting_for_batch(queue):
-            found = store.get(waiting.id)
-            with contextlib.suppress(LeaseLost):
-                store.cancel(found)  # type: ignore[arg-type]
-    _end_pending_records()
+def batch_tier(settings_env: Any, stack: LocalStack) -> Iterator[None]:
+    """Batches of three, sent at once; a batch takes the emulator 2 s."""
+    prepare(settings_env, max_jobs=3, max_wait_s=0)
     assert stack.emulator is not None
-    stack.emulator.config.batch_ms = 2000
     yield
     stack.emulator.config.batch_ms = 2000
-    _end_pending_records()
-
-
-def submit_batch(stack: LocalStack, prompt: str, tenant: str = "dev", *, key: str | None = None) -> dict[str, Any]:
-    event = http_event(
-        "POST",
-        "/v1/images/generations",
-        api_key=key or stack.api_keys[tenant],
-        body={"prompt": prompt, "tier": "batch", "quality": "low"},
-    )
-    response = stack.functions["ApiFunction"].invoke(event)
-    assert response["statusCode"] == 202, response["body"]
-    return dict(response_json(response))
-
-
-def submit_batch_edit(stack: LocalStack, prompt: str, tenant: str = "dev") -> dict[str, Any]:
-    image = {"b64_json": base64.b64encode(image_bytes("png", (64, 48))).decode()}
-    body = {"prompt": prompt, "tier": "batch", "quality": "low", "images": [image]}
-    status, answer = call_api(stack, http_event("POST", "/v1/images/edits", api_key=stack.api_keys[tenant], body=body))
-    assert status == 202, answer
-    return dict(answer)
-
-
-def run_batcher(stack: LocalStack) -> dict[str, list[str]]:
-    return dict(stack.functions["BatchesFunction"].invoke(scheduled_event("batcher")))
-
-
-def cancel(stack: LocalStack, job_id: str, tenant: str = "dev", *, key: str | None = None) -> tuple[int, Any]:
-    return call_api(stack, http_event("DELETE", f"/v1/jobs/{job_id}", api_key=key or stack.api_keys[tenant]))
-
-
-def provider_batches(stack: LocalStack, batch_id: str) -> int:
-    assert stack.emulator is not None
-    held = stack.emulator.batches.batches.values()
-    return sum(1 for batch in held if batch.describe().get("metadata", {}).get(batcher.METADATA_KEY) == batch_id)
-
-
-def batched(stack: LocalStack, prompt: str) -> int:
-    assert stack.emulator is not None
-    return int(stack.emulator.calls()["prompts"].get(prompt, {}).get("batched", 0))
-
-
-def no_poller(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The batch's poller execution is not started: the test runs its steps itself, with the clock it chooses."""
-    monkeypatch.setattr(batcher.executions, "start", lambda *args, **kwargs: True)
-
-
-def steps_until_done(batch_id: str, remaining_ms: Any = lambda: 300_000, limit: int = 20) -> dict[str, Any]:
-    state = {"done": False, "polls": 0, "failed_polls": 0}
-    for _ in range(limit):
-        state = follow.step(batch_id, state["polls"], state["failed_polls"], remaining_ms)
-        if state["done"]:
-            break
-    return state
 
 
 # 1. Double billing: a lost create, then a list page that is not what find_batch expects.

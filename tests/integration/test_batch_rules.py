@@ -5,7 +5,6 @@ for another batch's job, duplicate lines, and overlapping takeovers of one pendi
 from __future__ import annotations
 
 import base64
-import contextlib
 import io
 import time
 from typing import Any
@@ -13,9 +12,9 @@ from typing import Any
 import pytest
 
 from darkroom.batches import batcher
-from darkroom.jobs.store import JobStore, LeaseLost
-from darkroom_local.schedules import scheduled_event
+from darkroom.jobs.store import JobStore
 from darkroom_local.stack import LocalStack
+from tests.batches import prepare, run_batcher
 from tests.images import image_bytes, mask_bytes
 from tests.pipeline import call_api, execution, job, sdk_edit_event
 from tests.support import http_event
@@ -24,19 +23,8 @@ pytestmark = pytest.mark.usefixtures("calm_provider")
 
 
 @pytest.fixture(autouse=True)
-def batch_settings(settings_env: Any) -> Any:
-    settings_env(BATCH_MAX_JOBS="3", BATCH_MAX_WAIT_S="0")
-    store = JobStore()
-    for queue in batcher.queues():
-        for waiting in store.waiting_for_batch(queue):
-            found = store.get(waiting.id)
-            with contextlib.suppress(LeaseLost):
-                store.cancel(found)  # type: ignore[arg-type]
-    yield
-
-
-def run_batcher(stack: LocalStack) -> dict[str, list[str]]:
-    return dict(stack.functions["BatchesFunction"].invoke(scheduled_event("batcher")))
+def batch_tier(settings_env: Any) -> None:
+    prepare(settings_env, max_jobs=3, max_wait_s=0)
 
 
 def b64(data: bytes) -> dict[str, str]:
@@ -44,7 +32,7 @@ def b64(data: bytes) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("fmt", ["png", "jpeg", "webp"])
-def test_json_edit_batch(stack: LocalStack, fmt: str) -> None:
+def test_a_json_batch_edit_in_every_input_format_succeeds(stack: LocalStack, fmt: str) -> None:
     body = {
         "prompt": f"batched edit {fmt} {time.time()}",
         "tier": "batch",
@@ -56,12 +44,12 @@ def test_json_edit_batch(stack: LocalStack, fmt: str) -> None:
     assert accepted["status"] == "batch_queued"
     report = run_batcher(stack)
     (batch_id,) = report["sent"]
-    print(execution(stack, batch_id, machine_name="BatchPollerStateMachine")["status"])
+    assert execution(stack, batch_id, machine_name="BatchPollerStateMachine")["status"] == "SUCCEEDED"
     done = job(accepted["id"])
     assert done.status == "succeeded", done.error
 
 
-def test_sdk_multipart_edit_with_mask_batch(stack: LocalStack) -> None:
+def test_the_sdks_multipart_batch_edit_with_a_mask_succeeds(stack: LocalStack) -> None:
     images = [io.BytesIO(image_bytes("png", (64, 48))) for _ in range(2)]
     mask = io.BytesIO(mask_bytes((64, 48), hole=(0, 0, 32, 24)))
     event = sdk_edit_event(
@@ -81,10 +69,10 @@ def test_sdk_multipart_edit_with_mask_batch(stack: LocalStack) -> None:
     assert done.status == "succeeded", done.error
 
 
-def test_idempotent_batch_job(stack: LocalStack) -> None:
+def test_an_idempotency_key_replays_a_batch_job(stack: LocalStack) -> None:
     body = {"prompt": f"idem {time.time()}", "tier": "batch", "quality": "low"}
 
-    def ev():
+    def ev() -> dict[str, Any]:
         return http_event(
             "POST",
             "/v1/images/generations",
@@ -113,7 +101,7 @@ def test_idempotent_batch_job(stack: LocalStack) -> None:
     assert s3 == 422 and a3["error"]["code"] == "idempotency_key_reused", a3  # darkroom's existing rule
 
 
-def test_prefer_wait_batch(stack: LocalStack) -> None:
+def test_prefer_wait_is_not_applied_to_a_batch_job(stack: LocalStack) -> None:
     body = {"prompt": f"wait {time.time()}", "tier": "batch", "quality": "low"}
     s, a = call_api(
         stack,
@@ -124,7 +112,7 @@ def test_prefer_wait_batch(stack: LocalStack) -> None:
     assert s == 202, a
 
 
-def test_list_batch_queued(stack: LocalStack) -> None:
+def test_batch_queued_jobs_are_listed_by_their_status(stack: LocalStack) -> None:
     body = {"prompt": f"list {time.time()}", "tier": "batch", "quality": "low"}
     s, a = call_api(stack, http_event("POST", "/v1/images/generations", api_key=stack.api_keys["dev"], body=body))
     s, listing = call_api(
@@ -134,7 +122,7 @@ def test_list_batch_queued(stack: LocalStack) -> None:
     assert a["id"] in [j["id"] for j in listing["data"]]
 
 
-def test_upload_batch_tier(stack: LocalStack) -> None:
+def test_an_upload_edit_on_the_batch_tier_is_batched_once_its_files_arrive(stack: LocalStack) -> None:
     from tests.integration.test_uploads import open_upload, post_file, run_uploads_function
     from tests.pipeline import receive
 
@@ -155,16 +143,16 @@ def test_upload_batch_tier(stack: LocalStack) -> None:
     assert done.status == "succeeded", done.error
 
 
-def test_get_job_every_stage(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_batch_job_is_read_without_error_at_every_stage(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> None:
     from darkroom.batches.records import BatchStore
 
     body = {"prompt": f"stages {time.time()}", "tier": "batch", "quality": "low"}
     _s, a = call_api(stack, http_event("POST", "/v1/images/generations", api_key=stack.api_keys["dev"], body=body))
 
-    def get():
+    def get() -> tuple[int, Any]:
         return call_api(stack, http_event("GET", f"/v1/jobs/{a['id']}", api_key=stack.api_keys["dev"]))
 
-    def lst():
+    def lst() -> tuple[int, Any]:
         return call_api(stack, http_event("GET", "/v1/jobs", api_key=stack.api_keys["dev"]))
 
     assert get()[0] == 200 and lst()[0] == 200
@@ -172,7 +160,7 @@ def test_get_job_every_stage(stack: LocalStack, monkeypatch: pytest.MonkeyPatch)
     claimed = store.claim_for_batch(job(a["id"]), "dbatch_doesnotexist")
     st, shown = get()
     assert st == 200, shown
-    print(shown["provider"])
+    assert shown["provider"]["batch"] == {"id": "dbatch_doesnotexist"}  # a batch not yet recorded shows its id
     assert lst()[0] == 200
     # a cancel while claimed: 409 job_batching
     st, c = call_api(stack, http_event("DELETE", f"/v1/jobs/{a['id']}", api_key=stack.api_keys["dev"]))
@@ -183,7 +171,7 @@ def test_get_job_every_stage(stack: LocalStack, monkeypatch: pytest.MonkeyPatch)
     store.fail_batch_queued(claimed, code="x", message="y")
 
 
-def test_manifest_for_batch_job_ends(stack: LocalStack) -> None:
+def test_a_batch_job_gets_its_manifest_when_it_ends(stack: LocalStack) -> None:
     from tests.pipeline import manifest
 
     body = {
@@ -225,7 +213,7 @@ def test_line_for_another_batchs_job_is_ignored_and_duplicates_first_wins(
     provider = stack.emulator.batches
     real = provider._output_file
 
-    def hostile(batch, kind, lines):
+    def hostile(batch: Any, kind: str, lines: list[bytes]) -> Any:
         if kind == "output" and lines:
             forged = lines[0].replace(lines[0][lines[0].index(b'"custom_id":"') + 13 :].split(b'"')[0], victim.encode())
             lines = [forged, *lines, lines[0]]  # a line for B's job, and a duplicate of the first
@@ -277,7 +265,7 @@ def test_two_batchers_take_over_the_same_pending_record(stack: LocalStack, monke
     monkeypatch.setattr(batcher, "LEASE_S", 1.0)
     real_create = OpenAIBatchApi.create_batch
 
-    def lost(self, *a, **k):
+    def lost(self: OpenAIBatchApi, *a: Any, **k: Any) -> Any:
         real_create(self, *a, **k)
         raise ProviderAmbiguous("lost", code="provider_timeout")
 

@@ -3,9 +3,7 @@ followed to their end, each with its own images and half-price cost."""
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,9 +11,8 @@ import pytest
 from darkroom import pricing
 from darkroom.batches import batcher
 from darkroom.batches.records import BatchStore
-from darkroom.jobs.store import JobStore, LeaseLost
-from darkroom_local.schedules import scheduled_event
 from darkroom_local.stack import LocalStack
+from tests.batches import get_job, prepare, provider_batches, run_batcher, submit_batch
 from tests.pipeline import execution, job, receive, transitions
 from tests.support import http_event, response_json
 
@@ -23,39 +20,9 @@ pytestmark = pytest.mark.usefixtures("calm_provider")
 
 
 @pytest.fixture(autouse=True)
-def batch_settings(settings_env: Any) -> Iterator[None]:
-    """Batches of three, and an empty batch queue: what an earlier test left waiting is canceled."""
-    settings_env(BATCH_MAX_JOBS="3", BATCH_MAX_WAIT_S="3600")
-    store = JobStore()
-    for queue in batcher.queues():
-        for waiting in store.waiting_for_batch(queue):
-            found = store.get(waiting.id)
-            with contextlib.suppress(LeaseLost):
-                store.cancel(found)  # type: ignore[arg-type]
-    yield
-
-
-def submit_batch(stack: LocalStack, prompt: str, tenant: str = "dev", **body: Any) -> dict[str, Any]:
-    event = http_event(
-        "POST",
-        "/v1/images/generations",
-        api_key=stack.api_keys[tenant],
-        body={"prompt": prompt, "tier": "batch", "quality": "low", **body},
-    )
-    response = stack.functions["ApiFunction"].invoke(event)
-    assert response["statusCode"] == 202, response["body"]
-    return dict(response_json(response))
-
-
-def run_batcher(stack: LocalStack) -> dict[str, list[str]]:
-    return dict(stack.functions["BatchesFunction"].invoke(scheduled_event("batcher")))
-
-
-def get_job(stack: LocalStack, job_id: str, tenant: str = "dev") -> tuple[int, Any]:
-    response = stack.functions["ApiFunction"].invoke(
-        http_event("GET", f"/v1/jobs/{job_id}", api_key=stack.api_keys[tenant])
-    )
-    return response["statusCode"], response_json(response)
+def batch_tier(settings_env: Any) -> None:
+    """Batches of three, sent once full."""
+    prepare(settings_env, max_jobs=3, max_wait_s=3600)
 
 
 def test_batch_jobs_go_out_in_one_batch_and_each_ends_with_its_own_images_at_half_price(stack: LocalStack) -> None:
@@ -126,13 +93,6 @@ def test_what_the_batch_tier_cannot_do_is_a_422_naming_the_field(
     assert response["statusCode"] == 422, response["body"]
     fields = {(f["field"], f["rule"]) for f in response_json(response)["error"]["fields"]}
     assert (field, rule) in fields, fields
-
-
-def provider_batches(stack: LocalStack, batch_id: str) -> int:
-    """How many batches the provider holds for darkroom's batch id: what a second creation would show."""
-    assert stack.emulator is not None
-    held = stack.emulator.batches.batches.values()
-    return sum(1 for batch in held if batch.describe().get("metadata", {}).get(batcher.METADATA_KEY) == batch_id)
 
 
 def test_a_batcher_dying_after_the_provider_made_its_batch_never_makes_a_second(
@@ -278,6 +238,9 @@ def test_batches_under_provider_faults_send_each_job_once_and_end_every_job(
     settings_env(BATCH_MAX_JOBS="4", BATCH_MAX_WAIT_S="0")
     monkeypatch.setattr(batcher, "LEASE_S", 1.0)
     monkeypatch.setattr(batcher, "CALL_TIMEOUT_S", 2.0)
+    # Leases of a second are taken over dozens of times here: no record is given up for that (a real one would
+    # be after an hour and a half of such faults).
+    monkeypatch.setattr(batcher, "MAX_CARRIES", 1000)
     prompts = [f"a batch under faults {i} {seed}" for i in range(12)]
     accepted = [submit_batch(stack, prompt) for prompt in prompts]
     stack.emulator.config.fault_rate = 0.5
