@@ -62,9 +62,11 @@ template: $(TOOLS)/.installed ## Transform template.yaml and lint the result
 # sam build without a container: the runtime's Python (found, or installed with pyenv or uv) goes first on PATH, and
 # aws-lambda-builders fetches the layer's manylinux aarch64 wheels for it.
 CONFIG_ENV ?= dev
+# Then the build's Python is compiled to bytecode by the runtime's own interpreter (Lambda cannot write it).
 build: install template $(DEPLOY)/.installed ## sam build: the layer and the functions for arm64 into .aws-sam/build
 	@runtime_dir=$$($(PY) -m darkroom_local.deploy runtime-dir) || exit 1; \
 	  PATH="$$runtime_dir:$$PATH" $(DEPLOY)/bin/sam build --template-file template.yaml
+	$(PY) -m darkroom_local.deploy compile .aws-sam/build
 
 deploy: build ## sam deploy with samconfig.toml's CONFIG_ENV (dev, or prod); needs AWS credentials and a region
 	@$(PY) -m darkroom_local.deploy credentials

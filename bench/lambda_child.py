@@ -24,11 +24,14 @@ result = app.lambda_handler(event, Context())
 """
 
 
-def invocation(function: str, event_file: Path, then: str) -> str:
-    """A script that loads functions/<function>/app.py, handles the event in `event_file` into `result`, then runs
-    `then` (checks, and what to print)."""
+def invocation(function: str, event_file: Path, then: str, *, layer: Path | None = None, before: str = "") -> str:
+    """A script that loads functions/<function>/app.py (with the darkroom package from `layer`, the repository's by
+    default), runs `before`, handles the event in `event_file` into `result`, then runs `then` (checks, and what to
+    print)."""
     app = REPO / "functions" / function / "app.py"
-    return _INVOKE.format(layer=str(REPO / "layers" / "darkroom"), event_file=str(event_file), app=str(app)) + then
+    script = _INVOKE.format(layer=str(layer or REPO / "layers" / "darkroom"), event_file=str(event_file), app=str(app))
+    head, marker, tail = script.partition("spec = importlib.util")
+    return head + before + marker + tail + then
 
 
 def run(code: str, env: dict[str, str]) -> str:

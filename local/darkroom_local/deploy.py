@@ -5,7 +5,13 @@ validation error that does not say where to get one when the machine's default P
 without credentials or a region fails deep in botocore. Both are checked here first, each failure one line.
 
     python -m darkroom_local.deploy runtime-dir     # prints the directory holding the runtime's python
+    python -m darkroom_local.deploy compile DIR     # compiles DIR's Python to bytecode with the runtime's python
     python -m darkroom_local.deploy credentials     # says which account settings a deploy would use
+
+Bytecode is compiled into the build because Lambda's file system is read-only: a `.pyc` written at run time never
+persists, so without it every cold start compiles every module it imports again. It is compiled by the runtime's
+own Python (a .pyc is only read by the version that wrote it) and checked by nothing (`unchecked-hash`): a deployed
+zip's file times are not the build's, and a timestamp check that fails means compiling again, at every cold start.
 """
 
 from __future__ import annotations
@@ -94,6 +100,14 @@ def runtime_python_dir(template: Path = TEMPLATE, home: Path | None = None, inst
     return found
 
 
+def compile_bytecode(tree: Path, python_dir: str) -> None:
+    """Every .py under `tree` compiled by the runtime's python, into the __pycache__ beside it, always used."""
+    python = str(Path(python_dir) / f"python{runtime_version()}")
+    command = [python, "-m", "compileall", "-q", "-f", "-j", "0", "--invalidation-mode", "unchecked-hash", str(tree)]
+    if subprocess.run(command, stdout=sys.stderr).returncode != 0:
+        raise Missing(f"compiling {tree} to bytecode failed; see the lines above")
+
+
 def deploy_account() -> str:
     """Which credentials and region `sam deploy` would use, without calling AWS; Missing when either is absent."""
     session = boto3.Session()
@@ -112,10 +126,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args == ["runtime-dir"]:
             print(runtime_python_dir())
+        elif len(args) == 2 and args[0] == "compile":
+            compile_bytecode(Path(args[1]), runtime_python_dir())
         elif args == ["credentials"]:
             print(f"deploying with {deploy_account()}", file=sys.stderr)
         else:
-            print("usage: python -m darkroom_local.deploy runtime-dir | credentials", file=sys.stderr)
+            print("usage: python -m darkroom_local.deploy runtime-dir | compile DIR | credentials", file=sys.stderr)
             return 2
     except Missing as missing:
         print(missing, file=sys.stderr)

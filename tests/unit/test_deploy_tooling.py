@@ -124,3 +124,29 @@ def test_the_deploy_account_names_region_but_never_the_secret(no_aws):
 def test_unknown_arguments_are_a_usage_error(capsys):
     assert deploy.main(["deploy-now"]) == 2
     assert "usage" in capsys.readouterr().err
+
+
+def test_the_build_is_compiled_to_bytecode_that_is_used_without_checking_its_source(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    # Given a built function's source (the runtime stands in for the interpreter running the tests)
+    monkeypatch.setattr(deploy, "runtime_version", lambda template=None: f"{sys.version_info[0]}.{sys.version_info[1]}")
+    (tmp_path / "app.py").write_text("VALUE = 'compiled'\n")
+    # When the build is compiled
+    deploy.compile_bytecode(tmp_path, str(Path(sys.executable).parent))
+    # Then its bytecode is hash-based and unchecked (flags 0b01 in the header): a deployed zip's file times differ
+    # from the build's, and a check that fails would mean compiling again at every cold start
+    (compiled,) = (tmp_path / "__pycache__").glob("app.*.pyc")
+    assert int.from_bytes(compiled.read_bytes()[4:8], "little") == 0b01
+    # and an interpreter that may not write bytecode (Lambda's read-only file system) runs it as compiled
+    (tmp_path / "app.py").write_text("VALUE = 'source'\n")
+    shown = subprocess.run(
+        [sys.executable, "-c", "import app; print(app.VALUE)"],
+        cwd=tmp_path,
+        env={"PYTHONDONTWRITEBYTECODE": "1"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert shown.stdout.strip() == "compiled"
