@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-HEAVY_FOR_API = {"httpx", "PIL", "openai", "aws_xray_sdk", "aws_lambda_powertools.event_handler", "moto"}
-HEAVY_FOR_WORKER = {"openai", "aws_xray_sdk", "aws_lambda_powertools.event_handler", "moto"}
+# Only the batches function calls OpenAI's Batch API, or follows batches.
+BATCH_TIER = {"darkroom.providers.batches", "darkroom.batches.batcher", "darkroom.batches.follow"}
+HEAVY_FOR_API = {"httpx", "PIL", "openai", "aws_xray_sdk", "aws_lambda_powertools.event_handler", "moto", *BATCH_TIER}
+HEAVY_FOR_WORKER = {"openai", "aws_xray_sdk", "aws_lambda_powertools.event_handler", "moto", *BATCH_TIER}
 
 
 def modules_after_import(function: str) -> set[str]:

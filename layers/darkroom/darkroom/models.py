@@ -46,7 +46,7 @@ MetadataValue = Annotated[str, StringConstraints(max_length=512)]
 class GenerationRequest(BaseModel):
     """OpenAI's `POST /v1/images/generations` body for GPT image models, plus darkroom's job fields."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, defer_build=True)
 
     prompt: Annotated[str, StringConstraints(min_length=1, max_length=MAX_PROMPT_CHARS)]
     model: str = catalog.DEFAULT_MODEL
@@ -121,7 +121,7 @@ NOT_FOR_PROVIDER = (
 
 
 class JobOutputReference(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, defer_build=True)
 
     job_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     index: Annotated[int, Field(ge=0, le=9)] = 0
@@ -130,7 +130,7 @@ class JobOutputReference(BaseModel):
 class ImageSource(BaseModel):
     """One input image in a JSON edit: its bytes, or where darkroom already holds it. Exactly one field."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, defer_build=True)
 
     b64_json: str | None = Field(default=None, description="The image's bytes, base64-encoded.")
     image_url: str | None = Field(default=None, description="A data: URL (OpenAI's JSON form); no fetched URLs.")
@@ -204,7 +204,7 @@ def parse_edit_request(
 class UploadFiles(BaseModel):
     """The files an upload job waits for: how many images, and whether a mask or a markup follows."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, defer_build=True)
 
     images: Annotated[int, Field(ge=1, le=catalog.MAX_EDIT_IMAGES)] = 1
     mask: bool = False

@@ -11,12 +11,15 @@ import json
 import threading
 import time
 from functools import cache, partial
+from typing import TYPE_CHECKING
 
 from darkroom import aws
-from darkroom.providers.batches import OpenAIBatchApi
 from darkroom.providers.openai import OpenAICompatibleProvider
 from darkroom.providers.wavespeed import WaveSpeedProvider
 from darkroom.settings import settings
+
+if TYPE_CHECKING:  # only the batches function calls the Batch API: nothing else pays for its import
+    from darkroom.providers.batches import OpenAIBatchApi
 
 SECRET_TTL_S = 300.0  # a rotated key is picked up within five minutes
 
@@ -67,6 +70,8 @@ def async_provider_for(route: str) -> WaveSpeedProvider:
 
 @cache
 def _batch_api(base_url: str, secret_arn: str) -> OpenAIBatchApi:
+    from darkroom.providers.batches import OpenAIBatchApi
+
     return OpenAIBatchApi(base_url, partial(_secret, secret_arn))
 
 

@@ -16,7 +16,7 @@ from darkroom.models import WebhookEvents as Events
 class WebhookEndpointRequest(BaseModel):
     """`POST /v1/webhooks/endpoints`: where a tenant wants events about its jobs."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, defer_build=True)
 
     url: Annotated[str, StringConstraints(min_length=1, max_length=2048)]
     events: Events = Field(
@@ -44,7 +44,7 @@ def parse_webhook_endpoint(
 class WebhookEndpointUpdate(BaseModel):
     """`PATCH /v1/webhooks/endpoints/{id}`: what changes; `enabled: true` turns a disabled endpoint back on."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, defer_build=True)
 
     url: Annotated[str, StringConstraints(min_length=1, max_length=2048)] | None = None
     events: Events | None = None
