@@ -13,7 +13,15 @@ REPO = Path(__file__).resolve().parents[2]
 # Only the batches function calls OpenAI's Batch API, or follows batches.
 BATCH_TIER = {"darkroom.providers.batches", "darkroom.batches.batcher", "darkroom.batches.follow"}
 HEAVY_FOR_API = {"httpx", "PIL", "openai", "aws_xray_sdk", "aws_lambda_powertools.event_handler", "moto", *BATCH_TIER}
-HEAVY_FOR_WORKER = {"openai", "aws_xray_sdk", "aws_lambda_powertools.event_handler", "moto", *BATCH_TIER}
+# powertools' batch utilities cost some 60 ms of imports: darkroom.sqs_batches answers partial batches itself.
+HEAVY_FOR_WORKER = {
+    "openai",
+    "aws_xray_sdk",
+    "aws_lambda_powertools.event_handler",
+    "aws_lambda_powertools.utilities.batch",
+    "moto",
+    *BATCH_TIER,
+}
 
 
 def modules_after_import(function: str) -> set[str]:

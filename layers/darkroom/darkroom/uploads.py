@@ -104,7 +104,7 @@ def handle_queue_record(body: str) -> None:
         try:
             handle_object(key)
         except Exception:
-            # The batch processor logs record failures at debug level only: this one must reach operators.
+            # A failed record is logged at debug level only (darkroom.sqs_batches): this one must reach operators.
             logger.exception("upload event failed", extra={"key": key})
             raise
 

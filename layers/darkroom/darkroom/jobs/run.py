@@ -105,7 +105,7 @@ def handle_queue_message(body: str, source_arn: str, remaining_ms: RemainingMs) 
         logger.info("message left for later", extra={"job_id": message["job_id"], "reason": str(exc)})
         raise
     except Exception:
-        # The batch processor logs record failures at debug level only: an unexpected one must reach operators.
+        # A failed record is logged at debug level only (darkroom.sqs_batches): an unexpected one must reach operators.
         logger.exception("job message failed", extra={"job_id": message["job_id"], "dead_letter": dead_letter})
         raise
 
