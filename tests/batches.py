@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -12,7 +13,9 @@ import pytest
 from darkroom import aws
 from darkroom.batches import batcher, follow
 from darkroom.batches.records import BatchStore
+from darkroom.errors import ProviderAmbiguous
 from darkroom.jobs.store import JobStore, LeaseLost
+from darkroom.providers.batches import OpenAIBatchApi
 from darkroom_local.schedules import scheduled_event
 from darkroom_local.stack import LocalStack
 from tests.images import image_bytes
@@ -94,6 +97,19 @@ def batched(stack: LocalStack, prompt: str) -> int:
 def no_poller(monkeypatch: pytest.MonkeyPatch) -> None:
     """The batch's poller execution is not started: the test runs its steps itself, with the clock it chooses."""
     monkeypatch.setattr(batcher.executions, "start", lambda *args, **kwargs: True)
+
+
+def lose_create_answers(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
+    """Every batch create reaches the provider, which makes the batch, and its answer is lost on the way back.
+    Returns the real create, to put back."""
+    real_create = OpenAIBatchApi.create_batch
+
+    def answer_lost(self: OpenAIBatchApi, *args: Any, **kwargs: Any) -> Any:
+        real_create(self, *args, **kwargs)
+        raise ProviderAmbiguous("the provider's answer was lost", code="provider_timeout")
+
+    monkeypatch.setattr(OpenAIBatchApi, "create_batch", answer_lost)
+    return real_create
 
 
 def steps_until_done(batch_id: str, remaining_ms: Any = lambda: 300_000, limit: int = 20) -> dict[str, Any]:

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 
 class _OwnedServer(ThreadingHTTPServer):
     daemon_threads = True  # a hung request (the emulator's hang fault) must never block shutdown
     owner: object
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that drops its connection (one that gave up on a hang, stopped reading a file, or closes a
+        kept-alive connection) is everyday traffic here, not a traceback on the console."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class BackgroundHTTPServer:

@@ -17,13 +17,14 @@ import pytest
 from darkroom import quotas, storage, tenants
 from darkroom.batches import batcher, follow
 from darkroom.batches.records import BatchRecord, BatchStore
-from darkroom.errors import ProviderAmbiguous, ProviderRejected
+from darkroom.errors import ProviderRejected
 from darkroom.jobs.store import JobStore
 from darkroom.providers.batches import OpenAIBatchApi
 from darkroom_local.stack import LocalStack
 from tests.batches import (
     batched,
     cancel,
+    lose_create_answers,
     no_poller,
     prepare,
     provider_batches,
@@ -60,13 +61,7 @@ def test_a_lost_create_and_an_inconsistent_list_never_make_a_second_batch(
     prompts = [f"a lost create {page} {i} {time.time()}" for i in range(3)]
     accepted = [submit_batch(stack, prompt) for prompt in prompts]
     monkeypatch.setattr(batcher, "LEASE_S", 1.0)
-    real_create = OpenAIBatchApi.create_batch
-
-    def answer_lost(self: OpenAIBatchApi, *args: Any, **kwargs: Any) -> Any:
-        real_create(self, *args, **kwargs)
-        raise ProviderAmbiguous("the provider's answer was lost", code="provider_timeout")
-
-    monkeypatch.setattr(OpenAIBatchApi, "create_batch", answer_lost)
+    real_create = lose_create_answers(monkeypatch)
     run_batcher(stack)
     (batch_id,) = {job(a["id"]).batch_id for a in accepted}
     assert batch_id is not None and provider_batches(stack, batch_id) == 1
@@ -177,13 +172,7 @@ def test_old_stuck_records_do_not_hide_a_newer_record_that_needs_carrying_on(
     # And a newer record whose create's answer was lost
     accepted = [submit_batch(stack, f"behind stuck records {i} {time.time()}") for i in range(3)]
     monkeypatch.setattr(batcher, "LEASE_S", 1.0)
-    real_create = OpenAIBatchApi.create_batch
-
-    def answer_lost(self: OpenAIBatchApi, *args: Any, **kwargs: Any) -> Any:
-        real_create(self, *args, **kwargs)
-        raise ProviderAmbiguous("the provider's answer was lost", code="provider_timeout")
-
-    monkeypatch.setattr(OpenAIBatchApi, "create_batch", answer_lost)
+    real_create = lose_create_answers(monkeypatch)
     run_batcher(stack)
     monkeypatch.setattr(OpenAIBatchApi, "create_batch", real_create)
     (batch_id,) = {job(a["id"]).batch_id for a in accepted}

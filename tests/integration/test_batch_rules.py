@@ -14,7 +14,7 @@ import pytest
 from darkroom.batches import batcher
 from darkroom.jobs.store import JobStore
 from darkroom_local.stack import LocalStack
-from tests.batches import prepare, run_batcher
+from tests.batches import lose_create_answers, prepare, run_batcher, submit_batch
 from tests.images import image_bytes, mask_bytes
 from tests.pipeline import call_api, execution, job, sdk_edit_event
 from tests.support import http_event
@@ -195,18 +195,7 @@ def test_line_for_another_batchs_job_is_ignored_and_duplicates_first_wins(
 
     monkeypatch.setattr(batcher.executions, "start", lambda *a, **k: True)
     # batch B (other tenant) sent first, left polling
-    b_jobs = [
-        call_api(
-            stack,
-            http_event(
-                "POST",
-                "/v1/images/generations",
-                api_key=stack.api_keys["dev-2"],
-                body={"prompt": f"B {i} {time.time()}", "tier": "batch", "quality": "low"},
-            ),
-        )[1]
-        for i in range(3)
-    ]
+    b_jobs = [submit_batch(stack, f"B {i} {time.time()}", tenant="dev-2") for i in range(3)]
     (_b_batch,) = run_batcher(stack)["sent"]
     victim = b_jobs[0]["id"]
     assert stack.emulator is not None
@@ -220,18 +209,7 @@ def test_line_for_another_batchs_job_is_ignored_and_duplicates_first_wins(
         return real(batch, kind, lines)
 
     monkeypatch.setattr(provider, "_output_file", hostile)
-    a_jobs = [
-        call_api(
-            stack,
-            http_event(
-                "POST",
-                "/v1/images/generations",
-                api_key=stack.api_keys["dev"],
-                body={"prompt": f"A {i} {time.time()}", "tier": "batch", "quality": "low"},
-            ),
-        )[1]
-        for i in range(3)
-    ]
+    a_jobs = [submit_batch(stack, f"A {i} {time.time()}", tenant="dev") for i in range(3)]
     (a_batch,) = run_batcher(stack)["sent"]
     time.sleep(2.2)
     state = {"polls": 0, "failed_polls": 0}
@@ -247,7 +225,6 @@ def test_line_for_another_batchs_job_is_ignored_and_duplicates_first_wins(
 def test_two_batchers_take_over_the_same_pending_record(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
 
-    from darkroom.errors import ProviderAmbiguous
     from darkroom.providers.batches import OpenAIBatchApi
 
     accepted = [
@@ -263,13 +240,7 @@ def test_two_batchers_take_over_the_same_pending_record(stack: LocalStack, monke
         for i in range(3)
     ]
     monkeypatch.setattr(batcher, "LEASE_S", 1.0)
-    real_create = OpenAIBatchApi.create_batch
-
-    def lost(self: OpenAIBatchApi, *a: Any, **k: Any) -> Any:
-        real_create(self, *a, **k)
-        raise ProviderAmbiguous("lost", code="provider_timeout")
-
-    monkeypatch.setattr(OpenAIBatchApi, "create_batch", lost)
+    real_create = lose_create_answers(monkeypatch)
     batcher.run(lambda: 300_000)
     monkeypatch.setattr(OpenAIBatchApi, "create_batch", real_create)
     (bid,) = {job(a["id"]).batch_id for a in accepted}
