@@ -38,7 +38,7 @@ def gateway(monkeypatch: pytest.MonkeyPatch, chunks: list[bytes]) -> None:
     hostile = OpenAICompatibleProvider(
         "https://gw.example.com/v1", registry.provider_api_key, transport=httpx.MockTransport(handler)
     )
-    monkeypatch.setattr(run, "provider_for", lambda route: hostile)
+    monkeypatch.setattr(registry, "provider_for", lambda route: hostile)
 
 
 def get_job(stack: LocalStack, job_id: str) -> dict[str, Any]:

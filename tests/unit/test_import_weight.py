@@ -39,7 +39,19 @@ print(json.dumps({{"modules": sorted(sys.modules), "sessions": boto3.DEFAULT_SES
     return set(data["modules"])
 
 
-@pytest.mark.parametrize(("function", "heavy"), [("api", HEAVY_FOR_API), ("worker", HEAVY_FOR_WORKER)])
+# The sweeper recovers jobs without calling a provider; the poller imports the adapters when it polls.
+HEAVY_FOR_SWEEPER = {"httpx", "PIL", "openai", "aws_lambda_powertools.utilities.batch", *BATCH_TIER}
+
+
+@pytest.mark.parametrize(
+    ("function", "heavy"),
+    [
+        ("api", HEAVY_FOR_API),
+        ("worker", HEAVY_FOR_WORKER),
+        ("sweeper", HEAVY_FOR_SWEEPER),
+        ("poller", HEAVY_FOR_SWEEPER),
+    ],
+)
 def test_handler_import_stays_light(function: str, heavy: set[str]) -> None:
     loaded = modules_after_import(function)
     assert not {name for name in loaded if name in heavy}

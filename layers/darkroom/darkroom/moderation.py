@@ -13,7 +13,6 @@ from typing import Any
 
 from darkroom import routing, storage
 from darkroom.jobs.store import Job
-from darkroom.providers.registry import provider_for
 from darkroom.settings import settings
 
 MODES = ("off", "prompt", "prompt_and_images")
@@ -43,6 +42,8 @@ def flagged_categories(job: Job, *, timeout_s: float) -> list[str]:
     mode = settings().moderation_mode
     if mode not in MODES[1:]:
         return []
+    from darkroom.providers.registry import provider_for  # the worker has it already; the sweeper need not
+
     provider = provider_for(route_of(job))
     flagged: set[str] = set()
     for inputs in requests_for(job, mode):

@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from darkroom import catalog, images, routing, storage
 from darkroom.errors import ProviderBadResponse, ProviderPollFailed
 from darkroom.jobs import executions, manifests
 from darkroom.jobs.store import Job, JobStore, LeaseLost
 from darkroom.observability import logger, metrics
-from darkroom.providers.registry import async_provider_for
-from darkroom.providers.wavespeed import Prediction, Submission, WaveSpeedProvider
 from darkroom.settings import settings
+
+if TYPE_CHECKING:  # the provider adapters (and httpx) are imported where a poll is made: the sweeper rarely makes one
+    from darkroom.providers.wavespeed import Prediction, Submission, WaveSpeedProvider
 
 POLL_TIMEOUT_S = 10.0
 DOWNLOAD_TIMEOUT_S = 60.0
@@ -115,6 +116,8 @@ def poll_once(job_id: str, polls: int, failed_polls: int) -> dict[str, Any]:
     job = store.get(job_id)
     if job is None or job.status != "polling":
         return _done()  # canceled, or ended by someone else
+    from darkroom.providers.registry import async_provider_for
+
     provider = async_provider_for(job.route)
     polls += 1
     try:
@@ -169,6 +172,8 @@ def check_on(store: JobStore, job: Job) -> str:
     if state == executions.RUNNING:
         executions.stop(job.id, cause="darkroom's sweeper: the job is past its polling deadline")
     # One last look, which ends the job whatever it finds: nothing will look again.
+    from darkroom.providers.registry import async_provider_for
+
     provider = async_provider_for(job.route)
     try:
         prediction = provider.poll(job.prediction_id or "", timeout_s=_poll_timeout_s())

@@ -46,8 +46,6 @@ from darkroom.jobs.previews import PreviewRecorder
 from darkroom.jobs.store import Job, JobStore, LeaseLost
 from darkroom.observability import logger, metrics
 from darkroom.providers.images_response import GenerationResult
-from darkroom.providers.registry import async_provider_for, provider_for
-from darkroom.providers.wavespeed import Submission, WaveSpeedProvider
 from darkroom.settings import settings
 
 # Time kept back from the invocation for storing outputs after the provider answers.
@@ -356,6 +354,10 @@ def _prepare_and_call(store: JobStore, job: Job, gate: breakers.Gate, remaining_
 def _call_provider(
     store: JobStore, job: Job, gate: breakers.Gate, remaining_ms: RemainingMs, files: list[storage.InputFile]
 ) -> None:
+    # Here, not at the top: the sweeper imports this module to recover jobs, and never calls a provider.
+    from darkroom.providers.registry import async_provider_for, provider_for
+    from darkroom.providers.wavespeed import Submission, WaveSpeedProvider
+
     asynchronous = routing.ROUTES[job.route].asynchronous
     configured = settings().provider_timeout_s
     timeout_s, budget_s = _call_budget(remaining_ms, min(configured, SUBMIT_TIMEOUT_S) if asynchronous else configured)
