@@ -11,6 +11,7 @@ import pytest
 from darkroom import pricing
 from darkroom.batches import batcher
 from darkroom.batches.records import BatchStore
+from darkroom.providers.batches import OpenAIBatchApi
 from darkroom_local.stack import LocalStack
 from tests.batches import get_job, prepare, provider_batches, run_batcher, submit_batch
 from tests.pipeline import execution, job, receive, transitions
@@ -131,14 +132,14 @@ def test_a_batcher_dying_before_its_upload_is_carried_on_by_the_next(
 ) -> None:
     accepted = [submit_batch(stack, f"a batch never uploaded {i} {time.time()}") for i in range(3)]
     monkeypatch.setattr(batcher, "LEASE_S", 1.0)
-    real_upload = batcher.OpenAIBatchApi.upload_file
+    real_upload = OpenAIBatchApi.upload_file
 
     def unreachable(*args: Any, **kwargs: Any) -> str:
         raise RuntimeError("the invocation was killed before its upload")
 
-    monkeypatch.setattr(batcher.OpenAIBatchApi, "upload_file", unreachable)
+    monkeypatch.setattr(OpenAIBatchApi, "upload_file", unreachable)
     assert run_batcher(stack)["sent"] == []
-    monkeypatch.setattr(batcher.OpenAIBatchApi, "upload_file", real_upload)
+    monkeypatch.setattr(OpenAIBatchApi, "upload_file", real_upload)
     time.sleep(1.2)
     (carried,) = run_batcher(stack)["carried_on"]
     assert execution(stack, carried, machine_name="BatchPollerStateMachine")["status"] == "SUCCEEDED"

@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from darkroom import aws, catalog, storage
 from darkroom.batches.records import BatchChanged, BatchRecord, BatchStore
@@ -32,9 +32,10 @@ from darkroom.ids import new_batch_id
 from darkroom.jobs import executions, manifests
 from darkroom.jobs.store import Job, JobStore, LeaseLost, WaitingJob, batch_queue
 from darkroom.observability import logger, metrics
-from darkroom.providers.batches import OpenAIBatchApi
-from darkroom.providers.registry import batch_api
 from darkroom.settings import settings
+
+if TYPE_CHECKING:  # most runs find nothing due: they never load the Batch API client (or httpx)
+    from darkroom.providers.batches import OpenAIBatchApi
 
 ENDPOINTS = {"generations": "/v1/images/generations", "edits": "/v1/images/edits"}
 # darkroom's batch id in the provider batch's metadata: how a lost create is found again.
@@ -98,6 +99,12 @@ def run(remaining_ms: Callable[[], int]) -> dict[str, list[str]]:
     return report
 
 
+def _api() -> OpenAIBatchApi:
+    from darkroom.providers.registry import batch_api
+
+    return batch_api()
+
+
 def queues() -> list[str]:
     return [batch_queue(model, kind) for model in sorted(catalog.MODELS) for kind in ("generate", "edit")]
 
@@ -113,7 +120,7 @@ def give_up(batches: BatchStore, jobs: JobStore, record: BatchRecord) -> None:
         )
         if record.provider_batch_id:
             with contextlib.suppress(ProviderError):  # nobody follows it now: fewer lines billed for nothing
-                batch_api().cancel_batch(record.provider_batch_id, timeout_s=CALL_TIMEOUT_S)
+                _api().cancel_batch(record.provider_batch_id, timeout_s=CALL_TIMEOUT_S)
     for job in _members(jobs, record):
         if job.status == "batch_queued":
             fail_queued(jobs, job, *reason)
@@ -197,7 +204,7 @@ def _members(jobs: JobStore, record: BatchRecord) -> list[Job]:
 
 def _carry_on(batches: BatchStore, jobs: JobStore, record: BatchRecord, *, took_over: bool) -> BatchRecord:
     """Take the record from wherever it stopped to followed: uploaded, created, its jobs polling, its poller on."""
-    api = batch_api()
+    api = _api()
     if record.state == "assembling":
         members = [job for job in _members(jobs, record) if job.status == "batch_queued"]
         lines, members = _input_lines(api, jobs, members)
