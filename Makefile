@@ -89,8 +89,8 @@ e2e: install ## The local stack end to end, and the fault run
 	$(PY) -m pytest -q tests/e2e
 
 # Every benchmark runs, even after one misses a goal; the target fails if any did.
-bench: install ## Cold starts of every handler against boto3-only baselines; the shared rate limit against the emulator's
-	@failed=0; $(PY) bench/coldstart.py || failed=1; $(PY) bench/traffic.py || failed=1; exit $$failed
+bench: install ## Cold starts against boto3-only baselines, pipeline overhead against direct calls, the shared rate limit
+	@failed=0; for bench in coldstart pipeline traffic; do $(PY) bench/$$bench.py || failed=1; done; exit $$failed
 
 clean: ## Remove environments and build output
 	rm -rf $(VENV) $(TOOLS) $(CHECKOV) $(DEPLOY) build .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage .coverage.*
