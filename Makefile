@@ -90,7 +90,7 @@ e2e: install ## The local stack end to end, and the fault run
 
 # Every benchmark runs, even after one misses a goal; the target fails if any did.
 bench: install ## Cold starts against boto3-only baselines, pipeline overhead against direct calls, the shared rate limit
-	@failed=0; for bench in coldstart pipeline async_path traffic; do $(PY) bench/$$bench.py || failed=1; done; exit $$failed
+	@failed=0; for bench in coldstart pipeline async_path concurrency traffic; do $(PY) bench/$$bench.py || failed=1; done; exit $$failed
 
 clean: ## Remove environments and build output
 	rm -rf $(VENV) $(TOOLS) $(CHECKOV) $(DEPLOY) build .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage .coverage.*
