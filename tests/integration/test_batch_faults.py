@@ -161,7 +161,6 @@ def test_old_stuck_records_do_not_hide_a_newer_record_that_needs_carrying_on(
                 id=f"dbatch_stuck{i:02d}{time.time_ns()}",
                 tenant="dev",
                 queue="gpt-image-2|generations",
-                model="gpt-image-2",
                 endpoint="/v1/images/generations",
                 state="assembling",
                 created_at=now - 86_400 + i,

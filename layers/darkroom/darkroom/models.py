@@ -7,7 +7,7 @@ every broken rule at once, each naming its field.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
@@ -15,15 +15,15 @@ from pydantic_core import PydanticCustomError
 
 from darkroom import catalog, routing
 from darkroom.errors import FieldError, ValidationFailed
+from darkroom.webhooks import events
 
 MAX_PROMPT_CHARS = 32_000
 MAX_METADATA_PAIRS = 16
 
 WebhookEvent = Literal["job.succeeded", "job.failed", "job.canceled", "job.progress"]
 WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = ("job.succeeded", "job.failed", "job.canceled", "job.progress")
-# What is sent when a job or endpoint names no events: every end of a job. `job.progress` (each preview of a job
-# with partial_images) is sent only where it is asked for by name.
-DEFAULT_WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = ("job.succeeded", "job.failed", "job.canceled")
+# What is sent when a job or endpoint names no events (darkroom.webhooks.events, which notify reads without pydantic).
+DEFAULT_WEBHOOK_EVENTS = cast(tuple[WebhookEvent, ...], events.DEFAULT_EVENTS)
 
 
 def _each_once(events: list[WebhookEvent]) -> list[WebhookEvent]:

@@ -84,9 +84,10 @@ def run(remaining_ms: Callable[[], int]) -> dict[str, list[str]]:
             if remaining_ms() < STOP_BEFORE_END_MS:
                 break
             try:
-                record = _assemble(batches, jobs, queue, tenant, chunk)
-                if record is not None:
-                    _carry_on(batches, jobs, record, took_over=False)
+                assembled = _assemble(batches, jobs, queue, tenant, chunk)
+                if assembled is not None:
+                    record, claimed = assembled
+                    _carry_on(batches, jobs, record, took_over=False, known=claimed)
                     report["sent"].append(record.id)
             except BatchChanged:
                 continue
@@ -121,7 +122,7 @@ def give_up(batches: BatchStore, jobs: JobStore, record: BatchRecord) -> None:
         if record.provider_batch_id:
             with contextlib.suppress(ProviderError):  # nobody follows it now: fewer lines billed for nothing
                 _api().cancel_batch(record.provider_batch_id, timeout_s=CALL_TIMEOUT_S)
-    for job in _members(jobs, record):
+    for job in members(jobs, record):
         if job.status == "batch_queued":
             fail_queued(jobs, job, *reason)
     batches.advance(record, expected_state=record.state, state="ended", ended_at=time.time())
@@ -147,9 +148,10 @@ def _due_chunks(waiting: list[WaitingJob]) -> Iterator[tuple[str, list[WaitingJo
 
 def _assemble(
     batches: BatchStore, jobs: JobStore, queue: str, tenant: str, chunk: list[WaitingJob]
-) -> BatchRecord | None:
-    """A new record naming the jobs it means to take, then each one claimed; None when another batch got them all."""
-    model, endpoint = queue.split("|")
+) -> tuple[BatchRecord, list[Job]] | None:
+    """A new record naming the jobs it means to take, then each one claimed: the record and the jobs as claimed;
+    None when another batch got them all."""
+    endpoint = queue.split("|")[1]
     found = (jobs.get(waiting.id) for waiting in chunk)
     waiting = _within_input_bytes(
         [job for job in found if job and job.status == "batch_queued" and not job.batch_id and job.tenant == tenant]
@@ -161,7 +163,6 @@ def _assemble(
         id=new_batch_id(),
         tenant=tenant,
         queue=queue,
-        model=model,
         endpoint=ENDPOINTS[endpoint],
         state="assembling",
         created_at=now,
@@ -179,7 +180,7 @@ def _assemble(
     if not claimed:
         batches.advance(record, expected_state="assembling", jobs=[], state="ended", ended_at=time.time())
         return None
-    return batches.advance(record, expected_state="assembling", jobs=[job.id for job in claimed])
+    return batches.advance(record, expected_state="assembling", jobs=[job.id for job in claimed]), claimed
 
 
 def _within_input_bytes(waiting: list[Job]) -> list[Job]:
@@ -196,19 +197,24 @@ def _within_input_bytes(waiting: list[Job]) -> list[Job]:
     return taken
 
 
-def _members(jobs: JobStore, record: BatchRecord) -> list[Job]:
+def members(jobs: JobStore, record: BatchRecord) -> list[Job]:
     """The record's jobs that this batch did claim, as they are now."""
     found = (jobs.get(job_id) for job_id in record.jobs)
     return [job for job in found if job is not None and job.batch_id == record.id]
 
 
-def _carry_on(batches: BatchStore, jobs: JobStore, record: BatchRecord, *, took_over: bool) -> BatchRecord:
-    """Take the record from wherever it stopped to followed: uploaded, created, its jobs polling, its poller on."""
+def _carry_on(
+    batches: BatchStore, jobs: JobStore, record: BatchRecord, *, took_over: bool, known: list[Job] | None = None
+) -> BatchRecord:
+    """Take the record from wherever it stopped to followed: uploaded, created, its jobs polling, its poller on.
+    `known`: its jobs as the caller just wrote them (a batch just assembled), so they are not read again."""
     api = _api()
     if record.state == "assembling":
-        members = [job for job in _members(jobs, record) if job.status == "batch_queued"]
-        lines, members = _input_lines(api, jobs, members)
-        if not members:
+        waiting = [
+            job for job in (known if known is not None else members(jobs, record)) if job.status == "batch_queued"
+        ]
+        lines, sent = _input_lines(api, jobs, waiting)
+        if not sent:
             return batches.advance(record, expected_state="assembling", state="ended", ended_at=time.time())
         try:
             file_id = api.upload_file(
@@ -216,16 +222,17 @@ def _carry_on(batches: BatchStore, jobs: JobStore, record: BatchRecord, *, took_
             )
         except ProviderRejected as exc:
             # OpenAI will never take this file: nothing was created or billed, so its jobs end here.
-            for job in members:
+            for job in sent:
                 fail_queued(jobs, job, "provider_rejected", f"OpenAI's Files API refused the batch: {exc.message}")
             return batches.advance(record, expected_state="assembling", state="ended", ended_at=time.time())
         record = batches.advance(
-            record, expected_state="assembling", state="uploaded", input_file_id=file_id, jobs=[j.id for j in members]
+            record, expected_state="assembling", state="uploaded", input_file_id=file_id, jobs=[j.id for j in sent]
         )
+        known = sent
     if record.state == "uploaded":
         record = _create(batches, jobs, api, record, took_over=took_over)
     if record.state == "submitted" and not record.followed:
-        record = follow(batches, jobs, record)
+        record = follow(batches, jobs, record, known)
     return record
 
 
@@ -250,7 +257,7 @@ def _create(
         )
     except ProviderRejected as exc:
         # The provider will never take this batch (its account, a limit): its jobs end here, nothing was billed.
-        for job in _members(jobs, record):
+        for job in members(jobs, record):
             fail_queued(jobs, job, "provider_rejected", f"OpenAI's Batch API refused the batch: {exc.message}")
         return batches.advance(record, expected_state="uploaded", state="ended", ended_at=time.time())
     logger.info(
@@ -267,20 +274,21 @@ def _create(
     )
 
 
-def follow(batches: BatchStore, jobs: JobStore, record: BatchRecord) -> BatchRecord:
+def follow(batches: BatchStore, jobs: JobStore, record: BatchRecord, known: list[Job] | None = None) -> BatchRecord:
     """The submitted batch's jobs move to `polling` and its poller starts (once, by the batch's name); then the
     record leaves the pending index. Safe to repeat."""
     from darkroom.batches.follow import execution_input
 
-    move_jobs(jobs, record)
+    move_jobs(jobs, record, known)
     executions.start(record.id, execution_input(record), settings().batch_poller_state_machine_arn)
     return batches.advance(record, expected_state="submitted", followed=True)
 
 
-def move_jobs(jobs: JobStore, record: BatchRecord) -> None:
-    """Every job of the submitted batch still `batch_queued` moves to `polling` its provider batch."""
+def move_jobs(jobs: JobStore, record: BatchRecord, known: list[Job] | None = None) -> None:
+    """Every job of the submitted batch still `batch_queued` moves to `polling` its provider batch (read again
+    unless `known`)."""
     assert record.provider_batch_id is not None and record.poll_until is not None
-    for job in _members(jobs, record):
+    for job in known if known is not None else members(jobs, record):
         if job.status != "batch_queued":
             continue
         try:

@@ -76,7 +76,7 @@ def step(batch_id: str, polls: int, failed_polls: int, remaining_ms: Callable[[]
         record = batches.update(record, provider_status=batch.status, request_counts=counts)
     if batch.ended:
         return _collect(batches, jobs, record, batch, polls, failed_polls, remaining_ms)
-    if not record.cancel_requested and all(job.terminal for job in _jobs(jobs, record)):
+    if not record.cancel_requested and all(job.terminal for job in batcher.members(jobs, record)):
         _cancel(batches, record)
     if time.time() > (record.poll_until or 0):
         return _past_deadline(batches, jobs, record, "OpenAI's batch did not end within 25 hours")
@@ -192,7 +192,7 @@ def _conclude(jobs: JobStore, job: Job, line: BatchLine, batch: Batch) -> None:
 
 
 def _end_unanswered(jobs: JobStore, record: BatchRecord, provider_batch_id: str, reason: tuple[str, str]) -> None:
-    for job in _jobs(jobs, record):
+    for job in batcher.members(jobs, record):
         if job.status == "polling" and job.prediction_id == provider_batch_id:
             polling.end(jobs, job, "failed", error=reason)
         elif job.status == "batch_queued" and job.batch_id == record.id:
@@ -203,10 +203,6 @@ def _failed_reason(batch: Batch) -> tuple[str, str]:
     problem = batch.errors[0] if batch.errors else None
     detail = f"{problem.code}: {problem.message}" if problem else "no reason given"
     return "batch_failed", f"OpenAI's batch failed ({detail}); it ran none of its requests."
-
-
-def _jobs(jobs: JobStore, record: BatchRecord) -> list[Job]:
-    return [job for job in (jobs.get(job_id) for job_id in record.jobs) if job is not None]
 
 
 def _next(polls: int, failed_polls: int) -> dict[str, Any]:

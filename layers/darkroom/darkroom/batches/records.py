@@ -31,7 +31,6 @@ class BatchRecord:
     id: str
     tenant: str  # a batch holds one tenant's jobs
     queue: str  # {model}|{endpoint}
-    model: str
     endpoint: str  # /v1/images/generations or /v1/images/edits
     state: str
     created_at: float
@@ -66,7 +65,6 @@ _NUMBERS = ("created_at", "lease_until", "poll_until", "ended_at", "carries")
 _STRINGS = (
     "tenant",
     "queue",
-    "model",
     "endpoint",
     "state",
     "lease_id",

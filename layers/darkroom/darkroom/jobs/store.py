@@ -663,17 +663,6 @@ class JobStore:
             removes=("batch_queue",),
         )
 
-    def release_from_batch(self, job: Job) -> Job:
-        """Back to the batch queue: its batch was never created (the provider refused it)."""
-        return self._update(
-            job,
-            status="batch_queued",
-            condition="#s = :queued AND batch_id = :batch",
-            values={":queued": {"S": "batch_queued"}, ":batch": {"S": job.batch_id or ""}},
-            sets={"batch_queue": _batch_queue_of(job)},
-            removes=("batch_id",),
-        )
-
     def sent_in_batch(self, job: Job, *, provider_batch_id: str, provider_status: str, poll_until: float) -> Job:
         """batch_queued -> polling: its batch exists at the provider. The sweeper looks once the batch's poller should
         long have ended."""

@@ -31,7 +31,7 @@ from darkroom.observability import logger
 from darkroom.providers import deadline
 from darkroom.providers.failures import classify, redact, transport_failures
 from darkroom.providers.images_response import GenerationResult, ImagesResponseReader, generation_result
-from darkroom.providers.openai import ERROR_BODY_LIMIT, error_from_response
+from darkroom.providers.openai import ERROR_BODY_LIMIT, error_from_response, read_bounded
 
 STATUSES = ("validating", "failed", "in_progress", "finalizing", "completed", "expired", "cancelling", "cancelled")
 ENDED = ("failed", "completed", "expired", "cancelled")
@@ -199,7 +199,7 @@ class OpenAIBatchApi(deadline.KeyedClient):
                 progress.answered = True
                 if response.status_code >= 300:
                     with deadline.within(max(0.0, ends_at - time.monotonic())):
-                        body = _read_bounded(response, ERROR_BODY_LIMIT)
+                        body = read_bounded(response)
                     raise error_from_response(
                         response.status_code,
                         response.headers,
@@ -235,7 +235,7 @@ class OpenAIBatchApi(deadline.KeyedClient):
             # An encoded answer is never read (httpx would inflate it whole, past any limit); an error is still
             # judged by its status.
             encoded = response.headers.get("content-encoding", "").strip().lower() not in ("", "identity")
-            body = b"" if encoded else _read_bounded(response, JSON_BODY_LIMIT + 1)
+            body = b"" if encoded else read_bounded(response, JSON_BODY_LIMIT + 1)
         if response.status_code >= 300:
             raise error_from_response(
                 response.status_code,
@@ -339,15 +339,6 @@ def _chunks_until(response: httpx.Response, ends_at: float, timeout_s: float) ->
         if chunk is None:
             return
         yield chunk
-
-
-def _read_bounded(response: httpx.Response, limit: int) -> bytes:
-    body = bytearray()
-    for chunk in response.iter_bytes():
-        body += chunk
-        if len(body) >= limit:
-            break
-    return bytes(body[:limit])
 
 
 def _batch(document: Any) -> Batch:

@@ -14,6 +14,7 @@ provider that ignores `stream` and answers with plain JSON is read as ever.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import replace
 from typing import Any
@@ -140,7 +141,7 @@ class OpenAICompatibleProvider(deadline.KeyedClient):
             # classified by its status (a compressed 429 is still a 429).
             encoded = response.headers.get("content-encoding", "").strip().lower() not in ("", "identity")
             if response.status_code >= 300:
-                body_bytes = b"" if encoded else _read_bounded(response, ends_at)
+                body_bytes = b"" if encoded else read_bounded(response, ends_at=ends_at)
                 raise error_from_response(
                     response.status_code,
                     response.headers,
@@ -174,14 +175,14 @@ def _streamed(params: dict[str, Any]) -> dict[str, Any]:
     return {**params, "stream": True} if params.get("partial_images") else params
 
 
-def _read_bounded(response: httpx.Response, ends_at: float) -> bytes:
-    """An error body, up to ERROR_BODY_LIMIT: it only has to carry a code and a message."""
+def read_bounded(response: httpx.Response, limit: int = ERROR_BODY_LIMIT, ends_at: float = math.inf) -> bytes:
+    """A body up to `limit` bytes (an error body only has to carry a code and a message), read until `ends_at`."""
     body = bytearray()
     for chunk in response.iter_bytes():
         body += chunk
-        if len(body) >= ERROR_BODY_LIMIT or time.monotonic() > ends_at:
+        if len(body) >= limit or time.monotonic() > ends_at:
             break
-    return bytes(body[:ERROR_BODY_LIMIT])
+    return bytes(body[:limit])
 
 
 def error_from_response(

@@ -20,6 +20,8 @@ from typing import Any
 MAX_BODY_BYTES = 20_000
 EVENT_TYPES = {"succeeded": "job.succeeded", "failed": "job.failed", "canceled": "job.canceled"}
 PROGRESS_EVENT = "job.progress"
+# What a job or endpoint naming no events is sent: every end of a job. `job.progress` goes only where it is named.
+DEFAULT_EVENTS = tuple(EVENT_TYPES.values())
 _OUTPUT_FIELDS = ("format", "width", "height", "bytes")
 
 

@@ -41,7 +41,7 @@ from darkroom.observability import logger, metrics
 from darkroom.settings import settings
 from darkroom.webhooks import delivery, signing
 from darkroom.webhooks.endpoints import PROBE_LEASE_S, Endpoint, WebhookStore
-from darkroom.webhooks.events import PROGRESS_EVENT, event_body, event_type, progress_event_body
+from darkroom.webhooks.events import DEFAULT_EVENTS, PROGRESS_EVENT, event_body, event_type, progress_event_body
 
 JOB_TARGET = "job"
 LEASE_S = 60.0  # longer than a try (15 s) and its bookkeeping
@@ -52,7 +52,6 @@ DISABLE_AFTER_FAILING_S = 5 * 24 * 3600
 MAX_ATTEMPTS_KEPT = 20
 # Tries of a `job.progress` event: at once, 5 s and 5 minutes later with the default schedule.
 PROGRESS_TRIES = 3
-DEFAULT_EVENTS = ("job.succeeded", "job.failed", "job.canceled")  # what a job naming no webhook_events gets
 _PROGRESS_FILE = re.compile(r"partial-([0-9])" + re.escape(storage.PROGRESS_SUFFIX))
 _PROGRESS_SUBJECT = re.compile(r"(.+)/progress-([0-9])")
 
