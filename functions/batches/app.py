@@ -5,6 +5,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from darkroom import ledger
 from darkroom.observability import logger, metrics
 
 
@@ -15,7 +16,10 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     if isinstance(event, dict) and "batch_id" in event:
         from darkroom.batches.follow import handle_step
 
-        return handle_step(event, remaining_ms)
+        # A step is three transitions of the batch's execution; what it does is shared by the jobs it ends.
+        with ledger.metering(context, adopt=False, sfn_transitions=3):
+            return handle_step(event, remaining_ms)
     from darkroom.batches.batcher import run
 
-    return run(remaining_ms)
+    with ledger.metering(context, adopt=False):  # shared by the jobs of the batches it sends
+        return run(remaining_ms)

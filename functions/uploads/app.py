@@ -4,6 +4,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from darkroom import ledger
 from darkroom.observability import logger, metrics
 from darkroom.sqs_batches import partial_batch_response
 from darkroom.uploads import handle_queue_record
@@ -12,4 +13,8 @@ from darkroom.uploads import handle_queue_record
 @logger.inject_lambda_context
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return partial_batch_response(event, lambda body, _source: handle_queue_record(body))
+    def arrived(body: str, _source: str) -> None:
+        with ledger.metering(context, sqs_requests=2):
+            handle_queue_record(body)
+
+    return partial_batch_response(event, arrived)

@@ -60,7 +60,9 @@ class LocalFunction:
     def invoke(self, event: dict[str, Any]) -> Any:
         with self._count_lock:
             self.invoked += 1
-        context = LambdaContext(self.spec.logical_id, self.spec.timeout_s, str(uuid.uuid4()))
+        context = LambdaContext(
+            self.spec.logical_id, self.spec.timeout_s, str(uuid.uuid4()), memory_limit_in_mb=self.spec.memory_mb
+        )
         # A context of its own, as a fresh execution environment: nothing set by the caller's thread or by another
         # invocation (appended keys, powertools' thread-safe keys) reaches it, and nothing it sets outlives it.
         return contextvars.Context().run(self._invoke, event, context)

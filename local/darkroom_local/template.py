@@ -84,6 +84,7 @@ class FunctionSpec:
     handler: str
     timeout_s: int
     environment: dict[str, str]
+    memory_mb: int = 128
     http_routes: list[tuple[str, str]] = field(default_factory=list)  # (method, path)
     sqs_events: list[dict[str, Any]] = field(default_factory=list)  # resolved SQS event properties
     schedules: list[str] = field(default_factory=list)  # rate(...) / cron(...) expressions
@@ -207,6 +208,7 @@ class LocalTemplate:
                 handler=props["Handler"],
                 timeout_s=int(self.resolve(props.get("Timeout", globals_.get("Timeout", 3)))),
                 environment={k: str(v) for k, v in env.items()},
+                memory_mb=int(self.resolve(props.get("MemorySize", globals_.get("MemorySize", 128)))),
             )
             for event in props.get("Events", {}).values():
                 event_props = self.resolve(event["Properties"])

@@ -54,6 +54,9 @@ def test_batch_jobs_go_out_in_one_batch_and_each_ends_with_its_own_images_at_hal
         # billed once, by the provider's own count, through its batch
         count = stack.emulator.calls()["prompts"][prompt]  # type: ignore[union-attr]
         assert (count["generations"], count["batched"]) == (1, 1)
+        # and its share of the batch's AWS use: the batcher's run and the poller's steps, split three ways
+        assert done.aws["sfn_transitions"] >= 1 and done.aws["lambda_requests"] >= 3
+        assert done.aws["s3_bytes_stored"] >= done.outputs[0]["bytes"] and done.aws["lambda_mb_ms"] > 0
     record = BatchStore().get(batch_id)
     assert record is not None and record.state == "ended" and sorted(record.jobs) == sorted(a["id"] for a in accepted)
     assert transitions(history)[0] == "WaitForBatch"

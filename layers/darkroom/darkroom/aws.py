@@ -10,6 +10,8 @@ import threading
 from functools import cache
 from typing import Any
 
+from darkroom import ledger
+
 _lock = threading.Lock()
 
 
@@ -27,7 +29,10 @@ def client(service: str) -> Any:
         signature_version="s3v4" if service == "s3" else None,
     )
     with _lock:
-        return boto3.client(service, config=config)
+        made = boto3.client(service, config=config)
+    # Every request counts towards the job being worked on (darkroom.ledger).
+    made.meta.events.register("before-parameter-build", ledger.count_request)
+    return made
 
 
 def reset() -> None:

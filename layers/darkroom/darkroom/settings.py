@@ -70,6 +70,8 @@ class Settings:
     allow_private_urls: bool
     # How long POST /v1/uploads' presigned POSTs are valid; the job waits a little longer for uploads under way.
     upload_ttl_s: int
+    # How long outputs and edit inputs stay in S3 (its lifecycle rules): what a job's stored bytes cost is priced for.
+    output_retention_days: int
     uploads_queue_url: str
     # Provider routes' shared state (rate limits, breakers), and their configured limits ({route or "*": n}).
     routes_table: str
@@ -145,6 +147,7 @@ class Settings:
             poll_failures_tolerated=int(env.get("POLL_FAILURES_TOLERATED", "5")),
             allow_private_urls=_flag(env.get("ALLOW_PRIVATE_URLS")),
             upload_ttl_s=int(env.get("UPLOAD_TTL_S", "900")),
+            output_retention_days=int(env.get("OUTPUT_RETENTION_DAYS", "30")),
             uploads_queue_url=env.get("UPLOADS_QUEUE_URL", ""),
             routes_table=env.get("ROUTES_TABLE", ""),
             images_per_minute=_per_minute(env.get("PROVIDER_IMAGES_PER_MINUTE", "")),

@@ -14,7 +14,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from darkroom import aws, routing
+from darkroom import aws, ledger, routing
 from darkroom.ids import now_iso
 from darkroom.jobs.store import Job, TransactionConflict, transact
 from darkroom.quotas import Reservation, budget_state, month_of, record_update, tenants_table
@@ -22,6 +22,8 @@ from darkroom.settings import settings
 
 MAX_DAYS = 366
 COUNTED = ("jobs", "succeeded", "failed", "canceled", "images", "input_tokens", "output_tokens")
+PRICED = ("cost_usd", "aws_cost_usd")  # the provider's cost (kept under its first name) and darkroom's in AWS
+ZERO = Decimal(0)
 
 
 def _tokens(usage: Any, name: str) -> int:
@@ -72,6 +74,8 @@ def settle(job: Job) -> bool:
         ":input": {"N": str(_tokens(job.usage, "input_tokens"))},
         ":output": {"N": str(_tokens(job.usage, "output_tokens"))},
         ":cost": {"N": str(cost)},
+        # What the job used in AWS up to now: its manifest's write and webhook deliveries come after.
+        ":aws": {"N": str(ledger.aws_usd(job.aws, retention_days=settings().output_retention_days))},
         ":model": {"S": job.model},
         ":day": {"S": ended[:10]},
     }
@@ -90,7 +94,7 @@ def settle(job: Job) -> bool:
             job.tenant,
             f"usage#{ended[:10]}#{job.model}",
             f"SET model = :model, #day = :day ADD jobs :one, {job.status} :one, images :images, "
-            "input_tokens :input, output_tokens :output, cost_usd :cost",
+            "input_tokens :input, output_tokens :output, cost_usd :cost, aws_cost_usd :aws",
             values,
             names={"#day": "day"},
         ),
@@ -123,8 +127,8 @@ def settle(job: Job) -> bool:
 
 def report(tenant: str, start: date, end: date, group_by: str) -> dict[str, Any]:
     """The tenant's usage from `start` to `end` (whole UTC days, both included), by day or by model."""
-    rows: dict[str, dict[str, Any]] = defaultdict(lambda: {name: 0 for name in COUNTED} | {"cost_usd": Decimal(0)})
-    total: dict[str, Any] = {name: 0 for name in COUNTED} | {"cost_usd": Decimal(0)}
+    rows: dict[str, dict[str, Any]] = defaultdict(lambda: {name: 0 for name in COUNTED} | dict.fromkeys(PRICED, ZERO))
+    total: dict[str, Any] = {name: 0 for name in COUNTED} | dict.fromkeys(PRICED, ZERO)
     pages = (
         aws.client("dynamodb")
         .get_paginator("query")
@@ -146,7 +150,8 @@ def report(tenant: str, start: date, end: date, group_by: str) -> dict[str, Any]
             for target in (row, total):
                 for name in COUNTED:
                     target[name] += int(item.get(name, {}).get("N", "0"))
-                target["cost_usd"] += Decimal(item.get("cost_usd", {}).get("N", "0"))
+                for name in PRICED:
+                    target[name] += Decimal(item.get(name, {}).get("N", "0"))
     key = "day" if group_by == "day" else "model"
     data = [{key: name, **_shown(row)} for name, row in sorted(rows.items())]
     return {
@@ -161,4 +166,9 @@ def report(tenant: str, start: date, end: date, group_by: str) -> dict[str, Any]
 
 
 def _shown(row: dict[str, Any]) -> dict[str, Any]:
-    return {**{name: row[name] for name in COUNTED}, "cost_usd": float(row["cost_usd"])}
+    provider, aws_usd = float(row["cost_usd"]), float(row["aws_cost_usd"])
+    return {
+        **{name: row[name] for name in COUNTED},
+        "cost_usd": provider,
+        "cost": {"provider_usd": provider, "aws_usd": aws_usd},
+    }

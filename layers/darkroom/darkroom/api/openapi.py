@@ -88,6 +88,19 @@ class ImagesResponse(BaseModel):
     background: str
 
 
+class AwsUse(BaseModel):
+    usage: dict[str, int] = Field(
+        description="Lambda MB-milliseconds and requests, DynamoDB units, Step Functions transitions, S3 bytes stored."
+    )
+    prices_as_of: str = Field(description="The date of the AWS price table aws_usd comes from (us-east-1, arm64).")
+
+
+class JobCost(BaseModel):
+    provider_usd: float | None = Field(description="From the provider's usage; null until the job is priced.")
+    aws_usd: float = Field(description="What the job has used in AWS so far (Lambda, API Gateway, SQS, ...).")
+    aws: AwsUse
+
+
 class Job(BaseModel):
     id: str
     object: Literal["image.job"]
@@ -102,7 +115,8 @@ class Job(BaseModel):
     outputs: list[Output]
     progress: Progress | None = Field(description="The previews of a job that asked for partial_images.")
     usage: dict[str, Any] | None
-    cost_usd: float | None
+    cost_usd: float | None = Field(description="The provider's cost; the same as cost.provider_usd.")
+    cost: JobCost
     error: JobError | None
     attempts: int
     provider: ProviderState

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from darkroom import aws, catalog, storage
+from darkroom import aws, catalog, ledger, storage
 from darkroom.batches.records import BatchChanged, BatchRecord, BatchStore
 from darkroom.errors import ProviderError, ProviderRejected
 from darkroom.ids import new_batch_id
@@ -288,16 +288,17 @@ def move_jobs(jobs: JobStore, record: BatchRecord, known: list[Job] | None = Non
     """Every job of the submitted batch still `batch_queued` moves to `polling` its provider batch (read again
     unless `known`)."""
     assert record.provider_batch_id is not None and record.poll_until is not None
-    for job in known if known is not None else members(jobs, record):
-        if job.status != "batch_queued":
-            continue
+    moving = [job for job in (known if known is not None else members(jobs, record)) if job.status == "batch_queued"]
+    share = ledger.share_out(len(moving))
+    for job in moving:
         try:
-            jobs.sent_in_batch(
-                job,
-                provider_batch_id=record.provider_batch_id,
-                provider_status=record.provider_status or "validating",
-                poll_until=record.poll_until,
-            )
+            with ledger.charged(job.id, share):
+                jobs.sent_in_batch(
+                    job,
+                    provider_batch_id=record.provider_batch_id,
+                    provider_status=record.provider_status or "validating",
+                    poll_until=record.poll_until,
+                )
         except LeaseLost:
             continue
 

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from darkroom import images, pricing, storage
+from darkroom import images, ledger, pricing, storage
 from darkroom.batches import batcher
 from darkroom.batches.records import BatchRecord, BatchStore
 from darkroom.errors import ProviderBadResponse, ProviderError
@@ -116,6 +116,8 @@ def _collect(
     """Every line of the ended batch's files to its job, from where the last step stopped (`record.collected`);
     then the jobs it never answered for. Returns the next step."""
     members = set(record.jobs)
+    # Each job's part of the batch's checks: this step's use, and the transitions and invocations of those before.
+    share = ledger.share_out(len(members), sfn_transitions=3 * (polls - 1), lambda_requests=polls - 1)
     api = batch_api()
     files = (batch.output_file_id, batch.error_file_id)
     start_file, start_offset = int(record.collected.get("file", 0)), int(record.collected.get("offset", 0))
@@ -126,7 +128,8 @@ def _collect(
                 budget_s = max(1.0, (remaining_ms() - READ_RESERVE_MS) / 1000)
                 lines = api.read_results_from(file_id, start=start, timeout_s=budget_s)
                 for read, (line, past) in enumerate(lines, start=1):
-                    _take(jobs, members, line, batch, record.id)
+                    with ledger.charged(line.custom_id, share):
+                        _take(jobs, members, line, batch, record.id)
                     out_of_time = remaining_ms() < READ_RESERVE_MS
                     if out_of_time or read % SAVE_EVERY_LINES == 0:
                         record = batches.update(record, collected={"file": number, "offset": past})

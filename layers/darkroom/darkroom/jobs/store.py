@@ -28,7 +28,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from darkroom import aws
+from darkroom import aws, ledger
 from darkroom.errors import InvalidRequest
 from darkroom.ids import now_iso
 from darkroom.observability import logger
@@ -130,6 +130,8 @@ class Job:
     tier: str = "standard"
     batch_queue: str | None = None
     batch_id: str | None = None
+    # What the job used in AWS so far (darkroom.ledger's counters), added to by each write that carries a step's use.
+    aws: dict[str, int] = field(default_factory=dict)
 
     @property
     def model(self) -> str:
@@ -212,7 +214,13 @@ def _to_item(job: Job) -> dict[str, Any]:
         item["poll_until"] = {"N": str(job.poll_until)}
     if job.batch_queue is not None:
         item["batch_slot"] = {"S": f"{job.tenant}#{job.created_at}#{job.id}"}
+    for name, n in job.aws.items():
+        item[ledger.ATTRIBUTE_PREFIX + name] = {"N": str(n)}
     return item
+
+
+def _with_use(job: Job, use: dict[str, int]) -> dict[str, int]:
+    return {name: job.aws.get(name, 0) + use.get(name, 0) for name in {*job.aws, *use}}
 
 
 CONFLICT_TRIES = 5
@@ -258,6 +266,7 @@ def _from_item(item: dict[str, Any]) -> Job:
         route=item.get("route", {"S": "openai"})["S"],
         tier=item.get("tier", {"S": "standard"})["S"],
         poll_until=float(item["poll_until"]["N"]) if "poll_until" in item else None,
+        aws=ledger.counts_of(item),
         **extra,
     )
 
@@ -389,11 +398,22 @@ class JobStore:
             job.sweep_at = time.time() + BATCH_QUEUE_TIMEOUT_S
         else:
             job.sweep_at = time.time()
+        meter, use = ledger.take_for(job.id)
+        before, job.aws = job.aws, _with_use(job, use)
         put = {"TableName": self.table, "Item": _to_item(job), "ConditionExpression": "attribute_not_exists(id)"}
+        try:
+            self._put(job, job.write_id, put, together_with)
+        except BaseException:
+            job.aws = before
+            if meter:
+                meter.add(use)
+            raise
+
+    def _put(self, job: Job, write_id: str, put: dict[str, Any], together_with: list[dict[str, Any]] | None) -> None:
         if together_with:
             # The request token makes a boto retry of a transaction that landed a no-op instead of a conflict...
             try:
-                self._transact([{"Put": put}, *together_with], token=job.write_id)
+                self._transact([{"Put": put}, *together_with], token=write_id)
             except TransactionConflict as exc:
                 # ... for ten minutes, and not on every DynamoDB look-alike: the job already there with this very
                 # write's id says the transaction landed (every item of it, or none).
@@ -403,7 +423,7 @@ class JobStore:
         try:
             self.db.put_item(**put, ReturnValuesOnConditionCheckFailure="ALL_OLD")
         except Exception as exc:
-            if not (_is_conditional_failure(exc) and _already_written(exc, job.write_id)):
+            if not (_is_conditional_failure(exc) and _already_written(exc, write_id)):
                 raise
 
     def delete_unstarted(self, job_id: str, *, together_with: list[dict[str, Any]] | None = None) -> bool:
@@ -752,7 +772,8 @@ class JobStore:
         """One conditional write. `bookkeeping` writes (the sweep index) change nothing a client sees, so they leave
         `updated_at` as it is: the job and its manifest keep agreeing."""
         sets = {**sets, "write_id": uuid.uuid4().hex}
-        changed = Job(**{**job.__dict__, **sets, "status": status})
+        meter, use = ledger.take_for(job.id)
+        changed = Job(**{**job.__dict__, **sets, "status": status, "aws": _with_use(job, use)})
         if not bookkeeping:
             changed.updated_at = now_iso()
         for name in removes:
@@ -775,6 +796,11 @@ class JobStore:
         expression = "SET " + ", ".join(set_parts)
         if remove_parts:
             expression += " REMOVE " + ", ".join(remove_parts)
+        if use:  # ADD: a write retried after it landed adds nothing twice (it fails its condition)
+            for name, n in use.items():
+                names[f"#a_{name}"] = ledger.ATTRIBUTE_PREFIX + name
+                values[f":a_{name}"] = {"N": str(n)}
+            expression += " ADD " + ", ".join(f"#a_{name} :a_{name}" for name in use)
         try:
             self.db.update_item(
                 TableName=self.table,
@@ -786,9 +812,12 @@ class JobStore:
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except Exception as exc:
+            landed = _is_conditional_failure(exc) and _already_written(exc, sets["write_id"])
+            if not landed and meter:
+                meter.add(use)
             if not _is_conditional_failure(exc):
                 raise
-            if not _already_written(exc, sets["write_id"]):
+            if not landed:
                 raise LeaseLost(f"job {job.id} is no longer in the state this change expects") from None
         return changed
 

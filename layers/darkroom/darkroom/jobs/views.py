@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from darkroom import storage
+from darkroom import ledger, storage
 from darkroom.jobs.store import Job
+from darkroom.settings import settings
 
 # A list shows this much of each prompt; GET /v1/jobs/{id} shows all of it.
 PROMPT_PREVIEW_CHARS = 200
@@ -37,6 +38,7 @@ def job_document(
         "progress": progress(job, with_urls=with_urls),
         "usage": job.usage,
         "cost_usd": float(job.cost_usd) if job.cost_usd is not None else None,
+        "cost": cost(job),
         "error": job.error,
         "attempts": job.provider_calls,
         # Which provider route runs the job and, on an asynchronous one, the provider's own id and last status; the
@@ -59,6 +61,17 @@ def job_document(
         "completed_at": job.completed_at,
         "next_attempt_at": job.next_attempt_at,
         "urls": job_links(job, base_url),
+    }
+
+
+def cost(job: Job) -> dict[str, Any]:
+    """What the job cost: at the provider (from its usage; None until priced) and in AWS so far (darkroom.ledger),
+    with what the AWS figure is made of."""
+    aws_usd = ledger.aws_usd(job.aws, retention_days=settings().output_retention_days)
+    return {
+        "provider_usd": float(job.cost_usd) if job.cost_usd is not None else None,
+        "aws_usd": float(aws_usd),
+        "aws": {"usage": {name: job.aws.get(name, 0) for name in ledger.COUNTERS}, "prices_as_of": ledger.PRICES.as_of},
     }
 
 
@@ -114,4 +127,5 @@ def job_summary(job: Job, *, base_url: str = "") -> dict[str, Any]:
     if len(prompt) > PROMPT_PREVIEW_CHARS:
         document["request"] = {**job.request, "prompt": prompt[:PROMPT_PREVIEW_CHARS]}
         document["prompt_truncated"] = True
+    document["cost"] = ledger.brief(document["cost"])
     return document

@@ -17,6 +17,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from darkroom import ledger
+
 MAX_BODY_BYTES = 20_000
 EVENT_TYPES = {"succeeded": "job.succeeded", "failed": "job.failed", "canceled": "job.canceled"}
 PROGRESS_EVENT = "job.progress"
@@ -46,6 +48,7 @@ def event_body(
         "metadata": manifest.get("metadata") or {},
         "usage": manifest.get("usage"),
         "cost_usd": manifest.get("cost_usd"),
+        "cost": ledger.brief(manifest.get("cost")),
         "error": manifest.get("error"),
         "created_at": manifest.get("created_at"),
         "completed_at": manifest.get("completed_at"),
