@@ -24,11 +24,13 @@ HEAVY_FOR_WORKER = {
 }
 
 
-def modules_after_import(function: str) -> set[str]:
+def modules_after_import(function: str, then: str = "") -> set[str]:
+    """What importing a function's handler loads (and then `then`, a module its handler imports when it runs)."""
     code = f"""
-import importlib.util, json, sys
+import importlib, importlib.util, json, sys
 spec = importlib.util.spec_from_file_location("app", {str(REPO / "functions" / function / "app.py")!r})
 module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)
+if {then!r}: importlib.import_module({then!r})
 import boto3
 print(json.dumps({{"modules": sorted(sys.modules), "sessions": boto3.DEFAULT_SESSION is not None}}))
 """
@@ -56,3 +58,10 @@ HEAVY_FOR_SWEEPER = {"httpx", "PIL", "openai", "aws_lambda_powertools.utilities.
 def test_handler_import_stays_light(function: str, heavy: set[str]) -> None:
     loaded = modules_after_import(function)
     assert not {name for name in loaded if name in heavy}
+
+
+def test_the_batchers_idle_runs_stay_light() -> None:
+    # Its handler imports the batcher when it runs, every minute, and most runs find nothing to send
+    loaded = modules_after_import("batches", then="darkroom.batches.batcher")
+    assert "darkroom.batches.batcher" in loaded
+    assert not loaded & {"httpx", "PIL", "openai", "darkroom.providers.batches", "darkroom.batches.follow"}
