@@ -62,6 +62,7 @@ EXPECTED_GRANTS: dict[str, dict[str, set[str]]] = {
     "WorkerFunction": {
         "WorkerFunctionLogs": {"logs:CreateLogStream", "logs:PutLogEvents"},
         "JobsTable": {"dynamodb:GetItem", "dynamodb:UpdateItem"},
+        "JobsTable/index/by_cache_key": {"dynamodb:Query"},  # a cached job's sources
         "JobsQueue": {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:SendMessage"},
         "JobsDeadLetterQueue": {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"},
         "OutputsBucket/outputs/*": {"s3:PutObject", "s3:GetObject"},

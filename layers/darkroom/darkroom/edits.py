@@ -132,6 +132,7 @@ def store_inputs(tenant: str, job_id: str, found: list[EditInput]) -> dict[str, 
             "width": item.info.width,
             "height": item.info.height,
             "bytes": item.info.bytes,
+            "sha256": item.sha256,  # what the cache matches inputs by (darkroom.jobs.cache)
         }
         if item.role == "image":
             record["images"].append(entry)

@@ -70,6 +70,15 @@ class GenerationRequest(BaseModel):
         default=None,
         description="batch: sent with others through OpenAI's Batch API at half the price, done within 24 hours.",
     )
+    cache: bool | None = Field(
+        default=None,
+        description="Reuse the images of one of the tenant's succeeded cached jobs with the same request and inputs, "
+        "at no provider cost, instead of generating (n=1; for n>1 also send cache_variations: true).",
+    )
+    cache_variations: bool | None = Field(
+        default=None,
+        description="With cache and n>1: the n images may be another job's n, though they are meant to differ.",
+    )
     # Accepted only so that they can be refused with a useful message.
     stream: bool | None = None
     response_format: str | None = None
@@ -106,6 +115,8 @@ class GenerationRequest(BaseModel):
 # Fields darkroom keeps, refuses, or sends in another form (an edit's images go as files).
 NOT_FOR_PROVIDER = (
     "provider",
+    "cache",
+    "cache_variations",
     "webhook_url",
     "webhook_events",
     "metadata",
@@ -363,6 +374,7 @@ def generation_rule_errors(
         errors.append(FieldError("prompt", "prompt_blank", "The prompt must contain more than white space."))
     errors += _legacy_parameter_errors(request)
     errors += _preview_errors(request)
+    errors += _cache_errors(request)
     errors += _webhook_errors(request.webhook_url, allow_http=allow_http_webhooks, allow_private=allow_private_webhooks)
     errors += _format_errors(request)
     spec = catalog.MODELS.get(request.model)
@@ -516,6 +528,19 @@ def _preview_errors(request: GenerationRequest) -> list[FieldError]:
             )
         )
     return errors
+
+
+def _cache_errors(request: GenerationRequest) -> list[FieldError]:
+    if not request.cache:
+        if request.cache_variations:
+            return [FieldError("cache_variations", "cache_variations_needs_cache", "Send cache: true with it.")]
+        return []
+    if request.tier == "batch":
+        return [FieldError("cache", "cache_not_batched", "A batch job is always generated: leave cache out.")]
+    if request.n > 1 and not request.cache_variations:
+        message = "n>1 asks for images that differ: send cache_variations: true to reuse another job's n, or n=1."
+        return [FieldError("cache", "cache_variations_required", message)]
+    return []
 
 
 def _webhook_errors(url: str | None, *, allow_http: bool, allow_private: bool) -> list[FieldError]:

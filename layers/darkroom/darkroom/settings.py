@@ -72,6 +72,8 @@ class Settings:
     upload_ttl_s: int
     # How long outputs and edit inputs stay in S3 (its lifecycle rules): what a job's stored bytes cost is priced for.
     output_retention_days: int
+    # How old a succeeded job may be and still serve the cache (darkroom.jobs.cache).
+    cache_max_age_s: int
     uploads_queue_url: str
     # Provider routes' shared state (rate limits, breakers), and their configured limits ({route or "*": n}).
     routes_table: str
@@ -148,6 +150,7 @@ class Settings:
             allow_private_urls=_flag(env.get("ALLOW_PRIVATE_URLS")),
             upload_ttl_s=int(env.get("UPLOAD_TTL_S", "900")),
             output_retention_days=int(env.get("OUTPUT_RETENTION_DAYS", "30")),
+            cache_max_age_s=int(env.get("CACHE_MAX_AGE_S", "86400")),
             uploads_queue_url=env.get("UPLOADS_QUEUE_URL", ""),
             routes_table=env.get("ROUTES_TABLE", ""),
             images_per_minute=_per_minute(env.get("PROVIDER_IMAGES_PER_MINUTE", "")),

@@ -35,6 +35,20 @@ def put_output(job: Job, index: int, data: bytes, info: ImageInfo) -> dict[str, 
     return _put_image(job, output_key(job, index, info.format), data, info)
 
 
+def copy_output(source: dict[str, Any], job: Job, index: int) -> dict[str, Any]:
+    """Another job's stored output copied under this job (the cache): a new key, the same bytes, never read here."""
+    key = output_key(job, index, source["format"])
+    aws.client("s3").copy_object(
+        Bucket=settings().outputs_bucket,
+        Key=key,
+        CopySource={"Bucket": settings().outputs_bucket, "Key": source["key"]},
+        ContentType=CONTENT_TYPES[source["format"]],
+        Metadata={"width": str(source["width"]), "height": str(source["height"]), "job-id": job.id},
+        MetadataDirective="REPLACE",
+    )
+    return {**{name: source[name] for name in ("format", "width", "height", "bytes")}, "key": key}
+
+
 def put_preview(job: Job, index: int, data: bytes, info: ImageInfo) -> dict[str, Any]:
     return _put_image(job, f"{job_prefix(job)}partial-{index}.{EXTENSIONS[info.format]}", data, info)
 

@@ -16,7 +16,7 @@ from darkroom.errors import InvalidRequest
 
 FILE_FIELDS = ("image", "mask", "markup")
 INTEGER_FIELDS = ("n", "output_compression", "partial_images")
-BOOLEAN_FIELDS = ("stream",)
+BOOLEAN_FIELDS = ("stream", "cache", "cache_variations")
 MAX_PARTS = 64  # 16 images, a mask, a markup and every text field, with room to spare
 MAX_PART_HEADERS = 1024  # the SDK sends about 100 bytes: a name, a file name and a type
 _NESTED = re.compile(rb"content-type:\s*(multipart|message)/", re.IGNORECASE)

@@ -120,6 +120,7 @@ class Job(BaseModel):
     error: JobError | None
     attempts: int
     provider: ProviderState
+    cached_from: str | None = Field(description="The job whose images this cached job reused (cache: true).")
     webhook_url: str | None
     webhook_events: list[str] | None
     metadata: dict[str, str]

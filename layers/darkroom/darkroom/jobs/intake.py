@@ -104,6 +104,7 @@ def new_job(
         fallbacks=fallbacks,
         webhook_url=request.webhook_url,
         webhook_events=list(request.webhook_events) if request.webhook_events else None,
+        cache=bool(request.cache),
         metadata=request.metadata or {},
         created_at=now,
         updated_at=now,

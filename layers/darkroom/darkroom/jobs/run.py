@@ -41,7 +41,7 @@ from darkroom.errors import (
     ProviderRejected,
     ProviderUnavailable,
 )
-from darkroom.jobs import manifests, polling
+from darkroom.jobs import cache, manifests, polling
 from darkroom.jobs.previews import PreviewRecorder
 from darkroom.jobs.store import Job, JobStore, LeaseLost
 from darkroom.observability import logger, metrics
@@ -163,6 +163,8 @@ def handle_job_message(body: dict[str, Any], remaining_ms: RemainingMs) -> None:
     if verdict == LATER:
         raise JobBusy(f"job {job.id} waits for its retry's own message")
     try:
+        if job.status == "queued" and job.cache and job.provider_calls == 0 and cache.serve(store, job):
+            return
         if job.status == "queued":
             ready = _route_ready(store, job, body)
             if ready is not None:

@@ -17,6 +17,7 @@ gets no extra messages.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import random
 import re
@@ -48,6 +49,8 @@ BY_SWEEP = "by_sweep"
 # Batch-tier jobs waiting for a batch, by `batch_queue` ({model}|{endpoint}) and `batch_slot` ({tenant}#{created}#
 # {id}: a tenant's jobs together, oldest first): sparse, as both are removed when a batch claims the job.
 BY_BATCH_QUEUE = "by_batch_queue"
+# Jobs that may serve the cache, by fingerprint (`cache_key`) and when they ended; sparse and keys-only.
+BY_CACHE_KEY = "by_cache_key"
 # The most waiting jobs one look at a batch queue reads (keys only, some 100 bytes each).
 MAX_WAITING_READ = 20_000
 # How long a batch-tier job may wait for a batch before the sweeper fails it (the batcher has been down all along).
@@ -130,6 +133,12 @@ class Job:
     tier: str = "standard"
     batch_queue: str | None = None
     batch_id: str | None = None
+    # The opt-in cache (darkroom.jobs.cache): whether the request asked for it; `cache_key`, set on a job that
+    # generated its images, makes it a source for later requests with the same fingerprint; `cached_from`: the
+    # source whose images a cached job reused.
+    cache: bool = False
+    cache_key: str | None = None
+    cached_from: str | None = None
     # What the job used in AWS so far (darkroom.ledger's counters), added to by each write that carries a step's use.
     aws: dict[str, int] = field(default_factory=dict)
 
@@ -150,6 +159,24 @@ class Job:
 
     def lease_expired(self, now: float | None = None) -> bool:
         return self.lease_until < (time.time() if now is None else now)
+
+    def cache_fingerprint(self) -> str | None:
+        """What makes two jobs the same for the cache: tenant, kind, the request as sent to the provider (previews and
+        the end user's id aside: they do not change the images) and every input's digest. None when an input's
+        digest is unknown (stored before inputs were digested): such a job is never matched."""
+        inputs = self.inputs or {}
+        files = [("image", entry) for entry in inputs.get("images") or []]
+        files += [(role, inputs[role]) for role in ("mask", "markup") if inputs.get(role)]
+        if any(not isinstance(entry, dict) or not entry.get("sha256") for _, entry in files):
+            return None
+        request = {k: v for k, v in self.request.items() if k not in ("partial_images", "safety_identifier")}
+        document = {
+            "tenant": self.tenant,
+            "kind": self.kind,
+            "request": request,
+            "inputs": [[role, entry["sha256"]] for role, entry in files],
+        }
+        return hashlib.sha256(json.dumps(document, sort_keys=True, ensure_ascii=True).encode()).hexdigest()
 
 
 # Attributes stored as JSON strings: nested maps of arbitrary shape, read back exactly as written.
@@ -181,6 +208,8 @@ _OPTIONAL_STR = (
     "settled_at",
     "batch_queue",
     "batch_id",
+    "cache_key",
+    "cached_from",
 )
 
 
@@ -216,7 +245,17 @@ def _to_item(job: Job) -> dict[str, Any]:
         item["batch_slot"] = {"S": f"{job.tenant}#{job.created_at}#{job.id}"}
     for name, n in job.aws.items():
         item[ledger.ATTRIBUTE_PREFIX + name] = {"N": str(n)}
+    if job.cache:
+        item["cache"] = {"BOOL": True}
     return item
+
+
+def _cache_source(job: Job, status: str) -> dict[str, Any]:
+    """A job that asked for the cache and generated its images becomes a source for later ones."""
+    if status != "succeeded" or not job.cache or job.cached_from:
+        return {}
+    fingerprint = job.cache_fingerprint()
+    return {"cache_key": fingerprint} if fingerprint else {}
 
 
 def _with_use(job: Job, use: dict[str, int]) -> dict[str, int]:
@@ -267,6 +306,7 @@ def _from_item(item: dict[str, Any]) -> Job:
         tier=item.get("tier", {"S": "standard"})["S"],
         poll_until=float(item["poll_until"]["N"]) if "poll_until" in item else None,
         aws=ledger.counts_of(item),
+        cache=item.get("cache", {}).get("BOOL", False),
         **extra,
     )
 
@@ -363,6 +403,18 @@ class JobStore:
                 break
             query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         return waiting
+
+    def cache_sources(self, fingerprint: str, *, ended_since: str, limit: int = 3) -> list[str]:
+        """The newest jobs with this fingerprint that ended since `ended_since` (ISO), newest first."""
+        page = self.db.query(
+            TableName=self.table,
+            IndexName=BY_CACHE_KEY,
+            KeyConditionExpression="cache_key = :key AND completed_at >= :since",
+            ExpressionAttributeValues={":key": {"S": fingerprint}, ":since": {"S": ended_since}},
+            ScanIndexForward=False,
+            Limit=limit,
+        )
+        return [item["id"]["S"] for item in page.get("Items", [])]
 
     def due_for_sweep(self, before: float, *, limit: int) -> list[str]:
         """Ids of jobs whose sweep time is before `before`, oldest first within each shard, at most `limit`."""
@@ -594,7 +646,13 @@ class JobStore:
             job,
             status=status,
             **self._polling_condition(job),
-            sets={"completed_at": now_iso(), "error": error, "sweep_at": time.time(), **sets},
+            sets={
+                "completed_at": now_iso(),
+                "error": error,
+                "sweep_at": time.time(),
+                **_cache_source(job, status),
+                **sets,
+            },
         )
 
     def finish(self, job: Job, status: str, *, error: dict[str, Any] | None = None, **sets: Any) -> Job:
@@ -603,8 +661,34 @@ class JobStore:
             job,
             status=status,
             **self._lease_condition(job),
-            sets={"completed_at": now_iso(), "error": error, "lease_until": 0.0, "sweep_at": time.time(), **sets},
+            sets={
+                "completed_at": now_iso(),
+                "error": error,
+                "lease_until": 0.0,
+                "sweep_at": time.time(),
+                **_cache_source(job, status),
+                **sets,
+            },
             removes=("phase", "lease_id"),
+        )
+
+    def serve_from_cache(self, job: Job, *, source: Job, outputs: list[dict[str, Any]]) -> Job:
+        """queued -> succeeded with copies of `source`'s images, before any provider call: no usage, no cost.
+        LeaseLost when a worker claimed it or it ended meanwhile."""
+        return self._update(
+            job,
+            status="succeeded",
+            **self._untouched_condition(job),
+            sets={
+                "completed_at": now_iso(),
+                "started_at": now_iso(),
+                "outputs": outputs,
+                "usage": None,
+                "cost_usd": Decimal(0),
+                "cached_from": source.cached_from or source.id,
+                "sweep_at": time.time(),
+            },
+            removes=("next_attempt_at",),
         )
 
     def fail_abandoned(self, job: Job, *, code: str, message: str) -> Job:

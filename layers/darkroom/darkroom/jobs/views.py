@@ -52,6 +52,8 @@ def job_document(
             "tier": job.tier,
             **({"batch": batch or {"id": job.batch_id}} if job.batch_id else {}),
         },
+        # The job whose images a cached job reused (darkroom.jobs.cache).
+        "cached_from": job.cached_from,
         "webhook_url": job.webhook_url,
         "webhook_events": job.webhook_events,
         "metadata": job.metadata,
