@@ -88,9 +88,10 @@ integration: install ## Handlers against moto's server over HTTP
 e2e: install ## The local stack end to end, and the fault run
 	$(PY) -m pytest -q tests/e2e
 
-# Every benchmark runs, even after one misses a goal; the target fails if any did.
-bench: install ## Cold starts against boto3-only baselines, pipeline overhead against direct calls, the shared rate limit
-	@failed=0; for bench in coldstart pipeline async_path concurrency traffic; do $(PY) bench/$$bench.py || failed=1; done; exit $$failed
+# Every benchmark runs in its own interpreter, even after one misses a goal or crashes; one table at the end; the
+# target fails if any figure did.
+bench: install ## Every benchmark under bench/ (bench/suite.py), then one table: figure, measured, goal, pass or fail
+	$(PY) bench/suite.py
 
 clean: ## Remove environments and build output
 	rm -rf $(VENV) $(TOOLS) $(CHECKOV) $(DEPLOY) build .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage .coverage.*

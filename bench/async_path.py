@@ -33,7 +33,7 @@ GOAL_TRANSITIONS, GOAL_INVOCATIONS = 12, 8
 TEMPLATE_WAITS = {"AsyncFirstPollSeconds": "15", "PollMaxWaitSeconds": "30"}
 
 
-def rows(jobs: int) -> list[Row]:
+def rows(jobs: int = 5) -> list[Row]:
     with served_stack(parameters=TEMPLATE_WAITS, emulator=EmulatorConfig(async_ms=15_000)) as stack:
         # The api's own part is the one submission: the reads this benchmark makes while it waits are not the path's.
         functions = ("WorkerFunction", "PollerFunction")

@@ -151,7 +151,7 @@ def _no_bytecode(_: str, names: list[str]) -> list[str]:
     return [name for name in names if name == "__pycache__"]
 
 
-def rows(runs: int) -> list[Row]:
+def rows(runs: int = 9) -> list[Row]:
     config = StackConfig(serve=False, environment={"POWERTOOLS_LOG_LEVEL": "WARNING"})
     table: list[Row] = []
     with LocalStack(config) as stack, tempfile.TemporaryDirectory() as scratch_dir:

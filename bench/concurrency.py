@@ -31,7 +31,7 @@ GOAL_RATIO = 1.5
 ENDED = ("succeeded", "failed", "canceled")
 
 
-def rows(jobs: int) -> list[Row]:
+def rows(jobs: int = 50) -> list[Row]:
     body = {"model": "gpt-image-2", "prompt": "a crowd of lighthouses", "size": "1024x1024", "quality": "low"}
     capacity = {"WorkerMaxConcurrency": str(jobs), "WorkerReservedConcurrency": str(jobs + 2)}
     emulator = EmulatorConfig(latency_ms=int(LATENCY_S * 1000))

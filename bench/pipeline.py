@@ -32,7 +32,7 @@ GOAL_P50_MS, GOAL_P95_MS = 100, 200
 BODY = {"model": "gpt-image-2", "prompt": "a lighthouse", "size": "1024x1024", "quality": "low"}
 
 
-def rows(jobs: int) -> list[Row]:
+def rows(jobs: int = 30) -> list[Row]:
     import openai
 
     through, direct = [], []
