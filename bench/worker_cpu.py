@@ -95,7 +95,7 @@ def answered_digests() -> set[str]:
     return digests
 
 
-def measure(runs: int = 5, sizes: tuple[str, ...] = SIZES) -> dict[str, Any]:
+def measure(runs: int = 9, sizes: tuple[str, ...] = SIZES) -> dict[str, Any]:
     """{"cases": {"<size> <format>": {"job_ms", "baseline_ms", "image_ms"}}, "encodes", "decodes", "mismatched"}."""
     config = StackConfig(
         serve=False, environment={"POWERTOOLS_LOG_LEVEL": "WARNING"}, emulator=EmulatorConfig(texture="noise")
@@ -157,7 +157,7 @@ def goal_ms(case: str) -> float:
     return GOAL_MS_PER_1024 * width * height / (1024 * 1024)
 
 
-def rows(runs: int = 5) -> list[Row]:
+def rows(runs: int = 9) -> list[Row]:
     measured = measure(runs)
     remember("worker_cpu", measured)  # memory_sizes.py, later in the same suite run, prices this measurement
     table = [
@@ -183,7 +183,7 @@ def rows(runs: int = 5) -> list[Row]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=9)
     args = parser.parse_args()
     table = rows(args.runs)
     print_table(table, f"worker CPU per image, median of {args.runs} jobs each (Python {sys.version.split()[0]})")
