@@ -62,6 +62,14 @@ clients = [boto3.client(name) for name in {services!r}]
 """
 
 
+# Every timed handler must have done its work: a handler that failed the record (a worker's `batchItemFailures`) or
+# answered an error would look faster than a healthy one.
+SUCCEEDED = """
+assert not (isinstance(result, dict) and result.get("batchItemFailures")), result
+assert not (isinstance(result, dict) and not 200 <= int(result.get("statusCode", 200)) < 300), result
+"""
+
+
 def timed(code: str, env: dict[str, str]) -> float:
     started = time.perf_counter()
     run(code, env)
@@ -162,14 +170,14 @@ def rows(runs: int = 9) -> list[Row]:
         for name, (function, make_event) in EVENTS.items():
             first = write_event(make_event(stack), scratch / f"{name}-first.json")
             services = json.loads(
-                run(invocation(function, first, PRINT_CLIENTS, layer=compiled, before=RECORD_CLIENTS), env)
+                run(invocation(function, first, SUCCEEDED + PRINT_CLIENTS, layer=compiled, before=RECORD_CLIENTS), env)
                 .strip()
                 .splitlines()[-1]
             )
             handler_times, baseline_times = [], []
             for attempt in range(runs):
                 event_file = write_event(make_event(stack), scratch / f"{name}-{attempt}.json")
-                handler_times.append(timed(invocation(function, event_file, "", layer=compiled), env))
+                handler_times.append(timed(invocation(function, event_file, SUCCEEDED, layer=compiled), env))
                 baseline_times.append(timed(BASELINE.format(services=services), env))
             handler, baseline = statistics.median(handler_times), statistics.median(baseline_times)
             goal = GOALS.get(name, OTHER_GOAL)
@@ -184,8 +192,8 @@ def rows(runs: int = 9) -> list[Row]:
         from_source, from_bytecode = [], []
         for attempt in range(runs):
             event_file = write_event(api_event(stack), scratch / f"bytecode-{attempt}.json")
-            from_source.append(timed(invocation("api", event_file, "", layer=source), env))
-            from_bytecode.append(timed(invocation("api", event_file, "", layer=compiled), env))
+            from_source.append(timed(invocation("api", event_file, SUCCEEDED, layer=source), env))
+            from_bytecode.append(timed(invocation("api", event_file, SUCCEEDED, layer=compiled), env))
         ratio = statistics.median(from_source) / statistics.median(from_bytecode)
         table.append(
             Row(
