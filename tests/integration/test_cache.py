@@ -134,3 +134,43 @@ def test_n_variations_are_reused_only_when_asked(stack: LocalStack) -> None:
     first = run(stack, body)
     second = run(stack, body)
     assert second["cached_from"] == first["id"] and len(second["outputs"]) == 2 and generations(stack, prompt) == 1
+
+
+def test_a_request_pinned_to_another_provider_is_not_served_the_first_ones_images(stack: LocalStack) -> None:
+    prompt = f"a pinned harbour {uuid.uuid4()}"
+    body = {"prompt": prompt, "quality": "low", "cache": True}
+    run(stack, body)
+    drain(queue_url(stack))
+    key = stack.api_keys["dev"]
+    event = http_event("POST", "/v1/images/generations", api_key=key, body={**body, "provider": "wavespeed"})
+    status, accepted = call_api(stack, event)
+    assert status == 202
+    assert deliver(stack, receive(stack))["batchItemFailures"] == []
+    pinned = job(accepted["id"])
+    assert pinned.cached_from is None and pinned.route == "wavespeed" and pinned.provider_calls == 1
+
+
+def test_a_stale_delivery_serving_from_the_cache_never_touches_a_generated_jobs_images(stack: LocalStack) -> None:
+    from darkroom.jobs import cache
+    from darkroom.jobs.store import JobStore, LeaseLost
+
+    prompt = f"a raced harbour {uuid.uuid4()}"
+    body = {"prompt": prompt, "quality": "low", "cache": True}
+    run(stack, body)
+    # Given a second job read as queued by a delivery that stalls, while another delivery generates it
+    drain(queue_url(stack))
+    status, accepted = call_api(
+        stack, http_event("POST", "/v1/images/generations", api_key=stack.api_keys["dev"], body=body)
+    )
+    assert status == 202
+    stale = job(accepted["id"])
+    store = JobStore()
+    claimed = store.claim(stale, 60)
+    bucket = stack.template.attributes["OutputsBucket"]["Ref"]
+    mine = f"outputs/dev/{stale.id}/0.png"
+    boto3.client("s3").put_object(Bucket=bucket, Key=mine, Body=b"MINE")
+    # When the stale delivery serves it from the cache, it loses, and the generated image is untouched
+    with pytest.raises(LeaseLost):
+        cache.serve(store, stale)
+    assert stored(stack, mine) == b"MINE"
+    assert job(claimed.id).status == "running" and job(claimed.id).cached_from is None

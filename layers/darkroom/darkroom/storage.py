@@ -35,9 +35,9 @@ def put_output(job: Job, index: int, data: bytes, info: ImageInfo) -> dict[str, 
     return _put_image(job, output_key(job, index, info.format), data, info)
 
 
-def copy_output(source: dict[str, Any], job: Job, index: int) -> dict[str, Any]:
-    """Another job's stored output copied under this job (the cache): a new key, the same bytes, never read here."""
-    key = output_key(job, index, source["format"])
+def copy_output(source: dict[str, Any], job: Job, name: str) -> dict[str, Any]:
+    """Another job's stored output copied under this job as `name` (the cache): the same bytes, never read here."""
+    key = f"{job_prefix(job)}{name}.{EXTENSIONS[source['format']]}"
     aws.client("s3").copy_object(
         Bucket=settings().outputs_bucket,
         Key=key,

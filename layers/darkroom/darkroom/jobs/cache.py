@@ -10,6 +10,7 @@ must be the same tenant's, so no tenant ever gets another's images.
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 from darkroom import aws, storage
@@ -38,8 +39,13 @@ def serve(store: JobStore, job: Job) -> bool:
         if not _serves(source, job, fingerprint):
             continue
         assert source is not None
+        # Keys of this attempt's own: a stale delivery losing the race below to a worker that generated the job's
+        # images must not have copied over them.
+        attempt = uuid.uuid4().hex[:12]
         try:
-            outputs = [storage.copy_output(output, job, index) for index, output in enumerate(source.outputs)]
+            outputs = [
+                storage.copy_output(output, job, f"cached-{attempt}-{i}") for i, output in enumerate(source.outputs)
+            ]
         except Exception as exc:
             if aws.error_code(exc) not in ("404", "NoSuchKey"):
                 raise  # S3 may answer next time: the message comes back

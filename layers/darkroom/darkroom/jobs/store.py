@@ -173,6 +173,8 @@ class Job:
         document = {
             "tenant": self.tenant,
             "kind": self.kind,
+            # The routes it was accepted for, in order: a request pinned to a provider is not another provider's.
+            "routes": [tried.get("route") for tried in self.routes_tried] + [self.route, *self.fallbacks],
             "request": request,
             "inputs": [[role, entry["sha256"]] for role, entry in files],
         }
