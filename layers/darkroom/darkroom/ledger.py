@@ -1,11 +1,12 @@
 """What a job uses in AWS, and what that costs: darkroom's side of a job's bill, next to the provider's.
 
-Each step that works on a job (the api's submission, the worker's call, a poll, a sweep, an upload's arrival) runs
-under a `Meter`. Every AWS request a client makes while it runs is counted by a botocore hook (darkroom.aws), and the
-step's wall time, at its function's memory, becomes Lambda GB-seconds. The counts reach the job's record with the
-step's own writes to it (darkroom.jobs.store adds them with `ADD`, so a retried write that already landed counts
-them once): metering costs no request of its own. What a step does after its last write to the job (a manifest's
-confirmation aside, which is a write) is not counted, nor are webhook deliveries: those are per endpoint, not per job.
+Each step that works on a job (the api's submission, the worker's call, a poll, an upload's arrival, a batch's
+steps) runs under a `Meter`; the sweeper's rare recoveries are not metered. Every AWS request a client makes while
+it runs is counted by a botocore hook (darkroom.aws), and the step's wall time, at its function's memory, becomes
+Lambda MB-ms. The counts reach the job's record with the step's own writes to it (darkroom.jobs.store adds them with
+`ADD`, so a retried write that already landed counts them once): metering costs no request of its own. What a step
+does after its last write to the job is counted with the job's next write (the manifest's confirmation, the last,
+never), and webhook deliveries not at all: those are per endpoint, not per job.
 
 The cost is priced from the counts with `PRICES`, a dated table (us-east-1, on-demand, arm64, no free tier).
 """
