@@ -57,6 +57,8 @@ def test_a_cached_request_reuses_its_tenants_images_without_a_provider_call(stac
     (mine,), (theirs,) = second["outputs"], first["outputs"]
     assert mine["key"].startswith(f"outputs/dev/{second['id']}/") and mine["key"] != theirs["key"]
     assert stored(stack, mine["key"]) == stored(stack, theirs["key"])
+    # its copies are bytes it keeps in storage, in its AWS cost
+    assert second["cost"]["aws"]["usage"]["s3_bytes_stored"] >= mine["bytes"] and second["cost"]["aws_usd"] > 0
     assert manifest(stack, job(second["id"]))["cached_from"] == first["id"]
     # And a third reuse still names the job that generated the images
     assert run(stack, body)["cached_from"] == first["id"]

@@ -80,6 +80,12 @@ def test_a_step_adopts_the_first_job_it_writes_and_gives_no_other_job_its_use() 
         assert share["sfn_transitions"] == 2 and share["lambda_requests"] == 1  # a quarter of one, rounded up
         with ledger.charged("job_c", share):
             assert ledger.take_for("job_c")[1] == share
+        # a run's scans before one batch's work are nobody's: the batch's jobs share only their own
+        ledger.count_request(operation("dynamodb", "Query"), {})
+        ledger.set_aside()
+        ledger.count_request(operation("sqs", "SendMessage"), {})
+        own = ledger.share_out(1)
+        assert own.get("sqs_requests") == 1 and "dynamodb_read_units" not in own
     assert ledger.take_for("job_a") == (None, {})
 
 

@@ -149,6 +149,14 @@ def _metered(meter: Meter) -> Iterator[Meter]:
         _current.reset(token)
 
 
+def set_aside() -> None:
+    """What the current meter counted so far belongs to no job: a shared run's scans, before the work of one batch
+    (whose jobs then share only their own). The invocation itself is kept, for the first batch to share."""
+    meter = _current.get()
+    if meter is not None:
+        meter.add({"lambda_requests": meter.take().get("lambda_requests", 0)})
+
+
 def share_out(ways: int, **earlier: int) -> dict[str, int]:
     """The current (shared) meter's use so far, and `earlier` use it stands for, split `ways` ways."""
     meter = _current.get()

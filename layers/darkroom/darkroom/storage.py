@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from typing import IO, Any
 
-from darkroom import aws
+from darkroom import aws, ledger
 from darkroom.images import CONTENT_TYPES, EXTENSIONS, ImageInfo
 from darkroom.jobs.store import Job
 from darkroom.settings import settings
@@ -38,6 +38,9 @@ def put_output(job: Job, index: int, data: bytes, info: ImageInfo) -> dict[str, 
 def copy_output(source: dict[str, Any], job: Job, name: str) -> dict[str, Any]:
     """Another job's stored output copied under this job as `name` (the cache): the same bytes, never read here."""
     key = f"{job_prefix(job)}{name}.{EXTENSIONS[source['format']]}"
+    meter = ledger.current()
+    if meter is not None:  # a copy is stored bytes too, though no body passes through the request
+        meter.count("s3_bytes_stored", int(source.get("bytes") or 0))
     aws.client("s3").copy_object(
         Bucket=settings().outputs_bucket,
         Key=key,

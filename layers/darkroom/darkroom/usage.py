@@ -75,7 +75,8 @@ def settle(job: Job) -> bool:
         ":output": {"N": str(_tokens(job.usage, "output_tokens"))},
         ":cost": {"N": str(cost)},
         # What the job used in AWS up to now: its manifest's write and webhook deliveries come after.
-        ":aws": {"N": str(ledger.aws_usd(job.aws, retention_days=settings().output_retention_days))},
+        # Fixed-point: a nano-dollar's str() is "1E-9", and a number's text is best kept plain for DynamoDB.
+        ":aws": {"N": format(ledger.aws_usd(job.aws, retention_days=settings().output_retention_days), "f")},
         ":model": {"S": job.model},
         ":day": {"S": ended[:10]},
     }

@@ -69,6 +69,7 @@ def run(remaining_ms: Callable[[], int]) -> dict[str, list[str]]:
         if record is None or record.lease_until > time.time():
             continue
         try:
+            ledger.set_aside()
             record = batches.take_over(record, LEASE_S)
             if record.carries > MAX_CARRIES:
                 give_up(batches, jobs, record)
@@ -84,6 +85,7 @@ def run(remaining_ms: Callable[[], int]) -> dict[str, list[str]]:
             if remaining_ms() < STOP_BEFORE_END_MS:
                 break
             try:
+                ledger.set_aside()
                 assembled = _assemble(batches, jobs, queue, tenant, chunk)
                 if assembled is not None:
                     record, claimed = assembled
