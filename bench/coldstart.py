@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import io
 import json
 import os
 import py_compile
@@ -33,6 +34,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "layers" / "darkroom"), str(REPO / "local"), str(REPO), str(REPO / "bench")]
 
+import boto3  # noqa: E402
+from PIL import Image  # noqa: E402
 from table import Row, print_table  # noqa: E402
 
 from darkroom_local.pollers import sqs_record  # noqa: E402
@@ -126,7 +129,18 @@ def poller_event(stack: LocalStack) -> dict[str, Any]:
 
 
 def uploads_event(stack: LocalStack) -> dict[str, Any]:
-    return s3_record(stack, "UploadsQueue", "uploads/dev/jobs/job_00000000000000000000000000/image-0.png")
+    """An upload job's one image landing: the function judges it with Pillow and queues the edit."""
+    opened = stack.functions["ApiFunction"].invoke(
+        http_event("POST", "/v1/uploads", api_key=stack.api_keys["dev"], body={"prompt": "bench", "quality": "low"})
+    )
+    assert opened["statusCode"] == 201, opened["body"]
+    (post,) = json.loads(opened["body"])["uploads"]
+    image = io.BytesIO()
+    Image.new("RGB", (256, 256), (40, 120, 200)).save(image, "PNG")
+    bucket = stack.template.attributes["OutputsBucket"]["Ref"]
+    key = post["fields"]["key"]
+    boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=image.getvalue(), ContentType="image/png")
+    return s3_record(stack, "UploadsQueue", key)
 
 
 def scheduled(_: LocalStack) -> dict[str, Any]:
