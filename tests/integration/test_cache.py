@@ -87,6 +87,9 @@ def test_an_old_or_missing_source_is_generated_again(stack: LocalStack, settings
     boto3.client("s3").delete_object(Bucket=bucket, Key=first["outputs"][0]["key"])
     second = run(stack, body)
     assert second["cached_from"] is None and generations(stack, prompt) == 2
+    # and is not charged for the copy that failed
+    own = sum(output["bytes"] for output in second["outputs"])
+    assert second["cost"]["aws"]["usage"]["s3_bytes_stored"] - own < first["outputs"][0]["bytes"]
     assert run(stack, body)["cached_from"] == second["id"]
     # Older than CacheMaxAgeSeconds: generated
     settings_env(CACHE_MAX_AGE_S="1")

@@ -3,7 +3,8 @@
 Layout: `outputs/{tenant}/{job}/{i}.{ext}` for images, then `outputs/{tenant}/{job}/result.json` written last. The
 manifest's arrival is what tells the rest of darkroom (webhooks) that the job has ended, so every terminal state
 writes one, and writing it again is harmless. A job that streams previews also gets `partial-{k}.{ext}` for each, and
-`partial-{k}.progress.json` after it, whose arrival announces the preview (the `job.progress` webhook event).
+`partial-{k}.progress.json` after it, whose arrival announces the preview (the `job.progress` webhook event). A job
+served from the cache holds copies named `cached-{attempt}-{i}.{ext}` (darkroom.jobs.cache): its outputs say which.
 """
 
 from __future__ import annotations
@@ -38,9 +39,6 @@ def put_output(job: Job, index: int, data: bytes, info: ImageInfo) -> dict[str, 
 def copy_output(source: dict[str, Any], job: Job, name: str) -> dict[str, Any]:
     """Another job's stored output copied under this job as `name` (the cache): the same bytes, never read here."""
     key = f"{job_prefix(job)}{name}.{EXTENSIONS[source['format']]}"
-    meter = ledger.current()
-    if meter is not None:  # a copy is stored bytes too, though no body passes through the request
-        meter.count("s3_bytes_stored", int(source.get("bytes") or 0))
     aws.client("s3").copy_object(
         Bucket=settings().outputs_bucket,
         Key=key,
@@ -49,6 +47,9 @@ def copy_output(source: dict[str, Any], job: Job, name: str) -> dict[str, Any]:
         Metadata={"width": str(source["width"]), "height": str(source["height"]), "job-id": job.id},
         MetadataDirective="REPLACE",
     )
+    meter = ledger.current()
+    if meter is not None:  # a copy is stored bytes too, though no body passes through the request
+        meter.count("s3_bytes_stored", int(source.get("bytes") or 0))
     return {**{name: source[name] for name in ("format", "width", "height", "bytes")}, "key": key}
 
 
