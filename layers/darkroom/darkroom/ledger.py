@@ -162,10 +162,7 @@ def share_out(ways: int, **earlier: int) -> dict[str, int]:
     meter = _current.get()
     if meter is None or ways <= 0:
         return {}
-    use = meter.take()
-    for name, n in earlier.items():
-        use[name] = use.get(name, 0) + n
-    return split(use, ways)
+    return split(plus(meter.take(), earlier), ways)
 
 
 def current() -> Meter | None:
@@ -236,6 +233,10 @@ def aws_usd(counts: dict[str, int], *, retention_days: int, prices: Prices = PRI
         + n["s3_bytes_stored"] / GB * prices.s3_gb_month * Decimal(retention_days) / DAYS_PER_MONTH
     )
     return total.quantize(AWS_USD_PLACES, rounding=ROUND_HALF_UP)
+
+
+def plus(counts: dict[str, int], more: dict[str, int]) -> dict[str, int]:
+    return {name: counts.get(name, 0) + more.get(name, 0) for name in {*counts, *more}}
 
 
 def split(counts: dict[str, int], ways: int) -> dict[str, int]:

@@ -14,7 +14,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from darkroom import aws, ledger, routing
+from darkroom import aws, routing
 from darkroom.ids import now_iso
 from darkroom.jobs.store import Job, TransactionConflict, transact
 from darkroom.quotas import Reservation, budget_state, month_of, record_update, tenants_table
@@ -76,7 +76,7 @@ def settle(job: Job) -> bool:
         ":cost": {"N": str(cost)},
         # What the job used in AWS up to now: its manifest's write and webhook deliveries come after.
         # Fixed-point: a nano-dollar's str() is "1E-9", and a number's text is best kept plain for DynamoDB.
-        ":aws": {"N": format(ledger.aws_usd(job.aws, retention_days=settings().output_retention_days), "f")},
+        ":aws": {"N": format(job.aws_usd(), "f")},
         ":model": {"S": job.model},
         ":day": {"S": ended[:10]},
     }

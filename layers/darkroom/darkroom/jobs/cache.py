@@ -30,10 +30,10 @@ def max_age_s() -> int:
 
 def serve(store: JobStore, job: Job) -> bool:
     """End a queued cached job from its newest matching source; False when there is none (it is generated)."""
-    fingerprint = job.cache_fingerprint()
-    if fingerprint is None or max_age_s() == 0:
+    fingerprint, max_age = job.cache_fingerprint(), max_age_s()
+    if fingerprint is None or max_age == 0:
         return False
-    since = (datetime.now(UTC) - timedelta(seconds=max_age_s())).isoformat(timespec="milliseconds")
+    since = (datetime.now(UTC) - timedelta(seconds=max_age)).isoformat(timespec="milliseconds")
     for source_id in store.cache_sources(fingerprint, ended_since=since.replace("+00:00", "Z")):
         source = store.get(source_id)
         if not _serves(source, job, fingerprint):

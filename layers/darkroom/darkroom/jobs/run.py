@@ -163,9 +163,9 @@ def handle_job_message(body: dict[str, Any], remaining_ms: RemainingMs) -> None:
     if verdict == LATER:
         raise JobBusy(f"job {job.id} waits for its retry's own message")
     try:
-        if job.status == "queued" and job.cache and job.provider_calls == 0 and cache.serve(store, job):
-            return
         if job.status == "queued":
+            if job.cache and job.provider_calls == 0 and cache.serve(store, job):
+                return  # served from the cache: no provider call
             ready = _route_ready(store, job, body)
             if ready is not None:
                 _run(store, *ready, remaining_ms)

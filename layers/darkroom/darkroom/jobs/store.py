@@ -180,6 +180,10 @@ class Job:
         }
         return hashlib.sha256(json.dumps(document, sort_keys=True, ensure_ascii=True).encode()).hexdigest()
 
+    def aws_usd(self) -> Decimal:
+        """What the job has used in AWS so far, priced (its stored bytes kept for the outputs' lifecycle)."""
+        return ledger.aws_usd(self.aws, retention_days=settings().output_retention_days)
+
 
 # Attributes stored as JSON strings: nested maps of arbitrary shape, read back exactly as written.
 _JSON_FIELDS = (
@@ -258,10 +262,6 @@ def _cache_source(job: Job, status: str) -> dict[str, Any]:
         return {}
     fingerprint = job.cache_fingerprint()
     return {"cache_key": fingerprint} if fingerprint else {}
-
-
-def _with_use(job: Job, use: dict[str, int]) -> dict[str, int]:
-    return {name: job.aws.get(name, 0) + use.get(name, 0) for name in {*job.aws, *use}}
 
 
 CONFLICT_TRIES = 5
@@ -453,7 +453,7 @@ class JobStore:
         else:
             job.sweep_at = time.time()
         meter, use = ledger.take_for(job.id)
-        before, job.aws = job.aws, _with_use(job, use)
+        before, job.aws = job.aws, ledger.plus(job.aws, use)
         put = {"TableName": self.table, "Item": _to_item(job), "ConditionExpression": "attribute_not_exists(id)"}
         try:
             self._put(job, job.write_id, put, together_with)
@@ -677,13 +677,14 @@ class JobStore:
     def serve_from_cache(self, job: Job, *, source: Job, outputs: list[dict[str, Any]]) -> Job:
         """queued -> succeeded with copies of `source`'s images, before any provider call: no usage, no cost.
         LeaseLost when a worker claimed it or it ended meanwhile."""
+        now = now_iso()
         return self._update(
             job,
             status="succeeded",
             **self._untouched_condition(job),
             sets={
-                "completed_at": now_iso(),
-                "started_at": now_iso(),
+                "completed_at": now,
+                "started_at": now,
                 "outputs": outputs,
                 "usage": None,
                 "cost_usd": Decimal(0),
@@ -859,7 +860,7 @@ class JobStore:
         `updated_at` as it is: the job and its manifest keep agreeing."""
         sets = {**sets, "write_id": uuid.uuid4().hex}
         meter, use = ledger.take_for(job.id)
-        changed = Job(**{**job.__dict__, **sets, "status": status, "aws": _with_use(job, use)})
+        changed = Job(**{**job.__dict__, **sets, "status": status, "aws": ledger.plus(job.aws, use)})
         if not bookkeeping:
             changed.updated_at = now_iso()
         for name in removes:

@@ -6,7 +6,6 @@ from typing import Any
 
 from darkroom import ledger, storage
 from darkroom.jobs.store import Job
-from darkroom.settings import settings
 
 # A list shows this much of each prompt; GET /v1/jobs/{id} shows all of it.
 PROMPT_PREVIEW_CHARS = 200
@@ -69,10 +68,9 @@ def job_document(
 def cost(job: Job) -> dict[str, Any]:
     """What the job cost: at the provider (from its usage; None until priced) and in AWS so far (darkroom.ledger),
     with what the AWS figure is made of."""
-    aws_usd = ledger.aws_usd(job.aws, retention_days=settings().output_retention_days)
     return {
         "provider_usd": float(job.cost_usd) if job.cost_usd is not None else None,
-        "aws_usd": float(aws_usd),
+        "aws_usd": float(job.aws_usd()),
         "aws": {"usage": {name: job.aws.get(name, 0) for name in ledger.COUNTERS}, "prices_as_of": ledger.PRICES.as_of},
     }
 
